@@ -1,0 +1,104 @@
+//! The pull-through engine: resolves manifests and blobs from storage or, on a miss, from
+//! the upstream, verifying everything before it is committed.
+
+mod blob;
+mod fill;
+mod manifest;
+mod spool;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+use crate::{BlobStore, EngineError, ResolvedRange, TagStore};
+use fill::FillRegistry;
+
+pub use crate::manifest::Manifest as ManifestResponse;
+
+/// A blob body: bytes in order. An `Err` item means the body is cut and the client must
+/// see a broken response, never a complete-looking one.
+pub type BlobBody = BoxStream<'static, Result<Bytes, EngineError>>;
+
+/// A blob to send to a client.
+pub struct BlobResponse {
+    /// The blob's total size, when known (unknown only while filling from an upstream that
+    /// sent no `Content-Length`).
+    pub size: Option<u64>,
+    /// The part of the blob `body` holds, when a range was asked.
+    pub range: Option<ResolvedRange>,
+    /// The bytes.
+    pub body: BlobBody,
+    /// True when served from storage, false when from a fill.
+    pub cached: bool,
+}
+
+impl std::fmt::Debug for BlobResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobResponse")
+            .field("size", &self.size)
+            .field("range", &self.range)
+            .field("cached", &self.cached)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where fills keep the bytes that clients read while the fill runs (anonymous files,
+    /// removed when the fill ends, even after a crash).
+    pub spool_dir: PathBuf,
+    /// A fill fails when the upstream sends nothing for this long.
+    pub fill_idle_timeout: Duration,
+    /// Size of the chunks sent to clients.
+    pub chunk_size: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            spool_dir: std::env::temp_dir(),
+            fill_idle_timeout: Duration::from_secs(60),
+            chunk_size: 256 * 1024,
+        }
+    }
+}
+
+/// The pull-through engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    blobs: Arc<dyn BlobStore>,
+    tags: Arc<dyn TagStore>,
+    fills: Arc<FillRegistry>,
+    config: EngineConfig,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine over the given stores.
+    pub fn new(blobs: Arc<dyn BlobStore>, tags: Arc<dyn TagStore>, config: EngineConfig) -> Self {
+        Self {
+            blobs,
+            tags,
+            fills: Arc::new(FillRegistry::default()),
+            config,
+        }
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    /// Number of fills running now.
+    pub fn fills_in_flight(&self) -> usize {
+        self.fills.len()
+    }
+}

@@ -1,0 +1,115 @@
+//! Blob requests: a local hit streams from storage; a miss joins or starts the single fill
+//! of that digest and reads it as it grows, ranges included.
+
+use std::sync::Arc;
+
+use futures_util::TryStreamExt;
+use tokio::sync::watch;
+
+use super::fill::{FillJob, Progress};
+use super::{spool, BlobResponse, Engine};
+use crate::name::RepositoryName;
+use crate::{ByteRange, Digest, EngineError, StorageError, UpstreamClient, UpstreamError};
+
+impl Engine {
+    /// The blob, or the part `range` selects: from storage when cached, else from the
+    /// digest's single fill (started if none runs), answered as soon as the bytes exist.
+    pub async fn blob(
+        &self,
+        client: &Arc<UpstreamClient>,
+        repo: &RepositoryName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<BlobResponse, EngineError> {
+        match self.blobs.get(digest, range).await {
+            Ok((meta, resolved, body)) => {
+                return Ok(BlobResponse {
+                    size: Some(meta.size),
+                    range: range.map(|_| resolved),
+                    body: Box::pin(body.map_err(EngineError::Storage)),
+                    cached: true,
+                })
+            }
+            Err(StorageError::NotFound { .. }) => {}
+            Err(StorageError::RangeNotSatisfiable { size }) => {
+                return Err(EngineError::RangeNotSatisfiable { size })
+            }
+            Err(e) => tracing::warn!(%digest, error = %e, "storage read failed; filling from upstream"),
+        }
+        let job = FillJob {
+            client: Arc::clone(client),
+            repo: repo.as_str().to_owned(),
+            digest: digest.clone(),
+            blobs: Arc::clone(&self.blobs),
+            idle_timeout: self.config.fill_idle_timeout,
+        };
+        let handle = self.fills.join_or_start(job, &self.config.spool_dir)?;
+        let mut progress = handle.progress.clone();
+        let size = wait_for_size(&mut progress, range.is_some()).await?;
+        let chunk = self.config.chunk_size;
+        let Some(range) = range else {
+            let body = spool::read(handle.spool, progress, 0, None, chunk);
+            return Ok(BlobResponse { size, range: None, body, cached: false });
+        };
+        let total = size.unwrap_or(0);
+        let resolved = range
+            .resolve(total)
+            .ok_or(EngineError::RangeNotSatisfiable { size: total })?;
+        let body = spool::read(handle.spool, progress, resolved.start, Some(resolved.end), chunk);
+        Ok(BlobResponse {
+            size,
+            range: Some(resolved),
+            body,
+            cached: false,
+        })
+    }
+
+    /// The blob's size, without downloading it: from storage, a running fill, or an
+    /// upstream HEAD.
+    pub async fn blob_size(
+        &self,
+        client: &UpstreamClient,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<u64, EngineError> {
+        if let Some(meta) = self.blobs.head(digest).await? {
+            return Ok(meta.size);
+        }
+        if let Some(handle) = self.fills.get(digest) {
+            if let Progress::Streaming { size: Some(size), .. } | Progress::Done { size } =
+                *handle.progress.borrow()
+            {
+                return Ok(size);
+            }
+        }
+        match client.blob_size(repo.as_str(), digest).await {
+            Ok(Some(size)) => Ok(size),
+            Ok(None) => Err(EngineError::Upstream(UpstreamError::InvalidResponse {
+                reason: "blob HEAD without Content-Length",
+            })),
+            Err(UpstreamError::NotFound) => Err(EngineError::BlobUnknown { digest: digest.clone() }),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Waits until the fill knows the blob's size (or, without a range, merely started).
+async fn wait_for_size(
+    progress: &mut watch::Receiver<Progress>,
+    need_size: bool,
+) -> Result<Option<u64>, EngineError> {
+    loop {
+        match &*progress.borrow_and_update() {
+            Progress::Connecting => {}
+            Progress::Streaming { size: Some(s), .. } | Progress::Done { size: s } => {
+                return Ok(Some(*s))
+            }
+            Progress::Streaming { size: None, .. } if !need_size => return Ok(None),
+            Progress::Streaming { .. } => {}
+            Progress::Failed(e) => return Err(EngineError::Fill(Arc::clone(e))),
+        }
+        if progress.changed().await.is_err() {
+            return Err(EngineError::Spool(std::io::Error::other("fill ended without a result")));
+        }
+    }
+}

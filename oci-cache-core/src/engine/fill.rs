@@ -1,0 +1,200 @@
+//! Single-flight fills: at most one upstream download per digest at a time. The download
+//! runs in its own task (a client that leaves does not stop it), writes through a verifier
+//! into the spool (for readers) and a storage writer, and commits only a verified blob.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::spool::Spool;
+use crate::{BlobStore, Digest, EngineError, UpstreamClient, UpstreamError};
+
+/// How far a fill has come. Readers watch it.
+#[derive(Debug, Clone)]
+pub(crate) enum Progress {
+    /// Waiting for the upstream's answer.
+    Connecting,
+    /// Bytes are arriving; `written` of them are in the spool.
+    Streaming {
+        /// The size the upstream announced.
+        size: Option<u64>,
+        /// Bytes in the spool.
+        written: u64,
+    },
+    /// All bytes arrived and matched the digest.
+    Done {
+        /// The blob's size.
+        size: u64,
+    },
+    /// The fill failed; nothing was committed.
+    Failed(Arc<EngineError>),
+}
+
+/// A running fill, as its readers see it.
+#[derive(Debug, Clone)]
+pub(crate) struct FillHandle {
+    pub(crate) spool: Spool,
+    pub(crate) progress: watch::Receiver<Progress>,
+}
+
+/// What a fill needs to download one blob.
+pub(crate) struct FillJob {
+    pub(crate) client: Arc<UpstreamClient>,
+    pub(crate) repo: String,
+    pub(crate) digest: Digest,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// The running fills, by digest.
+#[derive(Debug, Default)]
+pub(crate) struct FillRegistry {
+    fills: Mutex<HashMap<Digest, FillHandle>>,
+}
+
+impl FillRegistry {
+    /// Number of fills running.
+    pub(crate) fn len(&self) -> usize {
+        self.fills.lock().map_or(0, |f| f.len())
+    }
+
+    /// The running fill of `digest`, if any.
+    pub(crate) fn get(&self, digest: &Digest) -> Option<FillHandle> {
+        self.fills.lock().ok()?.get(digest).cloned()
+    }
+
+    /// Joins the running fill of the job's digest, or starts one in a new task.
+    pub(crate) fn join_or_start(
+        self: &Arc<Self>,
+        job: FillJob,
+        spool_dir: &Path,
+    ) -> Result<FillHandle, EngineError> {
+        if let Some(handle) = self.get(&job.digest) {
+            return Ok(handle);
+        }
+        let spool = Spool::create(spool_dir)?;
+        let (tx, rx) = watch::channel(Progress::Connecting);
+        let handle = FillHandle {
+            spool: spool.clone(),
+            progress: rx,
+        };
+        {
+            let mut fills = self
+                .fills
+                .lock()
+                .map_err(|_| EngineError::Spool(std::io::Error::other("fill registry poisoned")))?;
+            if let Some(existing) = fills.get(&job.digest) {
+                return Ok(existing.clone());
+            }
+            fills.insert(job.digest.clone(), handle.clone());
+        }
+        let guard = Deregister {
+            registry: Arc::clone(self),
+            digest: job.digest.clone(),
+        };
+        tokio::spawn(async move {
+            let result = run(&job, &spool, &tx).await;
+            match result {
+                Ok(size) => {
+                    tracing::debug!(digest = %job.digest, size, "fill committed");
+                    tx.send_replace(Progress::Done { size });
+                }
+                Err(e) => {
+                    tracing::warn!(digest = %job.digest, error = %e, "fill failed");
+                    tx.send_replace(Progress::Failed(Arc::new(e)));
+                }
+            }
+            drop(guard);
+        });
+        Ok(handle)
+    }
+}
+
+/// Removes a fill from the registry when its task ends, however it ends.
+struct Deregister {
+    registry: Arc<FillRegistry>,
+    digest: Digest,
+}
+
+impl Drop for Deregister {
+    fn drop(&mut self) {
+        if let Ok(mut fills) = self.registry.fills.lock() {
+            fills.remove(&self.digest);
+        }
+    }
+}
+
+/// Downloads, verifies and commits one blob; returns its size.
+async fn run(job: &FillJob, spool: &Spool, tx: &watch::Sender<Progress>) -> Result<u64, EngineError> {
+    let resp = match job.client.blob(&job.repo, &job.digest).await {
+        Err(UpstreamError::NotFound) => {
+            return Err(EngineError::BlobUnknown {
+                digest: job.digest.clone(),
+            })
+        }
+        other => other?,
+    };
+    let size = resp.content_length();
+    tx.send_replace(Progress::Streaming { size, written: 0 });
+    let mut writer = match job.blobs.writer(&job.digest, size).await {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(digest = %job.digest, error = %e, "storage refused a writer; serving without storing");
+            None
+        }
+    };
+    let mut verifier = job.digest.verifier();
+    let mut body = resp.bytes_stream();
+    let mut written = 0u64;
+    loop {
+        let next = tokio::time::timeout(job.idle_timeout, body.next())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?;
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(UpstreamError::from)?;
+        let len = chunk.len() as u64;
+        if size.is_some_and(|s| written + len > s) {
+            return Err(EngineError::SizeMismatch {
+                expected: size.unwrap_or(0),
+                actual: written + len,
+            });
+        }
+        verifier.update(&chunk);
+        spool.write_at(written, chunk.clone()).await?;
+        if let Some(w) = writer.as_mut() {
+            if let Err(e) = w.write(chunk).await {
+                tracing::warn!(digest = %job.digest, error = %e, "storage write failed; serving without storing");
+                writer = None;
+            }
+        }
+        written += len;
+        tx.send_modify(|p| {
+            if let Progress::Streaming { written: w, .. } = p {
+                *w = written;
+            }
+        });
+    }
+    if let Some(expected) = size.filter(|s| *s != written) {
+        return Err(EngineError::SizeMismatch {
+            expected,
+            actual: written,
+        });
+    }
+    let actual = verifier.finish();
+    if actual != job.digest {
+        return Err(EngineError::DigestMismatch {
+            expected: job.digest.clone(),
+            actual,
+        });
+    }
+    if let Some(w) = writer {
+        if let Err(e) = w.commit().await {
+            tracing::warn!(digest = %job.digest, error = %e, "storage commit failed; blob served but not stored");
+        }
+    }
+    Ok(written)
+}

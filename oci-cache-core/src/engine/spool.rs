@@ -1,0 +1,129 @@
+//! A fill's spool: an anonymous file the fill appends to and every reader reads from at its
+//! own offset, so any number of clients follow one upstream download as it grows.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream;
+use tokio::sync::watch;
+
+use super::fill::Progress;
+use super::BlobBody;
+use crate::EngineError;
+
+/// The spool file, shared by the fill and its readers.
+#[derive(Debug, Clone)]
+pub(crate) struct Spool {
+    file: Arc<File>,
+}
+
+impl Spool {
+    /// Creates an anonymous (already unlinked) file in `dir`.
+    pub(crate) fn create(dir: &Path) -> Result<Self, EngineError> {
+        let file = tempfile::tempfile_in(dir).map_err(EngineError::Spool)?;
+        Ok(Self { file: Arc::new(file) })
+    }
+
+    /// Writes `chunk` at `offset`.
+    pub(crate) async fn write_at(&self, offset: u64, chunk: Bytes) -> Result<(), EngineError> {
+        let file = Arc::clone(&self.file);
+        tokio::task::spawn_blocking(move || file.write_all_at(&chunk, offset))
+            .await
+            .map_err(|e| EngineError::Spool(std::io::Error::other(e)))?
+            .map_err(EngineError::Spool)
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, EngineError> {
+        let file = Arc::clone(&self.file);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = BytesMut::zeroed(len);
+            file.read_exact_at(&mut buf, offset).map(|()| buf.freeze())
+        })
+        .await
+        .map_err(|e| EngineError::Spool(std::io::Error::other(e)))?
+        .map_err(EngineError::Spool)
+    }
+}
+
+struct ReadState {
+    spool: Spool,
+    progress: watch::Receiver<Progress>,
+    pos: u64,
+    end: Option<u64>,
+    chunk: u64,
+    finished: bool,
+}
+
+/// Streams `start..end` (or to the end of the blob) from a running or finished fill. The
+/// final byte of the blob is only released once the fill has verified the digest, so a
+/// client never receives a complete-looking body that failed verification.
+pub(crate) fn read(
+    spool: Spool,
+    progress: watch::Receiver<Progress>,
+    start: u64,
+    end: Option<u64>,
+    chunk: usize,
+) -> BlobBody {
+    let state = ReadState {
+        spool,
+        progress,
+        pos: start,
+        end,
+        chunk: chunk as u64,
+        finished: false,
+    };
+    Box::pin(stream::unfold(state, |mut st| async move {
+        if st.finished {
+            return None;
+        }
+        match next_chunk(&mut st).await {
+            Ok(Some(bytes)) => Some((Ok(bytes), st)),
+            Ok(None) => None,
+            Err(e) => {
+                st.finished = true;
+                Some((Err(e), st))
+            }
+        }
+    }))
+}
+
+async fn next_chunk(st: &mut ReadState) -> Result<Option<Bytes>, EngineError> {
+    loop {
+        let progress = st.progress.borrow_and_update().clone();
+        let (readable, size, done) = match progress {
+            Progress::Connecting => (0, None, false),
+            Progress::Streaming { size, written } => {
+                // Hold back the blob's last byte until it is verified.
+                let limit = size.map_or(written, |s| written.min(s.saturating_sub(1)));
+                (limit, size, false)
+            }
+            Progress::Done { size } => (size, Some(size), true),
+            Progress::Failed(e) => return Err(EngineError::Fill(e)),
+        };
+        let end = st.end.or(if done { size } else { None });
+        if end.is_some_and(|e| st.pos >= e) {
+            return Ok(None);
+        }
+        let limit = end.map_or(readable, |e| readable.min(e));
+        if limit > st.pos {
+            let len = (limit - st.pos).min(st.chunk) as usize;
+            let bytes = st.spool.read_at(st.pos, len).await?;
+            st.pos += len as u64;
+            return Ok(Some(bytes));
+        }
+        if done {
+            // The fill finished short of the range's end: the range lies past the blob.
+            return Err(EngineError::RangeNotSatisfiable {
+                size: size.unwrap_or(0),
+            });
+        }
+        if st.progress.changed().await.is_err() {
+            return Err(EngineError::Spool(std::io::Error::other(
+                "fill ended without a result",
+            )));
+        }
+    }
+}

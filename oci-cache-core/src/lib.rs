@@ -1,0 +1,25 @@
+//! The protocol core of oci-cache: repository names and references, digests and their
+//! verification, manifests and media types, the upstream client with bearer-token auth,
+//! request routing to upstreams, and the pull-through [`Engine`] (manifest and blob
+//! resolution, single-flight fills that clients read while they grow).
+//!
+//! It does no HTTP serving: `oci-cache-server` adapts it to HTTP. Another service can embed
+//! it with its own [`BlobStore`] and [`TagStore`].
+
+pub mod auth;
+mod engine;
+mod error;
+pub mod manifest;
+pub mod name;
+pub mod range;
+pub mod route;
+mod upstream;
+mod upstreams;
+
+pub use engine::{BlobBody, BlobResponse, Engine, EngineConfig, ManifestResponse};
+pub use error::EngineError;
+pub use oci_cache_storage::{
+    BlobStore, ByteRange, Digest, DigestError, ResolvedRange, StorageError, TagStore, Verifier,
+};
+pub use upstream::{Credentials, UpstreamClient, UpstreamConfig, UpstreamError, UpstreamManifest};
+pub use upstreams::{RouteError, Upstreams};

@@ -1,0 +1,138 @@
+//! Manifests as the cache sees them: exact bytes (the digest is of those bytes), a media
+//! type, and the few facts the engine needs. OCI image manifest and index and Docker schema 2
+//! manifest and manifest list pass; Docker schema 1 is refused.
+//! See the OCI image spec, "Image Manifest" and "Image Index".
+
+use bytes::Bytes;
+use oci_spec::image::MediaType;
+
+use crate::Digest;
+
+/// Largest manifest the cache accepts (the distribution spec's recommended 4 MiB).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Docker schema 2 manifest media type.
+pub const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker schema 2 manifest list media type.
+pub const DOCKER_MANIFEST_LIST_V2: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker schema 1 manifest media types (refused).
+const DOCKER_SCHEMA1: [&str; 2] = [
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+];
+
+/// The `Accept` header the cache sends upstream for manifests.
+pub fn accept_header() -> String {
+    [
+        MediaType::ImageManifest.to_string(),
+        MediaType::ImageIndex.to_string(),
+        DOCKER_MANIFEST_V2.to_owned(),
+        DOCKER_MANIFEST_LIST_V2.to_owned(),
+    ]
+    .join(", ")
+}
+
+/// Why a manifest is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// Larger than [`MAX_MANIFEST_BYTES`].
+    #[error("manifest larger than {MAX_MANIFEST_BYTES} bytes")]
+    TooLarge,
+    /// Not a JSON object.
+    #[error("manifest is not a JSON object")]
+    NotJson,
+    /// Docker schema 1, which the cache does not serve.
+    #[error("Docker schema 1 manifests are not supported; push the image with schema 2 or OCI")]
+    Schema1,
+}
+
+/// A manifest: its exact bytes, digest and media type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The exact bytes, as the upstream sent them.
+    pub bytes: Bytes,
+    /// The digest of `bytes`.
+    pub digest: Digest,
+    /// The media type to serve it with.
+    pub media_type: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Probe {
+    #[serde(rename = "schemaVersion")]
+    schema_version: Option<u32>,
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+    manifests: Option<serde::de::IgnoredAny>,
+}
+
+/// Checks a manifest's bytes and decides its media type: the `mediaType` field when present,
+/// else `content_type` (from the upstream) when it is not generic, else the OCI index type
+/// when the JSON has `manifests`, else the OCI image manifest type.
+pub fn inspect(bytes: &[u8], content_type: Option<&str>) -> Result<String, ManifestError> {
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::TooLarge);
+    }
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|_| ManifestError::NotJson)?;
+    let content_type = content_type
+        .map(|c| c.split(';').next().unwrap_or(c).trim())
+        .filter(|c| !c.is_empty() && *c != "application/json" && *c != "text/plain");
+    let media_type = probe
+        .media_type
+        .or_else(|| content_type.map(str::to_owned))
+        .unwrap_or_else(|| {
+            if probe.manifests.is_some() {
+                MediaType::ImageIndex.to_string()
+            } else {
+                MediaType::ImageManifest.to_string()
+            }
+        });
+    if probe.schema_version == Some(1) || DOCKER_SCHEMA1.contains(&media_type.as_str()) {
+        return Err(ManifestError::Schema1);
+    }
+    Ok(media_type)
+}
+
+/// True when the media type names an index (OCI index or Docker manifest list).
+pub fn is_index(media_type: &str) -> bool {
+    media_type == DOCKER_MANIFEST_LIST_V2 || media_type == MediaType::ImageIndex.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_type_field_wins() {
+        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
+        assert_eq!(inspect(m, Some("application/json")).unwrap(), DOCKER_MANIFEST_V2);
+    }
+
+    #[test]
+    fn index_detected_without_media_type() {
+        let m = br#"{"schemaVersion":2,"manifests":[]}"#;
+        assert_eq!(inspect(m, None).unwrap(), "application/vnd.oci.image.index.v1+json");
+        let m = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        assert_eq!(inspect(m, None).unwrap(), "application/vnd.oci.image.manifest.v1+json");
+    }
+
+    #[test]
+    fn schema1_refused() {
+        let m = br#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#;
+        assert_eq!(inspect(m, None), Err(ManifestError::Schema1));
+        let m = br#"{"schemaVersion":2}"#;
+        assert_eq!(
+            inspect(m, Some("application/vnd.docker.distribution.manifest.v1+prettyjws")),
+            Err(ManifestError::Schema1)
+        );
+    }
+
+    #[test]
+    fn oversized_and_non_json_refused() {
+        assert_eq!(inspect(b"[1,2]", None), Err(ManifestError::NotJson));
+        assert_eq!(inspect(b"nope", None), Err(ManifestError::NotJson));
+        let big = vec![b' '; MAX_MANIFEST_BYTES + 1];
+        assert_eq!(inspect(&big, None), Err(ManifestError::TooLarge));
+    }
+}

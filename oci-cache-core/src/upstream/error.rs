@@ -1,0 +1,70 @@
+//! What can go wrong talking to an upstream. Never carries credentials or tokens.
+
+use std::time::Duration;
+
+/// An upstream failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// The upstream says the object does not exist (404).
+    #[error("not found upstream")]
+    NotFound,
+    /// The upstream refused our credentials (401 after the token flow).
+    #[error("upstream refused authorization")]
+    Unauthorized,
+    /// The upstream refused access (403).
+    #[error("upstream denied access")]
+    Denied,
+    /// The upstream rate-limited us (429).
+    #[error("upstream rate limit reached")]
+    TooManyRequests {
+        /// How long the upstream asks us to wait, if it said.
+        retry_after: Option<Duration>,
+    },
+    /// Any other unexpected status.
+    #[error("upstream answered {status}")]
+    Status {
+        /// The status code.
+        status: u16,
+    },
+    /// Could not connect, or the connection broke.
+    #[error("upstream unreachable: {source}")]
+    Transport {
+        /// The client error (its text never includes credentials).
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A timeout elapsed.
+    #[error("upstream timed out")]
+    Timeout,
+    /// The token endpoint failed or sent something unusable.
+    #[error("token endpoint failed: {reason}")]
+    Token {
+        /// What went wrong.
+        reason: &'static str,
+    },
+    /// A response the cache cannot use.
+    #[error("invalid upstream response: {reason}")]
+    InvalidResponse {
+        /// What was wrong with it.
+        reason: &'static str,
+    },
+    /// The configured URL is invalid.
+    #[error("invalid upstream URL {url:?}")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+    },
+}
+
+impl From<reqwest::Error> for UpstreamError {
+    fn from(source: reqwest::Error) -> Self {
+        if source.is_timeout() {
+            UpstreamError::Timeout
+        } else {
+            UpstreamError::Transport {
+                source: source.without_url(),
+            }
+        }
+    }
+}

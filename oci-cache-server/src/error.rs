@@ -1,0 +1,100 @@
+//! The one place that maps every failure to an OCI error code, HTTP status and JSON body
+//! (distribution spec, "Error Codes").
+
+use http::{header, HeaderValue, Response, StatusCode};
+use oci_cache_core::route::RouteParseError;
+use oci_cache_core::{EngineError, RouteError, UpstreamError};
+use oci_spec::distribution::ErrorCode;
+
+use crate::service::{full_body, Body};
+
+/// A failure of one API request, before it is turned into a response.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The path is not an API route.
+    #[error(transparent)]
+    Path(#[from] RouteParseError),
+    /// No upstream for the request.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The method is not served (push, delete).
+    #[error("method not supported by a pull-through cache")]
+    Unsupported,
+    /// The `Range` header is malformed.
+    #[error("malformed Range header")]
+    BadRange,
+}
+
+/// The code, status and extra headers of an error.
+fn classify(err: &ApiError) -> (ErrorCode, StatusCode, Option<(header::HeaderName, String)>) {
+    use ErrorCode as C;
+    use StatusCode as S;
+    match err {
+        ApiError::Unsupported => (C::Unsupported, S::METHOD_NOT_ALLOWED, None),
+        ApiError::BadRange => (C::Unsupported, S::BAD_REQUEST, None),
+        ApiError::Path(RouteParseError::NotFound) => (C::NameUnknown, S::NOT_FOUND, None),
+        ApiError::Path(RouteParseError::Digest(_)) => (C::DigestInvalid, S::BAD_REQUEST, None),
+        ApiError::Path(RouteParseError::Reference(_)) => (C::ManifestInvalid, S::BAD_REQUEST, None),
+        ApiError::Route(RouteError::UnknownUpstream { .. }) => (C::NameUnknown, S::NOT_FOUND, None),
+        ApiError::Route(RouteError::Name(_)) => (C::NameInvalid, S::BAD_REQUEST, None),
+        ApiError::Engine(e) => classify_engine(e.root()),
+    }
+}
+
+fn classify_engine(e: &EngineError) -> (ErrorCode, StatusCode, Option<(header::HeaderName, String)>) {
+    use ErrorCode as C;
+    use StatusCode as S;
+    match e {
+        EngineError::BlobUnknown { .. } => (C::BlobUnknown, S::NOT_FOUND, None),
+        EngineError::ManifestUnknown => (C::ManifestUnknown, S::NOT_FOUND, None),
+        EngineError::ManifestInvalid(_) => (C::ManifestInvalid, S::BAD_REQUEST, None),
+        EngineError::DigestMismatch { .. } | EngineError::SizeMismatch { .. } => {
+            (C::DigestInvalid, S::BAD_GATEWAY, None)
+        }
+        EngineError::RangeNotSatisfiable { size } => (
+            C::BlobUnknown,
+            S::RANGE_NOT_SATISFIABLE,
+            Some((header::CONTENT_RANGE, format!("bytes */{size}"))),
+        ),
+        EngineError::Route(RouteError::UnknownUpstream { .. }) => (C::NameUnknown, S::NOT_FOUND, None),
+        EngineError::Route(RouteError::Name(_)) => (C::NameInvalid, S::BAD_REQUEST, None),
+        EngineError::Upstream(u) => match u {
+            UpstreamError::NotFound => (C::NameUnknown, S::NOT_FOUND, None),
+            UpstreamError::Unauthorized => (C::Unauthorized, S::BAD_GATEWAY, None),
+            UpstreamError::Denied => (C::Denied, S::FORBIDDEN, None),
+            UpstreamError::TooManyRequests { retry_after } => (
+                C::TooManyRequests,
+                S::TOO_MANY_REQUESTS,
+                retry_after.map(|d| (header::RETRY_AFTER, d.as_secs().to_string())),
+            ),
+            UpstreamError::Timeout => (C::Unsupported, S::GATEWAY_TIMEOUT, None),
+            _ => (C::Unsupported, S::SERVICE_UNAVAILABLE, None),
+        },
+        EngineError::Storage(_) | EngineError::Spool(_) | EngineError::Fill(_) => {
+            (C::Unsupported, S::INTERNAL_SERVER_ERROR, None)
+        }
+        _ => (C::Unsupported, S::INTERNAL_SERVER_ERROR, None),
+    }
+}
+
+/// The OCI error response for `err`: `{"errors":[{"code","message"}]}` with the spec's
+/// status. The message is the error's text, which never carries credentials.
+pub fn error_response(err: &ApiError) -> Response<Body> {
+    let (code, status, extra) = classify(err);
+    let body = serde_json::json!({
+        "errors": [{ "code": code, "message": err.to_string() }]
+    });
+    let mut resp = Response::new(full_body(body.to_string()));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some((name, value)) = extra {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+    resp
+}

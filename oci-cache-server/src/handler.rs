@@ -1,0 +1,143 @@
+//! One API request: route, choose the upstream, call the engine, build the response.
+
+
+use futures_util::TryStreamExt;
+use http::request::Parts;
+use http::{header, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use oci_cache_core::range::parse_range;
+use oci_cache_core::route::{parse_path, Route};
+use oci_cache_core::{BlobResponse, Engine, Upstreams};
+
+use crate::error::ApiError;
+use crate::service::{full_body, Body, BodyError};
+
+/// Handles one request.
+pub(crate) async fn handle(
+    engine: &Engine,
+    upstreams: &Upstreams,
+    parts: &Parts,
+) -> Result<Response<Body>, ApiError> {
+    let route = parse_path(parts.uri.path())?;
+    let head = parts.method == Method::HEAD;
+    if !(head || parts.method == Method::GET) || route == Route::Upload {
+        return Err(ApiError::Unsupported);
+    }
+    let query = parts.uri.query().unwrap_or("");
+    let ns = query_param(query, "ns");
+    match route {
+        Route::ApiVersion => Ok(json_response(StatusCode::OK, "{}", head)),
+        Route::Upload => Err(ApiError::Unsupported),
+        Route::Manifest { name, reference } => {
+            let (client, repo) = upstreams.select(ns.as_deref(), &name)?;
+            let m = engine.manifest(&client, &repo, &reference).await?;
+            let mut resp = Response::new(if head { full_body("") } else { full_body(m.bytes.clone()) });
+            let h = resp.headers_mut();
+            insert(h, header::CONTENT_TYPE, &m.media_type);
+            insert(h, header::CONTENT_LENGTH, &m.bytes.len().to_string());
+            insert(h, "docker-content-digest", &m.digest.to_string());
+            Ok(resp)
+        }
+        Route::Blob { name, digest } => {
+            let (client, repo) = upstreams.select(ns.as_deref(), &name)?;
+            if head {
+                let size = engine.blob_size(&client, &repo, &digest).await?;
+                let mut resp = Response::new(full_body(""));
+                blob_headers(resp.headers_mut(), &digest.to_string(), Some(size));
+                return Ok(resp);
+            }
+            let range = parts
+                .headers
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_range(v).ok().flatten());
+            let blob = engine.blob(&client, &repo, &digest, range).await?;
+            Ok(blob_response(&digest.to_string(), blob))
+        }
+        Route::TagsList { name } => {
+            let (client, repo) = upstreams.select(ns.as_deref(), &name)?;
+            let upstream_query = forwarded_query(query);
+            let (body, link) = engine.tags_list(&client, &repo, &upstream_query).await?;
+            let mut resp = Response::new(if head { full_body("") } else { full_body(body.clone()) });
+            insert(resp.headers_mut(), header::CONTENT_TYPE, "application/json");
+            insert(resp.headers_mut(), header::CONTENT_LENGTH, &body.len().to_string());
+            if let Some(link) = link {
+                insert(resp.headers_mut(), header::LINK, &link);
+            }
+            Ok(resp)
+        }
+    }
+}
+
+fn blob_response(digest: &str, blob: BlobResponse) -> Response<Body> {
+    let body: Body = BodyExt::boxed_unsync(StreamBody::new(
+        blob.body
+            .map_ok(http_body::Frame::data)
+            .map_err(|e| -> BodyError { Box::new(e) }),
+    ));
+    let mut resp = Response::new(body);
+    match (blob.range, blob.size) {
+        (Some(r), Some(size)) => {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            blob_headers(resp.headers_mut(), digest, Some(r.len()));
+            let value = format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1));
+            insert(resp.headers_mut(), header::CONTENT_RANGE, &value);
+        }
+        _ => blob_headers(resp.headers_mut(), digest, blob.size),
+    }
+    resp
+}
+
+fn blob_headers(h: &mut http::HeaderMap, digest: &str, len: Option<u64>) {
+    insert(h, header::CONTENT_TYPE, "application/octet-stream");
+    insert(h, "docker-content-digest", digest);
+    insert(h, header::ACCEPT_RANGES, "bytes");
+    if let Some(len) = len {
+        insert(h, header::CONTENT_LENGTH, &len.to_string());
+    }
+}
+
+fn json_response(status: StatusCode, body: &'static str, head: bool) -> Response<Body> {
+    let mut resp = Response::new(if head { full_body("") } else { full_body(body) });
+    *resp.status_mut() = status;
+    insert(resp.headers_mut(), header::CONTENT_TYPE, "application/json");
+    resp
+}
+
+fn insert<K: header::IntoHeaderName>(h: &mut http::HeaderMap, name: K, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}
+
+/// The value of `key` in a query string (no percent-decoding: the values used here, `ns`,
+/// `n` and `last`, are host names, numbers and tags).
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The part of a tags/list query that goes upstream: `n` and `last`.
+fn forwarded_query(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|kv| kv.starts_with("n=") || kv.starts_with("last="))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params() {
+        assert_eq!(query_param("ns=docker.io&x=1", "ns").as_deref(), Some("docker.io"));
+        assert_eq!(query_param("x=1", "ns"), None);
+        assert_eq!(forwarded_query("ns=a&n=10&last=v1&evil=1"), "n=10&last=v1");
+    }
+}

@@ -1,0 +1,16 @@
+//! An embeddable HTTP service speaking the pull side of the OCI distribution API over
+//! [`oci_cache_core::Engine`], plus the configuration of the `oci-cache` binary.
+//!
+//! [`CacheService`] is a `tower_service::Service` for any request body, so it can be served
+//! by hyper directly (through `hyper_util::service::TowerToHyperService`) or mounted in
+//! another hyper or axum application.
+
+pub mod config;
+mod error;
+mod handler;
+mod serve;
+mod service;
+
+pub use error::{error_response, ApiError};
+pub use serve::serve;
+pub use service::{Body, BodyError, CacheService};

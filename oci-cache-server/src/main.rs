@@ -1,0 +1,131 @@
+//! The `oci-cache` binary: `oci-cache serve` runs the pull-through cache.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use oci_cache_core::{Engine, EngineConfig, Upstreams};
+use oci_cache_server::config::{Config, UpstreamEntry};
+use oci_cache_server::{serve, CacheService};
+use oci_cache_storage::fs::FsStore;
+
+/// A pull-through cache for OCI and Docker registries.
+#[derive(Parser)]
+#[command(name = "oci-cache", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the cache.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 0.0.0.0:5000).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory of the filesystem storage (default ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// An upstream as NAME=URL; repeatable; the first is the default. Replaces the
+    /// config file's upstreams.
+    #[arg(long = "upstream", value_name = "NAME=URL")]
+    upstreams: Vec<String>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    init_logs(args.log_json);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("oci-cache: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("oci-cache: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if !args.upstreams.is_empty() {
+        config.upstreams = args
+            .upstreams
+            .iter()
+            .map(|f| UpstreamEntry::from_flag(f))
+            .collect::<Result<_, _>>()?;
+    }
+    let upstreams = Arc::new(Upstreams::new(config.upstream_configs()?)?);
+    let store = Arc::new(FsStore::open(config.data_dir.join("store")).await?);
+    let spool_dir = config.data_dir.join("spool");
+    std::fs::create_dir_all(&spool_dir)?;
+    let engine_config = EngineConfig {
+        spool_dir,
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Engine::new(store.clone(), store, engine_config));
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        data_dir = %config.data_dir.display(),
+        upstreams = ?upstreams.all().iter().map(|u| u.name().to_owned()).collect::<Vec<_>>(),
+        "oci-cache listening"
+    );
+    serve(listener, CacheService::new(engine, upstreams), shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

@@ -1,0 +1,81 @@
+//! [`CacheService`]: the tower `Service` that another application can mount.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use oci_cache_core::{Engine, Upstreams};
+
+use crate::error::error_response;
+use crate::handler::handle;
+
+/// The error type of a response body: a body that fails is cut, never completed.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+/// The response body of [`CacheService`].
+pub type Body = UnsyncBoxBody<Bytes, BodyError>;
+
+/// A body holding `bytes`.
+pub(crate) fn full_body(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// The OCI distribution API (pull side) over an [`Engine`] and its [`Upstreams`].
+#[derive(Debug, Clone)]
+pub struct CacheService {
+    engine: Arc<Engine>,
+    upstreams: Arc<Upstreams>,
+}
+
+impl CacheService {
+    /// A service over `engine`, routing to `upstreams`.
+    pub fn new(engine: Arc<Engine>, upstreams: Arc<Upstreams>) -> Self {
+        Self { engine, upstreams }
+    }
+
+    /// Answers one request. The request body is ignored (the pull API has none).
+    pub async fn call_request<B>(&self, req: Request<B>) -> Response<Body> {
+        let started = Instant::now();
+        let (parts, _body) = req.into_parts();
+        let mut resp = match handle(&self.engine, &self.upstreams, &parts).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(error = %e, "request failed");
+                error_response(&e)
+            }
+        };
+        resp.headers_mut().insert(
+            "docker-distribution-api-version",
+            HeaderValue::from_static("registry/2.0"),
+        );
+        tracing::info!(
+            method = %parts.method,
+            path = parts.uri.path(),
+            status = resp.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        resp
+    }
+}
+
+impl<B: Send + 'static> tower_service::Service<Request<B>> for CacheService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.call_request(req).await) })
+    }
+}

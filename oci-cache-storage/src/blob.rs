@@ -1,0 +1,101 @@
+//! The content-addressed blob store contract.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+use crate::{ByteRange, Digest, StorageError};
+
+/// A stream of a blob's bytes, in order.
+pub type BlobStream = BoxStream<'static, Result<Bytes, StorageError>>;
+
+/// What is known of a stored blob without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobMeta {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last read or written (coarse: backends may refresh it lazily).
+    pub last_access: SystemTime,
+}
+
+/// One page of [`BlobStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    /// Blobs in ascending digest order (by their canonical string form).
+    pub blobs: Vec<BlobMeta>,
+    /// Pass this as `after` to get the next page; `None` on the last page.
+    pub next: Option<Digest>,
+}
+
+/// How a commit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// The blob is now stored, made visible by this writer.
+    Stored,
+    /// The blob was already stored; the written bytes were verified and then discarded.
+    AlreadyExists,
+}
+
+/// Content-addressed, immutable blobs.
+///
+/// # Contract
+/// - A blob is visible (to `head`, `get`, `list`) only after a writer for its digest has
+///   committed, and then it is visible whole: never a partial blob, even after a crash.
+/// - [`BlobWriter::commit`] verifies that the bytes written hash to the writer's digest (and
+///   match the expected size, when one was given); on mismatch nothing becomes visible and
+///   the commit returns [`StorageError::DigestMismatch`] or [`StorageError::SizeMismatch`].
+/// - Committing a digest that is already stored succeeds ([`CommitOutcome::AlreadyExists`]).
+/// - Dropping or aborting a writer leaves nothing behind that is visible.
+/// - Several writers of one digest may run at once; all that verify succeed and exactly one
+///   copy is visible afterwards.
+/// - Deleting a missing digest succeeds.
+/// - `get` of a missing blob is [`StorageError::NotFound`]; a range that does not overlap
+///   the blob is [`StorageError::RangeNotSatisfiable`].
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Size and last access of a stored blob, `None` if it is not stored.
+    async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>, StorageError>;
+
+    /// Streams the blob, or the part of it `range` selects. Returns the blob's total size
+    /// and the resolved range along with the stream.
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<(BlobMeta, crate::ResolvedRange, BlobStream), StorageError>;
+
+    /// Opens a writer for a blob that must hash to `digest` (and be `expected_size` bytes
+    /// long, when given).
+    async fn writer(
+        &self,
+        digest: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Box<dyn BlobWriter>, StorageError>;
+
+    /// Removes a blob. Succeeds when it is not stored.
+    async fn delete(&self, digest: &Digest) -> Result<(), StorageError>;
+
+    /// Lists stored blobs in ascending digest order, at most `limit` per page, starting
+    /// after `after`.
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<ListPage, StorageError>;
+
+    /// Records that the blob was just used (for least-recently-used eviction).
+    async fn touch(&self, digest: &Digest) -> Result<(), StorageError>;
+}
+
+/// A streaming writer for one blob. See the [`BlobStore`] contract.
+#[async_trait]
+pub trait BlobWriter: Send {
+    /// Appends a chunk.
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError>;
+
+    /// Verifies what was written and makes the blob visible atomically.
+    async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError>;
+
+    /// Discards what was written. Dropping the writer does the same, possibly later.
+    async fn abort(self: Box<Self>) -> Result<(), StorageError>;
+}

@@ -1,0 +1,23 @@
+//! Storage for oci-cache: content-addressed blobs and mutable tags.
+//!
+//! This crate knows bytes, digests and atomic commits. It knows nothing of HTTP, upstreams
+//! or manifests. Every backend implements [`BlobStore`] and [`TagStore`] and passes the
+//! shared conformance suite (see the `conformance` module, behind the `conformance`
+//! feature, and `tests/conformance.rs`).
+
+mod blob;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+mod digest;
+mod error;
+pub mod fs;
+pub mod memory;
+mod range;
+mod tag;
+
+pub use blob::{BlobMeta, BlobStore, BlobStream, BlobWriter, CommitOutcome, ListPage};
+pub use digest::{Algorithm, Digest, DigestError, Verifier};
+pub use error::StorageError;
+pub use range::{ByteRange, ResolvedRange};
+pub(crate) use range::resolve_request;
+pub use tag::{TagKey, TagRecord, TagStore};
