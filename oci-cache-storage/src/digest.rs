@@ -193,7 +193,9 @@ impl Verifier {
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Verifier").field("len", &self.len).finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -219,7 +221,10 @@ mod tests {
             Err(DigestError::UnsupportedAlgorithm { .. })
         ));
         let upper = format!("sha256:{}", "A".repeat(64));
-        assert_eq!(Digest::parse(&upper), Err(DigestError::BadEncoding { expected: 64 }));
+        assert_eq!(
+            Digest::parse(&upper),
+            Err(DigestError::BadEncoding { expected: 64 })
+        );
         assert!(Digest::parse("sha256:abc").is_err());
         assert_eq!(Digest::parse("sha256"), Err(DigestError::MissingSeparator));
     }

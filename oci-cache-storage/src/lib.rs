@@ -18,6 +18,6 @@ mod tag;
 pub use blob::{BlobMeta, BlobStore, BlobStream, BlobWriter, CommitOutcome, ListPage};
 pub use digest::{Algorithm, Digest, DigestError, Verifier};
 pub use error::StorageError;
-pub use range::{ByteRange, ResolvedRange};
 pub(crate) use range::resolve_request;
+pub use range::{ByteRange, ResolvedRange};
 pub use tag::{TagKey, TagRecord, TagStore};

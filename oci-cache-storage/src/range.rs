@@ -35,7 +35,10 @@ pub struct ResolvedRange {
 impl ResolvedRange {
     /// The whole blob.
     pub fn full(size: u64) -> Self {
-        Self { start: 0, end: size }
+        Self {
+            start: 0,
+            end: size,
+        }
     }
 
     /// Number of bytes in the range.
@@ -55,10 +58,9 @@ impl ByteRange {
     pub fn resolve(self, size: u64) -> Option<ResolvedRange> {
         let (start, end) = match self {
             ByteRange::Bounded { start, end } if start <= end => (start, end.saturating_add(1)),
-            ByteRange::Bounded { .. } => return None,
             ByteRange::From { start } => (start, size),
             ByteRange::Suffix { len } if len > 0 => (size.saturating_sub(len), size),
-            ByteRange::Suffix { .. } => return None,
+            ByteRange::Bounded { .. } | ByteRange::Suffix { .. } => return None,
         };
         (start < size).then(|| ResolvedRange {
             start,
@@ -90,10 +92,19 @@ mod tests {
         let b = ByteRange::Bounded { start: 2, end: 5 };
         assert_eq!(b.resolve(10), Some(ResolvedRange { start: 2, end: 6 }));
         assert_eq!(b.resolve(4), Some(ResolvedRange { start: 2, end: 4 }));
-        assert_eq!(ByteRange::From { start: 9 }.resolve(10), Some(ResolvedRange { start: 9, end: 10 }));
+        assert_eq!(
+            ByteRange::From { start: 9 }.resolve(10),
+            Some(ResolvedRange { start: 9, end: 10 })
+        );
         assert_eq!(ByteRange::From { start: 10 }.resolve(10), None);
-        assert_eq!(ByteRange::Suffix { len: 3 }.resolve(10), Some(ResolvedRange { start: 7, end: 10 }));
-        assert_eq!(ByteRange::Suffix { len: 30 }.resolve(10), Some(ResolvedRange { start: 0, end: 10 }));
+        assert_eq!(
+            ByteRange::Suffix { len: 3 }.resolve(10),
+            Some(ResolvedRange { start: 7, end: 10 })
+        );
+        assert_eq!(
+            ByteRange::Suffix { len: 30 }.resolve(10),
+            Some(ResolvedRange { start: 0, end: 10 })
+        );
         assert_eq!(ByteRange::Suffix { len: 0 }.resolve(10), None);
         assert_eq!(ByteRange::Bounded { start: 5, end: 2 }.resolve(10), None);
         assert_eq!(ByteRange::From { start: 0 }.resolve(0), None);

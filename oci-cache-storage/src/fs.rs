@@ -1,0 +1,236 @@
+//! Filesystem backend.
+//!
+//! Layout under the root directory:
+//!
+//! - `blobs/<algorithm>/<first two hex>/<hex>`: committed blobs, each whole and verified;
+//! - `tmp/`: writes in progress (on the same filesystem, so publishing is one atomic
+//!   rename), swept by [`FsStore::open`];
+//! - `tags/<namespace>/<repository segments...>/%tags/<tag>.json`: tag records, every
+//!   component encoded so no key can name a path outside `tags/`.
+//!
+//! A blob file appears in `blobs/` only by renaming a fully written, verified and fsynced
+//! temporary file, so a crash leaves at most a leftover in `tmp/`, never a partial blob.
+//! The last access time of a blob is its file's modification time.
+//!
+//! One root must be used by one process at a time: `open` removes everything in `tmp/`.
+
+mod list;
+mod publish;
+mod tags;
+mod writer;
+
+use std::io::{self, ErrorKind, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::{
+    resolve_request, BlobMeta, BlobStore, BlobStream, BlobWriter, ByteRange, Digest, ListPage,
+    ResolvedRange, StorageError,
+};
+
+/// Size of the chunks `get` streams.
+const CHUNK: u64 = 128 * 1024;
+
+/// A [`BlobStore`] and [`TagStore`](crate::TagStore) in a directory.
+/// Cheap to clone; clones share the directory.
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    layout: Arc<Layout>,
+}
+
+/// The directories of a store.
+#[derive(Debug)]
+struct Layout {
+    root: PathBuf,
+    blobs: PathBuf,
+    tmp: PathBuf,
+    tags: PathBuf,
+}
+
+impl Layout {
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+}
+
+/// Runs blocking filesystem work on tokio's blocking pool.
+async fn blocking<T, F>(op: &'static str, f: F) -> Result<T, StorageError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StorageError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Io {
+            op,
+            source: io::Error::other(e),
+        })?
+}
+
+fn meta_of(digest: &Digest, md: &std::fs::Metadata) -> Result<BlobMeta, StorageError> {
+    Ok(BlobMeta {
+        digest: digest.clone(),
+        size: md.len(),
+        last_access: md.modified().map_err(StorageError::io("read blob mtime"))?,
+    })
+}
+
+impl FsStore {
+    /// Opens (creating if needed) a store rooted at `root`, and removes leftovers of writes
+    /// that an earlier process did not finish.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let root = root.into();
+        let layout = Layout {
+            blobs: root.join("blobs"),
+            tmp: root.join("tmp"),
+            tags: root.join("tags"),
+            root,
+        };
+        let layout = blocking("open store", move || {
+            for dir in [&layout.blobs, &layout.tmp, &layout.tags] {
+                std::fs::create_dir_all(dir).map_err(StorageError::io("create store dirs"))?;
+            }
+            let swept = sweep(&layout.tmp).map_err(StorageError::io("sweep tmp"))?;
+            if swept > 0 {
+                tracing::info!(swept, root = %layout.root.display(), "removed leftovers of interrupted writes");
+            }
+            Ok(layout)
+        })
+        .await?;
+        Ok(Self {
+            layout: Arc::new(layout),
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn root(&self) -> &std::path::Path {
+        &self.layout.root
+    }
+}
+
+/// Removes everything in `tmp`; returns how many entries it removed.
+fn sweep(tmp: &std::path::Path) -> io::Result<usize> {
+    let mut swept = 0;
+    for entry in std::fs::read_dir(tmp)? {
+        let entry = entry?;
+        let path = entry.path();
+        let removed = if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => swept += 1,
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove leftover"),
+        }
+    }
+    Ok(swept)
+}
+
+/// Streams `len` bytes of `file` from its current position, in chunks of at most [`CHUNK`].
+fn stream_file(file: tokio::fs::File, len: u64) -> BlobStream {
+    stream::try_unfold((file, len), |(mut file, remaining)| async move {
+        if remaining == 0 {
+            return Ok(None);
+        }
+        let want = remaining.min(CHUNK);
+        let mut buf = vec![0; want as usize];
+        file.read_exact(&mut buf)
+            .await
+            .map_err(StorageError::io("read blob"))?;
+        Ok(Some((Bytes::from(buf), (file, remaining - want))))
+    })
+    .boxed()
+}
+
+#[async_trait]
+impl BlobStore for FsStore {
+    async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>, StorageError> {
+        match tokio::fs::metadata(self.layout.blob_path(digest)).await {
+            Ok(md) => meta_of(digest, &md).map(Some),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io("stat blob")(e)),
+        }
+    }
+
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<(BlobMeta, ResolvedRange, BlobStream), StorageError> {
+        let mut file = match tokio::fs::File::open(self.layout.blob_path(digest)).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(StorageError::NotFound {
+                    digest: digest.clone(),
+                })
+            }
+            Err(e) => return Err(StorageError::io("open blob")(e)),
+        };
+        let md = file
+            .metadata()
+            .await
+            .map_err(StorageError::io("stat blob"))?;
+        let meta = meta_of(digest, &md)?;
+        let resolved = resolve_request(range, meta.size)?;
+        if resolved.start > 0 {
+            file.seek(SeekFrom::Start(resolved.start))
+                .await
+                .map_err(StorageError::io("seek blob"))?;
+        }
+        Ok((meta, resolved, stream_file(file, resolved.len())))
+    }
+
+    async fn writer(
+        &self,
+        digest: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Box<dyn BlobWriter>, StorageError> {
+        let writer = writer::FsWriter::create(&self.layout, digest, expected_size).await?;
+        Ok(Box::new(writer))
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(self.layout.blob_path(digest)).await {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(StorageError::io("delete blob")(e)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<ListPage, StorageError> {
+        let layout = Arc::clone(&self.layout);
+        let after = after.cloned();
+        blocking("list blobs", move || {
+            list::list(&layout.blobs, after.as_ref(), limit)
+        })
+        .await
+    }
+
+    async fn touch(&self, digest: &Digest) -> Result<(), StorageError> {
+        let path = self.layout.blob_path(digest);
+        let digest = digest.clone();
+        blocking("touch blob", move || {
+            let file = match std::fs::OpenOptions::new().write(true).open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(StorageError::NotFound { digest })
+                }
+                Err(e) => return Err(StorageError::io("open blob for touch")(e)),
+            };
+            file.set_modified(SystemTime::now())
+                .map_err(StorageError::io("touch blob"))
+        })
+        .await
+    }
+}

@@ -1,0 +1,148 @@
+//! The streaming blob writer of the filesystem backend.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+
+use super::publish::{self, Mode};
+use super::{blocking, Layout};
+use crate::{BlobWriter, CommitOutcome, Digest, StorageError, Verifier};
+
+/// Small chunks are gathered up to this many bytes before one write to the file.
+const BUFFER: usize = 256 * 1024;
+
+/// Writes a blob to a temporary file in `tmp/`, hashing every chunk, and publishes it on
+/// commit. Dropping it uncommitted removes the temporary file.
+pub(super) struct FsWriter {
+    /// `None` once a write failed or was cancelled: the file's content is then unknown and
+    /// the writer can only be discarded.
+    file: Option<File>,
+    pending: BytesMut,
+    temp: PathBuf,
+    target: PathBuf,
+    digest: Digest,
+    expected_size: Option<u64>,
+    verifier: Verifier,
+    /// Set once the temporary file was published or removed.
+    finished: bool,
+}
+
+fn broken() -> StorageError {
+    StorageError::Io {
+        op: "write blob",
+        source: io::Error::other("an earlier write to this blob writer failed"),
+    }
+}
+
+impl FsWriter {
+    pub(super) async fn create(
+        layout: &Layout,
+        digest: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Self, StorageError> {
+        let temp = publish::temp_path(&layout.tmp, "blob");
+        let path = temp.clone();
+        let file = blocking("create temp blob", move || {
+            File::options()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(StorageError::io("create temp blob"))
+        })
+        .await?;
+        Ok(Self {
+            file: Some(file),
+            pending: BytesMut::new(),
+            temp,
+            target: layout.blob_path(digest),
+            digest: digest.clone(),
+            expected_size,
+            verifier: digest.verifier(),
+            finished: false,
+        })
+    }
+
+    /// Writes the gathered bytes to the file.
+    async fn flush_pending(&mut self) -> Result<(), StorageError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut file = self.file.take().ok_or_else(broken)?;
+        let data = self.pending.split().freeze();
+        let file = blocking("write blob", move || {
+            file.write_all(&data)
+                .map_err(StorageError::io("write blob"))?;
+            Ok(file)
+        })
+        .await?;
+        self.file = Some(file);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobWriter for FsWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+        if self.file.is_none() {
+            return Err(broken());
+        }
+        self.verifier.update(&chunk);
+        self.pending.extend_from_slice(&chunk);
+        if self.pending.len() >= BUFFER {
+            self.flush_pending().await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<CommitOutcome, StorageError> {
+        self.flush_pending().await?;
+        let actual_size = self.verifier.len();
+        if let Some(expected) = self.expected_size.filter(|&e| e != actual_size) {
+            return Err(StorageError::SizeMismatch {
+                expected,
+                actual: actual_size,
+            });
+        }
+        let actual = self.verifier.clone().finish();
+        if actual != self.digest {
+            return Err(StorageError::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+            });
+        }
+        let file = self.file.take().ok_or_else(broken)?;
+        let (temp, target) = (self.temp.clone(), self.target.clone());
+        let outcome = blocking("commit blob", move || {
+            publish::publish(file, &temp, &target, Mode::NoClobber)
+                .map_err(StorageError::io("commit blob"))
+        })
+        .await?;
+        self.finished = true;
+        Ok(outcome)
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<(), StorageError> {
+        drop(self.file.take());
+        let temp = self.temp.clone();
+        blocking("abort blob", move || {
+            publish::remove_if_exists(&temp).map_err(StorageError::io("remove temp blob"))
+        })
+        .await?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for FsWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            drop(self.file.take());
+            if let Err(e) = publish::remove_if_exists(&self.temp) {
+                tracing::warn!(path = %self.temp.display(), error = %e, "cannot remove temp blob");
+            }
+        }
+    }
+}
