@@ -42,7 +42,10 @@ pub fn parse_challenge(value: &str) -> Result<Challenge, ChallengeError> {
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     let params = parse_params(rest)?;
     if scheme.eq_ignore_ascii_case("bearer") {
-        let realm = params.get("realm").cloned().ok_or(ChallengeError::MissingRealm)?;
+        let realm = params
+            .get("realm")
+            .cloned()
+            .ok_or(ChallengeError::MissingRealm)?;
         Ok(Challenge::Bearer {
             realm,
             service: params.get("service").cloned(),
@@ -125,16 +128,37 @@ mod tests {
 
     #[test]
     fn parses_basic_and_unquoted_and_escapes() {
-        assert_eq!(parse_challenge(r#"Basic realm="x y""#).unwrap(), Challenge::Basic { realm: Some("x y".into()) });
+        assert_eq!(
+            parse_challenge(r#"Basic realm="x y""#).unwrap(),
+            Challenge::Basic {
+                realm: Some("x y".into())
+            }
+        );
         let c = parse_challenge(r#"bearer Realm=http://a/t, service="s\"q""#).unwrap();
-        assert_eq!(c, Challenge::Bearer { realm: "http://a/t".into(), service: Some("s\"q".into()), scope: None });
+        assert_eq!(
+            c,
+            Challenge::Bearer {
+                realm: "http://a/t".into(),
+                service: Some("s\"q".into()),
+                scope: None
+            }
+        );
     }
 
     #[test]
     fn rejects_bad_challenges() {
-        assert_eq!(parse_challenge("Bearer service=x"), Err(ChallengeError::MissingRealm));
-        assert_eq!(parse_challenge("Negotiate abc"), Err(ChallengeError::UnsupportedScheme));
-        assert_eq!(parse_challenge(r#"Bearer realm="unterminated"#), Err(ChallengeError::Malformed));
+        assert_eq!(
+            parse_challenge("Bearer service=x"),
+            Err(ChallengeError::MissingRealm)
+        );
+        assert_eq!(
+            parse_challenge("Negotiate abc"),
+            Err(ChallengeError::UnsupportedScheme)
+        );
+        assert_eq!(
+            parse_challenge(r#"Bearer realm="unterminated"#),
+            Err(ChallengeError::Malformed)
+        );
     }
 
     proptest! {

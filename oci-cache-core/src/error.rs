@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::manifest::ManifestError;
-use crate::{Digest, RouteError, StorageError, UpstreamError};
+use crate::{Digest, StorageError, UpstreamError};
 
 /// A failed engine request.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +44,6 @@ pub enum EngineError {
         /// The blob's size.
         size: u64,
     },
-    /// The request could not be routed to an upstream.
-    #[error(transparent)]
-    Route(#[from] RouteError),
     /// The upstream failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),

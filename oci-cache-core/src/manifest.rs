@@ -106,15 +106,24 @@ mod tests {
     #[test]
     fn media_type_field_wins() {
         let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
-        assert_eq!(inspect(m, Some("application/json")).unwrap(), DOCKER_MANIFEST_V2);
+        assert_eq!(
+            inspect(m, Some("application/json")).unwrap(),
+            DOCKER_MANIFEST_V2
+        );
     }
 
     #[test]
     fn index_detected_without_media_type() {
         let m = br#"{"schemaVersion":2,"manifests":[]}"#;
-        assert_eq!(inspect(m, None).unwrap(), "application/vnd.oci.image.index.v1+json");
+        assert_eq!(
+            inspect(m, None).unwrap(),
+            "application/vnd.oci.image.index.v1+json"
+        );
         let m = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
-        assert_eq!(inspect(m, None).unwrap(), "application/vnd.oci.image.manifest.v1+json");
+        assert_eq!(
+            inspect(m, None).unwrap(),
+            "application/vnd.oci.image.manifest.v1+json"
+        );
     }
 
     #[test]
@@ -123,7 +132,10 @@ mod tests {
         assert_eq!(inspect(m, None), Err(ManifestError::Schema1));
         let m = br#"{"schemaVersion":2}"#;
         assert_eq!(
-            inspect(m, Some("application/vnd.docker.distribution.manifest.v1+prettyjws")),
+            inspect(
+                m,
+                Some("application/vnd.docker.distribution.manifest.v1+prettyjws")
+            ),
             Err(ManifestError::Schema1)
         );
     }

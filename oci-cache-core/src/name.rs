@@ -110,14 +110,23 @@ mod tests {
 
     #[test]
     fn accepts_spec_names() {
-        for n in ["alpine", "library/alpine", "a/b/c", "my-org/my_repo.x", "a__b", "a--b"] {
+        for n in [
+            "alpine",
+            "library/alpine",
+            "a/b/c",
+            "my-org/my_repo.x",
+            "a__b",
+            "a--b",
+        ] {
             assert!(RepositoryName::parse(n).is_ok(), "{n}");
         }
     }
 
     #[test]
     fn rejects_bad_names() {
-        for n in ["", "Alpine", "a//b", "/a", "a/", "-a", "a:b", "a@b", "../etc", "a/../b", "a b"] {
+        for n in [
+            "", "Alpine", "a//b", "/a", "a/", "-a", "a:b", "a@b", "../etc", "a/../b", "a b",
+        ] {
             assert!(RepositoryName::parse(n).is_err(), "{n}");
         }
         assert!(RepositoryName::parse(&"a".repeat(256)).is_err());
@@ -125,9 +134,15 @@ mod tests {
 
     #[test]
     fn parses_tags_and_digests() {
-        assert_eq!(Reference::parse("v1.2_3-x").unwrap(), Reference::Tag("v1.2_3-x".into()));
+        assert_eq!(
+            Reference::parse("v1.2_3-x").unwrap(),
+            Reference::Tag("v1.2_3-x".into())
+        );
         let d = Digest::sha256_of(b"x");
-        assert_eq!(Reference::parse(&d.to_string()).unwrap(), Reference::Digest(d));
+        assert_eq!(
+            Reference::parse(&d.to_string()).unwrap(),
+            Reference::Digest(d)
+        );
         assert!(Reference::parse(".x").is_err());
         assert!(Reference::parse(&"a".repeat(129)).is_err());
         assert!(Reference::parse("md5:00").is_err());

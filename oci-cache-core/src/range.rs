@@ -61,15 +61,33 @@ mod tests {
 
     #[test]
     fn parses_the_three_forms() {
-        assert_eq!(parse_range("bytes=0-99"), Ok(Some(ByteRange::Bounded { start: 0, end: 99 })));
-        assert_eq!(parse_range("bytes=100-"), Ok(Some(ByteRange::From { start: 100 })));
-        assert_eq!(parse_range("bytes=-5"), Ok(Some(ByteRange::Suffix { len: 5 })));
+        assert_eq!(
+            parse_range("bytes=0-99"),
+            Ok(Some(ByteRange::Bounded { start: 0, end: 99 }))
+        );
+        assert_eq!(
+            parse_range("bytes=100-"),
+            Ok(Some(ByteRange::From { start: 100 }))
+        );
+        assert_eq!(
+            parse_range("bytes=-5"),
+            Ok(Some(ByteRange::Suffix { len: 5 }))
+        );
         assert_eq!(parse_range("bytes=0-1,5-6"), Ok(None));
     }
 
     #[test]
     fn rejects_malformed() {
-        for v in ["", "bytes=", "bytes=-", "items=0-1", "bytes=5-1", "bytes=a-b", "bytes=+1-2", "bytes=99999999999999999999-"] {
+        for v in [
+            "",
+            "bytes=",
+            "bytes=-",
+            "items=0-1",
+            "bytes=5-1",
+            "bytes=a-b",
+            "bytes=+1-2",
+            "bytes=99999999999999999999-",
+        ] {
             assert_eq!(parse_range(v), Err(RangeError::Malformed), "{v}");
         }
     }

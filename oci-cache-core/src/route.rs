@@ -94,14 +94,23 @@ mod tests {
         assert_eq!(parse_path("/v2"), Ok(Route::ApiVersion));
         assert_eq!(
             parse_path("/v2/library/alpine/manifests/3.20"),
-            Ok(Route::Manifest { name: "library/alpine".into(), reference: Reference::Tag("3.20".into()) })
+            Ok(Route::Manifest {
+                name: "library/alpine".into(),
+                reference: Reference::Tag("3.20".into())
+            })
         );
         let d = Digest::sha256_of(b"x");
         assert_eq!(
             parse_path(&format!("/v2/a/b/c/blobs/{d}")),
-            Ok(Route::Blob { name: "a/b/c".into(), digest: d })
+            Ok(Route::Blob {
+                name: "a/b/c".into(),
+                digest: d
+            })
         );
-        assert_eq!(parse_path("/v2/a/tags/list"), Ok(Route::TagsList { name: "a".into() }));
+        assert_eq!(
+            parse_path("/v2/a/tags/list"),
+            Ok(Route::TagsList { name: "a".into() })
+        );
         assert_eq!(parse_path("/v2/a/blobs/uploads/"), Ok(Route::Upload));
         assert_eq!(parse_path("/v2/a/blobs/uploads/123"), Ok(Route::Upload));
     }
@@ -110,9 +119,18 @@ mod tests {
     fn rejects_bad_paths() {
         assert_eq!(parse_path("/v3/"), Err(RouteParseError::NotFound));
         assert_eq!(parse_path("/v2/a/other"), Err(RouteParseError::NotFound));
-        assert!(matches!(parse_path("/v2/a/blobs/sha256:zz"), Err(RouteParseError::Digest(_))));
-        assert!(matches!(parse_path("/v2/a/manifests/-bad"), Err(RouteParseError::Reference(_))));
-        assert_eq!(parse_path("/v2//manifests/x"), Err(RouteParseError::NotFound));
+        assert!(matches!(
+            parse_path("/v2/a/blobs/sha256:zz"),
+            Err(RouteParseError::Digest(_))
+        ));
+        assert!(matches!(
+            parse_path("/v2/a/manifests/-bad"),
+            Err(RouteParseError::Reference(_))
+        ));
+        assert_eq!(
+            parse_path("/v2//manifests/x"),
+            Err(RouteParseError::NotFound)
+        );
     }
 
     proptest! {

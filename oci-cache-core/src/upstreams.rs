@@ -51,9 +51,9 @@ impl Upstreams {
     /// The upstream called `name` (Docker Hub's aliases count as one name).
     pub fn by_name(&self, name: &str) -> Option<&Arc<UpstreamClient>> {
         let hub = DOCKER_HUB_ALIASES.contains(&name);
-        self.clients.iter().find(|c| {
-            c.name() == name || (hub && DOCKER_HUB_ALIASES.contains(&c.name()))
-        })
+        self.clients
+            .iter()
+            .find(|c| c.name() == name || (hub && DOCKER_HUB_ALIASES.contains(&c.name())))
     }
 
     /// Chooses the upstream for a request and the repository name to ask it for.
@@ -63,9 +63,11 @@ impl Upstreams {
         raw_name: &str,
     ) -> Result<(Arc<UpstreamClient>, RepositoryName), RouteError> {
         let (client, name) = if let Some(ns) = ns {
-            let client = self.by_name(ns).ok_or_else(|| RouteError::UnknownUpstream {
-                ns: ns.chars().take(64).collect(),
-            })?;
+            let client = self
+                .by_name(ns)
+                .ok_or_else(|| RouteError::UnknownUpstream {
+                    ns: ns.chars().take(64).collect(),
+                })?;
             (client, raw_name)
         } else {
             match raw_name.split_once('/') {
@@ -121,7 +123,13 @@ mod tests {
     #[test]
     fn unknown_ns_and_bad_names_refused() {
         let u = upstreams();
-        assert!(matches!(u.select(Some("evil.example"), "x"), Err(RouteError::UnknownUpstream { .. })));
-        assert!(matches!(u.select(None, "Bad/Name"), Err(RouteError::Name(_))));
+        assert!(matches!(
+            u.select(Some("evil.example"), "x"),
+            Err(RouteError::UnknownUpstream { .. })
+        ));
+        assert!(matches!(
+            u.select(None, "Bad/Name"),
+            Err(RouteError::Name(_))
+        ));
     }
 }

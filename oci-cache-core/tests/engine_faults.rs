@@ -1,5 +1,7 @@
 //! The engine against a fake upstream that misbehaves on purpose.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +36,11 @@ async fn blob_server(good: Vec<u8>, bad_first: Option<&'static str>) -> Fake {
     Fake::start(move |_req, mut s| {
         let (good, first) = (good.clone(), first.clone());
         async move {
-            let fault = if first.swap(false, Ordering::SeqCst) { bad_first } else { None };
+            let fault = if first.swap(false, Ordering::SeqCst) {
+                bad_first
+            } else {
+                None
+            };
             match fault {
                 None => respond(s, "200 OK", &[], &good).await,
                 Some("wrong-digest") => {
@@ -67,13 +73,22 @@ async fn fault_is_cut_then_next_request_succeeds(fault: &'static str) {
     let resp = engine.blob(&client, &repo(), &digest, None).await.unwrap();
     let (got, err) = collect(resp.body).await;
     assert!(err.is_some(), "{fault}: the body must end in an error");
-    assert!(got.len() < blob.len(), "{fault}: never a complete-looking body");
-    assert!(store.head(&digest).await.unwrap().is_none(), "{fault}: nothing stored");
+    assert!(
+        got.len() < blob.len(),
+        "{fault}: never a complete-looking body"
+    );
+    assert!(
+        store.head(&digest).await.unwrap().is_none(),
+        "{fault}: nothing stored"
+    );
     let resp = engine.blob(&client, &repo(), &digest, None).await.unwrap();
     let (got, err) = collect(resp.body).await;
     assert!(err.is_none());
     assert_eq!(got, blob);
-    assert_eq!(store.head(&digest).await.unwrap().unwrap().size, blob.len() as u64);
+    assert_eq!(
+        store.head(&digest).await.unwrap().unwrap().size,
+        blob.len() as u64
+    );
 }
 
 #[tokio::test]
@@ -113,11 +128,26 @@ async fn upstream_404_is_blob_unknown_and_manifest_unknown() {
     let (engine, _store, _dir) = engine();
     let client = fake.client();
     let digest = Digest::sha256_of(b"missing");
-    let err = engine.blob(&client, &repo(), &digest, None).await.unwrap_err();
-    assert!(matches!(err.root(), EngineError::BlobUnknown { .. }), "{err:?}");
-    let err = engine.blob_size(&client, &repo(), &digest).await.unwrap_err();
-    assert!(matches!(err.root(), EngineError::BlobUnknown { .. }), "{err:?}");
-    let err = engine.manifest(&client, &repo(), &Reference::Tag("v1".into())).await.unwrap_err();
+    let err = engine
+        .blob(&client, &repo(), &digest, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.root(), EngineError::BlobUnknown { .. }),
+        "{err:?}"
+    );
+    let err = engine
+        .blob_size(&client, &repo(), &digest)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.root(), EngineError::BlobUnknown { .. }),
+        "{err:?}"
+    );
+    let err = engine
+        .manifest(&client, &repo(), &Reference::Tag("v1".into()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::ManifestUnknown), "{err:?}");
 }
 
@@ -131,7 +161,11 @@ async fn bearer_challenge_fetches_one_token_and_reuses_it() {
         let (port, good) = (p2.clone(), good.clone());
         async move {
             if req.path.starts_with("/token") {
-                assert!(req.path.contains("scope=repository%3Atest%2Fapp%3Apull"), "{}", req.path);
+                assert!(
+                    req.path.contains("scope=repository%3Atest%2Fapp%3Apull"),
+                    "{}",
+                    req.path
+                );
                 return respond(s, "200 OK", &[], br#"{"token":"tok-1","expires_in":300}"#).await;
             }
             if req.header("authorization").as_deref() == Some("Bearer tok-1") {
@@ -141,7 +175,13 @@ async fn bearer_challenge_fetches_one_token_and_reuses_it() {
                 "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"fake\"",
                 port.get().unwrap()
             );
-            respond(s, "401 Unauthorized", &[("WWW-Authenticate", challenge)], b"{}").await;
+            respond(
+                s,
+                "401 Unauthorized",
+                &[("WWW-Authenticate", challenge)],
+                b"{}",
+            )
+            .await;
         }
     })
     .await;
@@ -153,7 +193,11 @@ async fn bearer_challenge_fetches_one_token_and_reuses_it() {
     let resp = engine.blob(&client, &repo(), &digest, None).await.unwrap();
     assert_eq!(collect(resp.body).await.0, blob);
     assert_eq!(fake.count_path("/token"), 1, "one token for both requests");
-    assert_eq!(fake.count_path("/blobs/"), 3, "401, then HEAD with token, then GET with token");
+    assert_eq!(
+        fake.count_path("/blobs/"),
+        3,
+        "401, then HEAD with token, then GET with token"
+    );
 }
 
 #[tokio::test]
@@ -163,7 +207,13 @@ async fn unauthorized_after_fresh_token_is_an_error_not_a_loop() {
             return respond(s, "200 OK", &[], br#"{"token":"useless"}"#).await;
         }
         let challenge = "Bearer realm=\"http://127.0.0.1:1/token\"".to_owned();
-        respond(s, "401 Unauthorized", &[("WWW-Authenticate", challenge)], b"{}").await;
+        respond(
+            s,
+            "401 Unauthorized",
+            &[("WWW-Authenticate", challenge)],
+            b"{}",
+        )
+        .await;
     })
     .await;
     let (engine, _store, _dir) = engine();
@@ -237,9 +287,15 @@ async fn range_on_a_cold_blob_is_answered_before_the_fill_ends() {
     .await;
     let (engine, _store, _dir) = engine();
     let client = fake.client();
-    let range = ByteRange::Bounded { start: 1000, end: 1999 };
+    let range = ByteRange::Bounded {
+        start: 1000,
+        end: 1999,
+    };
     let resp = tokio::time::timeout(Duration::from_secs(10), async {
-        let resp = engine.blob(&client, &repo(), &digest, Some(range)).await.unwrap();
+        let resp = engine
+            .blob(&client, &repo(), &digest, Some(range))
+            .await
+            .unwrap();
         let total = resp.size;
         (total, resp.range, collect(resp.body).await)
     })
@@ -271,7 +327,10 @@ async fn a_client_that_leaves_does_not_stop_the_fill() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(store.head(&digest).await.unwrap().is_some(), "fill finished after the client left");
+    assert!(
+        store.head(&digest).await.unwrap().is_some(),
+        "fill finished after the client left"
+    );
     assert_eq!(fake.count_path("/blobs/"), 1);
 }
 
@@ -284,7 +343,10 @@ async fn manifest_by_tag_is_stored_and_then_served_by_digest_locally() {
         let d = d2.clone();
         async move {
             let headers = [
-                ("Content-Type", "application/vnd.oci.image.manifest.v1+json".to_owned()),
+                (
+                    "Content-Type",
+                    "application/vnd.oci.image.manifest.v1+json".to_owned(),
+                ),
                 ("Docker-Content-Digest", d),
             ];
             respond(s, "200 OK", &headers, manifest).await;
@@ -293,10 +355,22 @@ async fn manifest_by_tag_is_stored_and_then_served_by_digest_locally() {
     .await;
     let (engine, _store, _dir) = engine();
     let client = fake.client();
-    let m = engine.manifest(&client, &repo(), &Reference::Tag("v1".into())).await.unwrap();
-    assert_eq!((m.digest.clone(), m.bytes.as_ref()), (digest.clone(), &manifest[..]));
-    let by_digest = engine.manifest(&client, &repo(), &Reference::Digest(digest)).await.unwrap();
-    assert_eq!(by_digest.media_type, "application/vnd.oci.image.manifest.v1+json");
+    let m = engine
+        .manifest(&client, &repo(), &Reference::Tag("v1".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (m.digest.clone(), m.bytes.as_ref()),
+        (digest.clone(), &manifest[..])
+    );
+    let by_digest = engine
+        .manifest(&client, &repo(), &Reference::Digest(digest))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_digest.media_type,
+        "application/vnd.oci.image.manifest.v1+json"
+    );
     assert_eq!(fake.count_path("/manifests/"), 1);
 }
 
@@ -314,10 +388,16 @@ async fn manifest_with_wrong_digest_or_schema1_is_refused_and_not_stored() {
     let (engine, store, _dir) = engine();
     let client = fake.client();
     let wanted = Digest::sha256_of(b"something else");
-    let err = engine.manifest(&client, &repo(), &Reference::Digest(wanted.clone())).await.unwrap_err();
+    let err = engine
+        .manifest(&client, &repo(), &Reference::Digest(wanted.clone()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::DigestMismatch { .. }), "{err:?}");
     assert!(store.head(&wanted).await.unwrap().is_none());
-    let err = engine.manifest(&client, &repo(), &Reference::Tag("schema1".into())).await.unwrap_err();
+    let err = engine
+        .manifest(&client, &repo(), &Reference::Tag("schema1".into()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::ManifestInvalid(_)), "{err:?}");
     assert!(store.list(None, 10).await.unwrap().blobs.is_empty());
 }
@@ -336,8 +416,13 @@ async fn stalled_upstream_fails_the_fill_after_the_idle_timeout() {
     })
     .await;
     let (engine, store, _dir) = engine();
-    let resp = engine.blob(&fake.client(), &repo(), &digest, None).await.unwrap();
-    let (got, err) = tokio::time::timeout(Duration::from_secs(20), collect(resp.body)).await.unwrap();
+    let resp = engine
+        .blob(&fake.client(), &repo(), &digest, None)
+        .await
+        .unwrap();
+    let (got, err) = tokio::time::timeout(Duration::from_secs(20), collect(resp.body))
+        .await
+        .unwrap();
     assert!(err.is_some());
     assert!(got.len() <= 1000);
     assert!(store.head(&digest).await.unwrap().is_none());

@@ -113,7 +113,10 @@ fn default_data_dir() -> PathBuf {
 }
 
 fn default_upstreams() -> Vec<UpstreamEntry> {
-    vec![UpstreamEntry::anonymous("docker.io", "https://registry-1.docker.io")]
+    vec![UpstreamEntry::anonymous(
+        "docker.io",
+        "https://registry-1.docker.io",
+    )]
 }
 
 impl Default for Config {
@@ -144,7 +147,9 @@ impl UpstreamEntry {
     /// Parses an `--upstream NAME=URL` flag.
     pub fn from_flag(flag: &str) -> Result<Self, ConfigError> {
         match flag.split_once('=') {
-            Some((name, url)) if !name.is_empty() && !url.is_empty() => Ok(Self::anonymous(name, url)),
+            Some((name, url)) if !name.is_empty() && !url.is_empty() => {
+                Ok(Self::anonymous(name, url))
+            }
             _ => Err(ConfigError::UpstreamFlag(flag.to_owned())),
         }
     }
@@ -165,7 +170,8 @@ impl UpstreamEntry {
         let password = match (&self.password, &self.password_env, &self.password_file) {
             (Some(p), None, None) => Some(p.clone()),
             (None, Some(var), None) => Some(
-                std::env::var(var).map_err(|_| secret_err(format!("environment variable {var} is not set")))?,
+                std::env::var(var)
+                    .map_err(|_| secret_err(format!("environment variable {var} is not set")))?,
             ),
             (None, None, Some(path)) => Some(
                 std::fs::read_to_string(path)
@@ -174,10 +180,17 @@ impl UpstreamEntry {
                     .to_owned(),
             ),
             (None, None, None) => None,
-            _ => return Err(secret_err("set only one of password, password_env, password_file".into())),
+            _ => {
+                return Err(secret_err(
+                    "set only one of password, password_env, password_file".into(),
+                ))
+            }
         };
         config.credentials = match (&self.username, password) {
-            (Some(u), Some(p)) => Some(Credentials { username: u.clone(), password: p }),
+            (Some(u), Some(p)) => Some(Credentials {
+                username: u.clone(),
+                password: p,
+            }),
             (None, None) => None,
             _ => return Err(secret_err("username and password go together".into())),
         };
@@ -205,8 +218,12 @@ impl Config {
         }
         let mut names: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
         names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(ConfigError::Upstreams(format!("duplicate name {}", w[0])));
+        let duplicate = names.windows(2).find_map(|w| match w {
+            [a, b] if a == b => Some(*a),
+            _ => None,
+        });
+        if let Some(name) = duplicate {
+            return Err(ConfigError::Upstreams(format!("duplicate name {name}")));
         }
         self.upstreams.iter().map(UpstreamEntry::resolve).collect()
     }

@@ -35,16 +35,20 @@ fn classify(err: &ApiError) -> (ErrorCode, StatusCode, Option<(header::HeaderNam
     match err {
         ApiError::Unsupported => (C::Unsupported, S::METHOD_NOT_ALLOWED, None),
         ApiError::BadRange => (C::Unsupported, S::BAD_REQUEST, None),
-        ApiError::Path(RouteParseError::NotFound) => (C::NameUnknown, S::NOT_FOUND, None),
+        ApiError::Path(RouteParseError::NotFound)
+        | ApiError::Route(RouteError::UnknownUpstream { .. }) => {
+            (C::NameUnknown, S::NOT_FOUND, None)
+        }
         ApiError::Path(RouteParseError::Digest(_)) => (C::DigestInvalid, S::BAD_REQUEST, None),
         ApiError::Path(RouteParseError::Reference(_)) => (C::ManifestInvalid, S::BAD_REQUEST, None),
-        ApiError::Route(RouteError::UnknownUpstream { .. }) => (C::NameUnknown, S::NOT_FOUND, None),
         ApiError::Route(RouteError::Name(_)) => (C::NameInvalid, S::BAD_REQUEST, None),
         ApiError::Engine(e) => classify_engine(e.root()),
     }
 }
 
-fn classify_engine(e: &EngineError) -> (ErrorCode, StatusCode, Option<(header::HeaderName, String)>) {
+fn classify_engine(
+    e: &EngineError,
+) -> (ErrorCode, StatusCode, Option<(header::HeaderName, String)>) {
     use ErrorCode as C;
     use StatusCode as S;
     match e {
@@ -59,8 +63,6 @@ fn classify_engine(e: &EngineError) -> (ErrorCode, StatusCode, Option<(header::H
             S::RANGE_NOT_SATISFIABLE,
             Some((header::CONTENT_RANGE, format!("bytes */{size}"))),
         ),
-        EngineError::Route(RouteError::UnknownUpstream { .. }) => (C::NameUnknown, S::NOT_FOUND, None),
-        EngineError::Route(RouteError::Name(_)) => (C::NameInvalid, S::BAD_REQUEST, None),
         EngineError::Upstream(u) => match u {
             UpstreamError::NotFound => (C::NameUnknown, S::NOT_FOUND, None),
             UpstreamError::Unauthorized => (C::Unauthorized, S::BAD_GATEWAY, None),
@@ -90,7 +92,10 @@ pub fn error_response(err: &ApiError) -> Response<Body> {
     let mut resp = Response::new(full_body(body.to_string()));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Some((name, value)) = extra {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);

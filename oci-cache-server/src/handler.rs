@@ -1,6 +1,5 @@
 //! One API request: route, choose the upstream, call the engine, build the response.
 
-
 use futures_util::TryStreamExt;
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Response, StatusCode};
@@ -31,7 +30,11 @@ pub(crate) async fn handle(
         Route::Manifest { name, reference } => {
             let (client, repo) = upstreams.select(ns.as_deref(), &name)?;
             let m = engine.manifest(&client, &repo, &reference).await?;
-            let mut resp = Response::new(if head { full_body("") } else { full_body(m.bytes.clone()) });
+            let mut resp = Response::new(if head {
+                full_body("")
+            } else {
+                full_body(m.bytes.clone())
+            });
             let h = resp.headers_mut();
             insert(h, header::CONTENT_TYPE, &m.media_type);
             insert(h, header::CONTENT_LENGTH, &m.bytes.len().to_string());
@@ -58,9 +61,17 @@ pub(crate) async fn handle(
             let (client, repo) = upstreams.select(ns.as_deref(), &name)?;
             let upstream_query = forwarded_query(query);
             let (body, link) = engine.tags_list(&client, &repo, &upstream_query).await?;
-            let mut resp = Response::new(if head { full_body("") } else { full_body(body.clone()) });
+            let mut resp = Response::new(if head {
+                full_body("")
+            } else {
+                full_body(body.clone())
+            });
             insert(resp.headers_mut(), header::CONTENT_TYPE, "application/json");
-            insert(resp.headers_mut(), header::CONTENT_LENGTH, &body.len().to_string());
+            insert(
+                resp.headers_mut(),
+                header::CONTENT_LENGTH,
+                &body.len().to_string(),
+            );
             if let Some(link) = link {
                 insert(resp.headers_mut(), header::LINK, &link);
             }
@@ -129,14 +140,16 @@ fn forwarded_query(query: &str) -> String {
         .join("&")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn query_params() {
-        assert_eq!(query_param("ns=docker.io&x=1", "ns").as_deref(), Some("docker.io"));
+        assert_eq!(
+            query_param("ns=docker.io&x=1", "ns").as_deref(),
+            Some("docker.io")
+        );
         assert_eq!(query_param("x=1", "ns"), None);
         assert_eq!(forwarded_query("ns=a&n=10&last=v1&evil=1"), "n=10&last=v1");
     }

@@ -68,7 +68,9 @@ fn main() -> ExitCode {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -110,7 +112,12 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         upstreams = ?upstreams.all().iter().map(|u| u.name().to_owned()).collect::<Vec<_>>(),
         "oci-cache listening"
     );
-    serve(listener, CacheService::new(engine, upstreams), shutdown_signal()).await?;
+    serve(
+        listener,
+        CacheService::new(engine, upstreams),
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -23,7 +23,9 @@ pub type Body = UnsyncBoxBody<Bytes, BodyError>;
 
 /// A body holding `bytes`.
 pub(crate) fn full_body(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// The OCI distribution API (pull side) over an [`Engine`] and its [`Upstreams`].

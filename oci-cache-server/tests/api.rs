@@ -1,6 +1,8 @@
 //! The HTTP surface of `CacheService`, in process: status codes, OCI error JSON, headers.
 //! The upstream is a closed port, so any request that reached it would fail loudly.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,25 +19,41 @@ struct Api {
     _spool: tempfile::TempDir,
 }
 
-async fn api() -> Api {
+fn api() -> Api {
     let store = Arc::new(MemoryStore::new());
     let spool = tempfile::tempdir().unwrap();
-    let config = EngineConfig { spool_dir: spool.path().to_owned(), ..EngineConfig::default() };
+    let config = EngineConfig {
+        spool_dir: spool.path().to_owned(),
+        ..EngineConfig::default()
+    };
     let engine = Arc::new(Engine::new(store.clone(), store.clone(), config));
     let mut dead = UpstreamConfig::new("docker.io", "http://127.0.0.1:1");
     dead.connect_timeout = std::time::Duration::from_millis(500);
     let upstreams = Arc::new(Upstreams::new(vec![dead]).unwrap());
-    Api { service: CacheService::new(engine, upstreams), store, _spool: spool }
+    Api {
+        service: CacheService::new(engine, upstreams),
+        store,
+        _spool: spool,
+    }
 }
 
-async fn call(api: &Api, method: Method, uri: &str, range: Option<&str>) -> (StatusCode, http::HeaderMap, Bytes) {
+async fn call(
+    api: &Api,
+    method: Method,
+    uri: &str,
+    range: Option<&str>,
+) -> (StatusCode, http::HeaderMap, Bytes) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(r) = range {
         req = req.header("range", r);
     }
     let resp = api.service.call_request(req.body(()).unwrap()).await;
     let (parts, body) = resp.into_parts();
-    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
 }
 
 fn error_code(body: &[u8]) -> String {
@@ -45,7 +63,11 @@ fn error_code(body: &[u8]) -> String {
 
 async fn seeded(api: &Api, bytes: &[u8]) -> Digest {
     let digest = Digest::sha256_of(bytes);
-    let mut w = api.store.writer(&digest, Some(bytes.len() as u64)).await.unwrap();
+    let mut w = api
+        .store
+        .writer(&digest, Some(bytes.len() as u64))
+        .await
+        .unwrap();
     w.write(Bytes::copy_from_slice(bytes)).await.unwrap();
     w.commit().await.unwrap();
     digest
@@ -53,7 +75,7 @@ async fn seeded(api: &Api, bytes: &[u8]) -> Digest {
 
 #[tokio::test]
 async fn api_version_check_answers_200_with_the_version_header() {
-    let api = api().await;
+    let api = api();
     let (status, headers, _) = call(&api, Method::GET, "/v2/", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["docker-distribution-api-version"], "registry/2.0");
@@ -61,7 +83,7 @@ async fn api_version_check_answers_200_with_the_version_header() {
 
 #[tokio::test]
 async fn push_and_delete_are_405_unsupported() {
-    let api = api().await;
+    let api = api();
     for (m, uri) in [
         (Method::POST, "/v2/a/blobs/uploads/"),
         (Method::PUT, "/v2/a/manifests/v1"),
@@ -78,12 +100,28 @@ async fn push_and_delete_are_405_unsupported() {
 
 #[tokio::test]
 async fn bad_names_digests_and_unknown_namespaces_are_oci_errors() {
-    let api = api().await;
+    let api = api();
     let cases = [
-        ("/v2/Bad/manifests/v1", StatusCode::BAD_REQUEST, "NAME_INVALID"),
-        ("/v2/a/blobs/sha256:zz", StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
-        ("/v2/a/blobs/md5:00", StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
-        ("/v2/a/manifests/v1?ns=evil.example", StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+        (
+            "/v2/Bad/manifests/v1",
+            StatusCode::BAD_REQUEST,
+            "NAME_INVALID",
+        ),
+        (
+            "/v2/a/blobs/sha256:zz",
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+        ),
+        (
+            "/v2/a/blobs/md5:00",
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+        ),
+        (
+            "/v2/a/manifests/v1?ns=evil.example",
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+        ),
         ("/v2/a/unknown", StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
     ];
     for (uri, status, code) in cases {
@@ -94,7 +132,7 @@ async fn bad_names_digests_and_unknown_namespaces_are_oci_errors() {
 
 #[tokio::test]
 async fn cached_blob_serves_full_ranged_and_head_with_the_right_headers() {
-    let api = api().await;
+    let api = api();
     let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
     let d = seeded(&api, &bytes).await;
     let uri = format!("/v2/library/x/blobs/{d}");
@@ -103,10 +141,16 @@ async fn cached_blob_serves_full_ranged_and_head_with_the_right_headers() {
     assert_eq!(h["content-length"], "1000");
     assert_eq!(h["docker-content-digest"], d.to_string().as_str());
     let (s, h, body) = call(&api, Method::GET, &uri, Some("bytes=10-19")).await;
-    assert_eq!((s, body.as_ref()), (StatusCode::PARTIAL_CONTENT, &bytes[10..20]));
+    assert_eq!(
+        (s, body.as_ref()),
+        (StatusCode::PARTIAL_CONTENT, &bytes[10..20])
+    );
     assert_eq!(h["content-range"], "bytes 10-19/1000");
     let (s, _, body) = call(&api, Method::GET, &uri, Some("bytes=-5")).await;
-    assert_eq!((s, body.as_ref()), (StatusCode::PARTIAL_CONTENT, &bytes[995..]));
+    assert_eq!(
+        (s, body.as_ref()),
+        (StatusCode::PARTIAL_CONTENT, &bytes[995..])
+    );
     let (s, h, _) = call(&api, Method::GET, &uri, Some("bytes=1000-")).await;
     assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(h["content-range"], "bytes */1000");
@@ -117,18 +161,27 @@ async fn cached_blob_serves_full_ranged_and_head_with_the_right_headers() {
 
 #[tokio::test]
 async fn cached_manifest_by_digest_needs_no_upstream() {
-    let api = api().await;
+    let api = api();
     let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#;
     let d = seeded(&api, m).await;
-    let (s, h, body) = call(&api, Method::GET, &format!("/v2/alpine/manifests/{d}?ns=docker.io"), None).await;
+    let (s, h, body) = call(
+        &api,
+        Method::GET,
+        &format!("/v2/alpine/manifests/{d}?ns=docker.io"),
+        None,
+    )
+    .await;
     assert_eq!((s, body.as_ref()), (StatusCode::OK, &m[..]));
-    assert_eq!(h["content-type"], "application/vnd.docker.distribution.manifest.list.v2+json");
+    assert_eq!(
+        h["content-type"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
     assert_eq!(h["docker-content-digest"], d.to_string().as_str());
 }
 
 #[tokio::test]
 async fn unreachable_upstream_on_a_miss_is_503_json() {
-    let api = api().await;
+    let api = api();
     let (s, _, body) = call(&api, Method::GET, "/v2/a/manifests/v1", None).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert!(!error_code(&body).is_empty());

@@ -34,7 +34,9 @@ impl Engine {
             Err(StorageError::RangeNotSatisfiable { size }) => {
                 return Err(EngineError::RangeNotSatisfiable { size })
             }
-            Err(e) => tracing::warn!(%digest, error = %e, "storage read failed; filling from upstream"),
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "storage read failed; filling from upstream")
+            }
         }
         let job = FillJob {
             client: Arc::clone(client),
@@ -49,13 +51,24 @@ impl Engine {
         let chunk = self.config.chunk_size;
         let Some(range) = range else {
             let body = spool::read(handle.spool, progress, 0, None, chunk);
-            return Ok(BlobResponse { size, range: None, body, cached: false });
+            return Ok(BlobResponse {
+                size,
+                range: None,
+                body,
+                cached: false,
+            });
         };
         let total = size.unwrap_or(0);
         let resolved = range
             .resolve(total)
             .ok_or(EngineError::RangeNotSatisfiable { size: total })?;
-        let body = spool::read(handle.spool, progress, resolved.start, Some(resolved.end), chunk);
+        let body = spool::read(
+            handle.spool,
+            progress,
+            resolved.start,
+            Some(resolved.end),
+            chunk,
+        );
         Ok(BlobResponse {
             size,
             range: Some(resolved),
@@ -76,8 +89,10 @@ impl Engine {
             return Ok(meta.size);
         }
         if let Some(handle) = self.fills.get(digest) {
-            if let Progress::Streaming { size: Some(size), .. } | Progress::Done { size } =
-                *handle.progress.borrow()
+            if let Progress::Streaming {
+                size: Some(size), ..
+            }
+            | Progress::Done { size } = *handle.progress.borrow()
             {
                 return Ok(size);
             }
@@ -87,7 +102,9 @@ impl Engine {
             Ok(None) => Err(EngineError::Upstream(UpstreamError::InvalidResponse {
                 reason: "blob HEAD without Content-Length",
             })),
-            Err(UpstreamError::NotFound) => Err(EngineError::BlobUnknown { digest: digest.clone() }),
+            Err(UpstreamError::NotFound) => Err(EngineError::BlobUnknown {
+                digest: digest.clone(),
+            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -100,16 +117,17 @@ async fn wait_for_size(
 ) -> Result<Option<u64>, EngineError> {
     loop {
         match &*progress.borrow_and_update() {
-            Progress::Connecting => {}
             Progress::Streaming { size: Some(s), .. } | Progress::Done { size: s } => {
                 return Ok(Some(*s))
             }
             Progress::Streaming { size: None, .. } if !need_size => return Ok(None),
-            Progress::Streaming { .. } => {}
+            Progress::Connecting | Progress::Streaming { .. } => {}
             Progress::Failed(e) => return Err(EngineError::Fill(Arc::clone(e))),
         }
         if progress.changed().await.is_err() {
-            return Err(EngineError::Spool(std::io::Error::other("fill ended without a result")));
+            return Err(EngineError::Spool(std::io::Error::other(
+                "fill ended without a result",
+            )));
         }
     }
 }

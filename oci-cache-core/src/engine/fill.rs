@@ -129,7 +129,11 @@ impl Drop for Deregister {
 }
 
 /// Downloads, verifies and commits one blob; returns its size.
-async fn run(job: &FillJob, spool: &Spool, tx: &watch::Sender<Progress>) -> Result<u64, EngineError> {
+async fn run(
+    job: &FillJob,
+    spool: &Spool,
+    tx: &watch::Sender<Progress>,
+) -> Result<u64, EngineError> {
     let resp = match job.client.blob(&job.repo, &job.digest).await {
         Err(UpstreamError::NotFound) => {
             return Err(EngineError::BlobUnknown {

@@ -26,7 +26,9 @@ impl Engine {
                 if let Some(m) = self.stored_manifest(digest).await? {
                     return Ok(m);
                 }
-                let m = self.fetch_manifest(client, repo, reference, Some(digest)).await?;
+                let m = self
+                    .fetch_manifest(client, repo, reference, Some(digest))
+                    .await?;
                 Ok(m)
             }
             Reference::Tag(tag) => {
@@ -93,7 +95,10 @@ impl Engine {
         reference: &Reference,
         expected: Option<&Digest>,
     ) -> Result<Manifest, EngineError> {
-        let um = match client.manifest(repo.as_str(), &reference.to_string(), false).await {
+        let um = match client
+            .manifest(repo.as_str(), &reference.to_string(), false)
+            .await
+        {
             Err(UpstreamError::NotFound) => return Err(EngineError::ManifestUnknown),
             other => other?,
         };
@@ -104,7 +109,10 @@ impl Engine {
                 v.update(&um.bytes);
                 let actual = v.finish();
                 if &actual != d {
-                    return Err(EngineError::DigestMismatch { expected: d.clone(), actual });
+                    return Err(EngineError::DigestMismatch {
+                        expected: d.clone(),
+                        actual,
+                    });
                 }
                 actual
             }

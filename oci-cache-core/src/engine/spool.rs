@@ -24,7 +24,9 @@ impl Spool {
     /// Creates an anonymous (already unlinked) file in `dir`.
     pub(crate) fn create(dir: &Path) -> Result<Self, EngineError> {
         let file = tempfile::tempfile_in(dir).map_err(EngineError::Spool)?;
-        Ok(Self { file: Arc::new(file) })
+        Ok(Self {
+            file: Arc::new(file),
+        })
     }
 
     /// Writes `chunk` at `offset`.

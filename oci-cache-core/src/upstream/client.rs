@@ -116,17 +116,26 @@ impl UpstreamClient {
     }
 
     /// The blob's size by HEAD, without downloading it.
-    pub async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, UpstreamError> {
+    pub async fn blob_size(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         let resp = self.send(Method::HEAD, repo, &path, None, None).await?;
-        Ok(resp.content_length().filter(|l| *l > 0).or_else(|| {
-            header_str(resp.headers(), "content-length").and_then(|v| v.parse().ok())
-        }))
+        Ok(resp
+            .content_length()
+            .filter(|l| *l > 0)
+            .or_else(|| header_str(resp.headers(), "content-length").and_then(|v| v.parse().ok())))
     }
 
     /// The tag list (`GET /v2/<name>/tags/list` with the client's query), and the `Link`
     /// header for the next page, if any.
-    pub async fn tags(&self, repo: &str, query: &str) -> Result<(Bytes, Option<String>), UpstreamError> {
+    pub async fn tags(
+        &self,
+        repo: &str,
+        query: &str,
+    ) -> Result<(Bytes, Option<String>), UpstreamError> {
         let path = if query.is_empty() {
             format!("/v2/{repo}/tags/list")
         } else {
@@ -163,7 +172,10 @@ impl UpstreamClient {
                 _ => req,
             }
         };
-        let first_auth = self.tokens.get(&scope).map(|t| Auth::Bearer(t.value().to_owned()));
+        let first_auth = self
+            .tokens
+            .get(&scope)
+            .map(|t| Auth::Bearer(t.value().to_owned()));
         let had_token = first_auth.is_some();
         let resp = build(first_auth).send().await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
@@ -190,7 +202,12 @@ impl UpstreamClient {
     }
 
     /// Asks the token endpoint for a token for `scope` and caches it.
-    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String, UpstreamError> {
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<String, UpstreamError> {
         let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
         if let Some(s) = service {
             query.push(("service", s));
@@ -205,15 +222,22 @@ impl UpstreamClient {
         })?;
         match resp.status() {
             s if s.is_success() => {}
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(UpstreamError::Unauthorized),
-            _ => return Err(UpstreamError::Token { reason: "token endpoint error status" }),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(UpstreamError::Unauthorized)
+            }
+            _ => {
+                return Err(UpstreamError::Token {
+                    reason: "token endpoint error status",
+                })
+            }
         }
         let bytes = resp.bytes().await.map_err(|_| UpstreamError::Token {
             reason: "token response body failed",
         })?;
-        let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|_| UpstreamError::Token {
-            reason: "token response is not valid JSON",
-        })?;
+        let body: TokenResponse =
+            serde_json::from_slice(&bytes).map_err(|_| UpstreamError::Token {
+                reason: "token response is not valid JSON",
+            })?;
         let token = body.into_token(received).ok_or(UpstreamError::Token {
             reason: "token response has no token",
         })?;
@@ -221,7 +245,6 @@ impl UpstreamClient {
         self.tokens.put(scope, token);
         Ok(value)
     }
-
 }
 
 /// What to authorize a request with.

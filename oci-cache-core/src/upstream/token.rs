@@ -102,7 +102,9 @@ mod tests {
         let t = response(r#"{"access_token":"a"}"#).into_token(now).unwrap();
         assert_eq!(t.value(), "a");
         assert_eq!(t.expires, now + DEFAULT_LIFETIME);
-        let t = response(r#"{"token":"b","expires_in":300}"#).into_token(now).unwrap();
+        let t = response(r#"{"token":"b","expires_in":300}"#)
+            .into_token(now)
+            .unwrap();
         assert_eq!(t.expires, now + Duration::from_secs(300));
         assert!(response(r#"{"expires_in":300}"#).into_token(now).is_none());
     }
@@ -110,10 +112,14 @@ mod tests {
     #[test]
     fn cache_drops_tokens_near_expiry() {
         let cache = TokenCache::default();
-        let soon = response(r#"{"token":"x","expires_in":2}"#).into_token(Instant::now()).unwrap();
+        let soon = response(r#"{"token":"x","expires_in":2}"#)
+            .into_token(Instant::now())
+            .unwrap();
         cache.put("s", soon);
         assert!(cache.get("s").is_none());
-        let later = response(r#"{"token":"y","expires_in":600}"#).into_token(Instant::now()).unwrap();
+        let later = response(r#"{"token":"y","expires_in":600}"#)
+            .into_token(Instant::now())
+            .unwrap();
         cache.put("s", later);
         assert_eq!(cache.get("s").unwrap().value(), "y");
         assert!(!format!("{:?}", cache.get("s").unwrap()).contains('y'));

@@ -2,8 +2,9 @@
 //! written by the test, so it can cut bodies short, reset connections, lie about digests
 //! or stall. Real registries cannot be made to do these on demand.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,7 +32,8 @@ impl Req {
     }
 }
 
-type Handler = Arc<dyn Fn(Req, TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+type Handler =
+    Arc<dyn Fn(Req, TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// The fake upstream; counts and records requests.
 pub struct Fake {
@@ -56,14 +58,20 @@ impl Fake {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let (handler, reqs, cnt) = (handler.clone(), reqs.clone(), cnt.clone());
                 tokio::spawn(async move {
-                    let Some(req) = read_head(&mut stream).await else { return };
+                    let Some(req) = read_head(&mut stream).await else {
+                        return;
+                    };
                     reqs.lock().unwrap().push(req.clone());
                     cnt.fetch_add(1, Ordering::SeqCst);
                     handler(req, stream).await;
                 });
             }
         });
-        Fake { port, requests, count }
+        Fake {
+            port,
+            requests,
+            count,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -71,7 +79,12 @@ impl Fake {
     }
 
     pub fn count_path(&self, needle: &str) -> usize {
-        self.requests.lock().unwrap().iter().filter(|r| r.path.contains(needle)).count()
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path.contains(needle))
+            .count()
     }
 
     pub fn client(&self) -> Arc<UpstreamClient> {
@@ -99,9 +112,12 @@ async fn read_head(stream: &mut TcpStream) -> Option<Req> {
 
 /// Writes a full response with `Connection: close`.
 pub async fn respond(mut s: TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
-    let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(head, "{k}: {v}\r\n");
     }
     head.push_str("\r\n");
     let _ = s.write_all(head.as_bytes()).await;
@@ -126,12 +142,18 @@ pub fn engine() -> (Engine, Arc<MemoryStore>, tempfile::TempDir) {
         fill_idle_timeout: std::time::Duration::from_secs(3),
         chunk_size: 64 * 1024,
     };
-    (Engine::new(store.clone(), store.clone(), config), store, dir)
+    (
+        Engine::new(store.clone(), store.clone(), config),
+        store,
+        dir,
+    )
 }
 
 /// Deterministic pseudo-random bytes.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
     (0..len)
         .map(|_| {
             x ^= x << 13;
