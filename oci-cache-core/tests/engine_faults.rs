@@ -427,3 +427,50 @@ async fn stalled_upstream_fails_the_fill_after_the_idle_timeout() {
     assert!(got.len() <= 1000);
     assert!(store.head(&digest).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn redirected_blob_get_never_sends_the_upstream_authorization_to_the_other_host() {
+    let blob = data(50_000, 8);
+    let digest = Digest::sha256_of(&blob);
+    let cdn_blob = Arc::new(blob.clone());
+    let cdn = Fake::start(move |_r, s| {
+        let b = cdn_blob.clone();
+        async move { respond(s, "200 OK", &[], &b).await }
+    })
+    .await;
+    let cdn_url = format!("{}/cdn/blob", cdn.url());
+    let port = Arc::new(std::sync::OnceLock::<u16>::new());
+    let p2 = port.clone();
+    let registry = Fake::start(move |req, s| {
+        let (port, cdn_url) = (p2.clone(), cdn_url.clone());
+        async move {
+            if req.path.starts_with("/token") {
+                return respond(s, "200 OK", &[], br#"{"token":"secret-token"}"#).await;
+            }
+            if req.header("authorization").as_deref() == Some("Bearer secret-token") {
+                return respond(s, "307 Temporary Redirect", &[("Location", cdn_url)], b"").await;
+            }
+            let realm = format!(
+                "Bearer realm=\"http://127.0.0.1:{}/token\"",
+                port.get().unwrap()
+            );
+            respond(s, "401 Unauthorized", &[("WWW-Authenticate", realm)], b"").await;
+        }
+    })
+    .await;
+    port.set(registry.port).unwrap();
+    let (engine, store, _dir) = engine();
+    let resp = engine
+        .blob(&registry.client(), &repo(), &digest, None)
+        .await
+        .unwrap();
+    assert_eq!(collect(resp.body).await.0, blob);
+    assert!(store.head(&digest).await.unwrap().is_some());
+    let cdn_requests = cdn.requests.lock().unwrap().clone();
+    assert_eq!(cdn_requests.len(), 1);
+    assert_eq!(
+        cdn_requests[0].header("authorization"),
+        None,
+        "token leaked to the redirect target"
+    );
+}
