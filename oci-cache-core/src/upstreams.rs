@@ -1,6 +1,6 @@
 //! The closed list of upstreams and the choice of one for a request: containerd's `?ns=`,
-//! else a path prefix naming an upstream, else the default. The cache never dials a host a
-//! client names.
+//! else a path prefix naming an upstream, else the `Host` header, else the default. The
+//! cache never dials a host a client names.
 
 use std::sync::Arc;
 
@@ -56,10 +56,23 @@ impl Upstreams {
             .find(|c| c.name() == name || (hub && DOCKER_HUB_ALIASES.contains(&c.name())))
     }
 
-    /// Chooses the upstream for a request and the repository name to ask it for.
+    /// The upstream that lists `host` (a `Host` header, port ignored) among its hosts.
+    fn by_host(&self, host: &str) -> Option<&Arc<UpstreamClient>> {
+        let host = strip_port(host);
+        self.clients.iter().find(|c| {
+            c.config()
+                .hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(host))
+        })
+    }
+
+    /// Chooses the upstream for a request (by `?ns=`, path prefix, `Host`, else the
+    /// default) and the repository name to ask it for.
     pub fn select(
         &self,
         ns: Option<&str>,
+        host: Option<&str>,
         raw_name: &str,
     ) -> Result<(Arc<UpstreamClient>, RepositoryName), RouteError> {
         let (client, name) = if let Some(ns) = ns {
@@ -74,7 +87,11 @@ impl Upstreams {
                 Some((prefix, rest)) if self.by_name(prefix).is_some() => {
                     (self.by_name(prefix).ok_or(NameError::InvalidName)?, rest)
                 }
-                _ => (&self.clients[0], raw_name),
+                _ => (
+                    host.and_then(|h| self.by_host(h))
+                        .unwrap_or(&self.clients[0]),
+                    raw_name,
+                ),
             }
         };
         let name = if client.config().is_docker_hub() && !name.contains('/') {
@@ -86,37 +103,78 @@ impl Upstreams {
     }
 }
 
+/// `host` without a `:port` suffix (IPv6 literals keep their brackets).
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, port))
+            if !h.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') =>
+        {
+            h
+        }
+        _ => host,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn upstreams() -> Upstreams {
+        let mut quay = UpstreamConfig::new("quay.io", "https://quay.io");
+        quay.hosts = vec!["quay-cache.internal".into()];
         Upstreams::new(vec![
             UpstreamConfig::new("docker.io", "https://registry-1.docker.io"),
-            UpstreamConfig::new("quay.io", "https://quay.io"),
+            quay,
         ])
         .unwrap()
+    }
+
+    impl Upstreams {
+        fn select_ns(
+            &self,
+            ns: Option<&str>,
+            name: &str,
+        ) -> Result<(Arc<UpstreamClient>, RepositoryName), RouteError> {
+            self.select(ns, None, name)
+        }
+    }
+
+    #[test]
+    fn host_header_selects_after_ns_and_prefix() {
+        let u = upstreams();
+        let (c, n) = u
+            .select(None, Some("quay-cache.internal:5000"), "org/app")
+            .unwrap();
+        assert_eq!((c.name(), n.as_str()), ("quay.io", "org/app"));
+        let (c, _) = u
+            .select(Some("docker.io"), Some("quay-cache.internal"), "org/app")
+            .unwrap();
+        assert_eq!(c.name(), "docker.io");
+        let (c, _) = u.select(None, Some("other.internal"), "org/app").unwrap();
+        assert_eq!(c.name(), "docker.io");
+        assert_eq!(strip_port("[::1]:5000"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
     }
 
     #[test]
     fn ns_wins_then_prefix_then_default() {
         let u = upstreams();
-        let (c, n) = u.select(Some("quay.io"), "docker.io/x").unwrap();
+        let (c, n) = u.select_ns(Some("quay.io"), "docker.io/x").unwrap();
         assert_eq!((c.name(), n.as_str()), ("quay.io", "docker.io/x"));
-        let (c, n) = u.select(None, "quay.io/org/app").unwrap();
+        let (c, n) = u.select_ns(None, "quay.io/org/app").unwrap();
         assert_eq!((c.name(), n.as_str()), ("quay.io", "org/app"));
-        let (c, n) = u.select(None, "org/app").unwrap();
+        let (c, n) = u.select_ns(None, "org/app").unwrap();
         assert_eq!((c.name(), n.as_str()), ("docker.io", "org/app"));
     }
 
     #[test]
     fn docker_hub_aliases_and_library_prefix() {
         let u = upstreams();
-        let (c, n) = u.select(Some("index.docker.io"), "alpine").unwrap();
+        let (c, n) = u.select_ns(Some("index.docker.io"), "alpine").unwrap();
         assert_eq!((c.name(), n.as_str()), ("docker.io", "library/alpine"));
-        let (_, n) = u.select(None, "registry-1.docker.io/alpine").unwrap();
+        let (_, n) = u.select_ns(None, "registry-1.docker.io/alpine").unwrap();
         assert_eq!(n.as_str(), "library/alpine");
-        let (_, n) = u.select(Some("quay.io"), "alpine").unwrap();
+        let (_, n) = u.select_ns(Some("quay.io"), "alpine").unwrap();
         assert_eq!(n.as_str(), "alpine");
     }
 
@@ -124,11 +182,11 @@ mod tests {
     fn unknown_ns_and_bad_names_refused() {
         let u = upstreams();
         assert!(matches!(
-            u.select(Some("evil.example"), "x"),
+            u.select_ns(Some("evil.example"), "x"),
             Err(RouteError::UnknownUpstream { .. })
         ));
         assert!(matches!(
-            u.select(None, "Bad/Name"),
+            u.select_ns(None, "Bad/Name"),
             Err(RouteError::Name(_))
         ));
     }

@@ -4,19 +4,33 @@
 //! listen = "0.0.0.0:5000"
 //! data_dir = "./data"
 //!
+//! [auth]                                  # optional client access control
+//! htpasswd = "/etc/oci-cache/htpasswd"    # bcrypt (htpasswd -B)
+//! [[auth.tokens]]
+//! user = "ci"
+//! token_env = "OCI_CACHE_CI_TOKEN"         # or token = "...", or token_file = "..."
+//!
 //! [[upstreams]]
 //! name = "docker.io"
-//! url = "https://registry-1.docker.io"
-//! # username = "me"
-//! # password_env = "DOCKERHUB_TOKEN"   # or password = "...", or password_file = "/run/secrets/hub"
+//! urls = ["https://registry-1.docker.io"]  # or url = "..."; tried in order
+//! hosts = ["dockerhub-cache.internal"]     # Host header names that select it
+//! username = "me"
+//! password_env = "DOCKERHUB_TOKEN"         # or password = "...", or password_file = "..."
+//! access = "authenticated"                 # "anonymous", "authenticated" or ["alice", "bob"]
 //! ```
+
+mod access;
+mod secret;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use oci_cache_core::{Credentials, UpstreamConfig};
+use oci_cache_core::UpstreamConfig;
 use serde::Deserialize;
+
+pub use access::{AccessEntry, AuthSection, TokenEntry};
+pub use upstream::UpstreamEntry;
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -42,16 +56,19 @@ pub enum ConfigError {
     #[error("--upstream must be NAME=URL, got {0:?}")]
     UpstreamFlag(String),
     /// A secret could not be read.
-    #[error("upstream {upstream}: cannot read password: {reason}")]
+    #[error("{owner}: cannot read secret: {reason}")]
     Secret {
-        /// The upstream.
-        upstream: String,
+        /// The upstream or token user it belongs to.
+        owner: String,
         /// Why (never the secret itself).
         reason: String,
     },
-    /// Two upstreams share a name, or there is none.
+    /// The upstream list is unusable.
     #[error("invalid upstream list: {0}")]
     Upstreams(String),
+    /// The access-control settings are unusable or unsafe.
+    #[error("access control: {0}")]
+    Access(String),
 }
 
 /// The whole configuration.
@@ -64,44 +81,12 @@ pub struct Config {
     /// Directory of the filesystem storage.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Client access control; absent means every upstream without credentials is open.
+    #[serde(default)]
+    pub auth: Option<AuthSection>,
     /// Upstreams; the first is the default.
     #[serde(default = "default_upstreams")]
     pub upstreams: Vec<UpstreamEntry>,
-}
-
-/// One upstream in the file.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamEntry {
-    /// Name clients select it by, e.g. `docker.io`.
-    pub name: String,
-    /// Base URL.
-    pub url: String,
-    /// User name for Basic or token auth.
-    pub username: Option<String>,
-    /// Password inline (prefer `password_env` or `password_file`).
-    pub password: Option<String>,
-    /// Environment variable holding the password.
-    pub password_env: Option<String>,
-    /// File holding the password (e.g. a mounted Kubernetes secret).
-    pub password_file: Option<PathBuf>,
-    /// Connect timeout in seconds (default 10).
-    pub connect_timeout_secs: Option<u64>,
-    /// Read timeout in seconds (default 30).
-    pub read_timeout_secs: Option<u64>,
-}
-
-impl std::fmt::Debug for UpstreamEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamEntry")
-            .field("name", &self.name)
-            .field("url", &self.url)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("password_env", &self.password_env)
-            .field("password_file", &self.password_file)
-            .finish_non_exhaustive()
-    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -124,77 +109,9 @@ impl Default for Config {
         Self {
             listen: default_listen(),
             data_dir: default_data_dir(),
+            auth: None,
             upstreams: default_upstreams(),
         }
-    }
-}
-
-impl UpstreamEntry {
-    /// An upstream without credentials.
-    pub fn anonymous(name: &str, url: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            url: url.to_owned(),
-            username: None,
-            password: None,
-            password_env: None,
-            password_file: None,
-            connect_timeout_secs: None,
-            read_timeout_secs: None,
-        }
-    }
-
-    /// Parses an `--upstream NAME=URL` flag.
-    pub fn from_flag(flag: &str) -> Result<Self, ConfigError> {
-        match flag.split_once('=') {
-            Some((name, url)) if !name.is_empty() && !url.is_empty() => {
-                Ok(Self::anonymous(name, url))
-            }
-            _ => Err(ConfigError::UpstreamFlag(flag.to_owned())),
-        }
-    }
-
-    /// The engine's view of this upstream, with its secret resolved.
-    pub fn resolve(&self) -> Result<UpstreamConfig, ConfigError> {
-        let mut config = UpstreamConfig::new(&self.name, &self.url);
-        if let Some(s) = self.connect_timeout_secs {
-            config.connect_timeout = Duration::from_secs(s);
-        }
-        if let Some(s) = self.read_timeout_secs {
-            config.read_timeout = Duration::from_secs(s);
-        }
-        let secret_err = |reason: String| ConfigError::Secret {
-            upstream: self.name.clone(),
-            reason,
-        };
-        let password = match (&self.password, &self.password_env, &self.password_file) {
-            (Some(p), None, None) => Some(p.clone()),
-            (None, Some(var), None) => Some(
-                std::env::var(var)
-                    .map_err(|_| secret_err(format!("environment variable {var} is not set")))?,
-            ),
-            (None, None, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| secret_err(format!("{}: {e}", path.display())))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            ),
-            (None, None, None) => None,
-            _ => {
-                return Err(secret_err(
-                    "set only one of password, password_env, password_file".into(),
-                ))
-            }
-        };
-        config.credentials = match (&self.username, password) {
-            (Some(u), Some(p)) => Some(Credentials {
-                username: u.clone(),
-                password: p,
-            }),
-            (None, None) => None,
-            _ => return Err(secret_err("username and password go together".into())),
-        };
-        Ok(config)
     }
 }
 
@@ -241,31 +158,40 @@ mod tests {
             data_dir = "/var/cache/oci"
             [[upstreams]]
             name = "ghcr.io"
-            url = "https://ghcr.io"
+            urls = ["https://ghcr.io", "https://ghcr-backup.internal"]
+            hosts = ["ghcr-cache.internal"]
             username = "bot"
             password = "s3cret"
+            access = ["alice"]
             "#,
         )
         .unwrap();
         assert_eq!(c.listen.port(), 5001);
         let u = &c.upstream_configs().unwrap()[0];
         assert_eq!(u.credentials.as_ref().unwrap().password, "s3cret");
+        assert_eq!(u.endpoints.len(), 2);
+        assert_eq!(u.hosts, ["ghcr-cache.internal"]);
         assert!(!format!("{c:?} {u:?}").contains("s3cret"));
     }
 
     #[test]
     fn defaults_to_docker_hub_and_rejects_bad_flags() {
         let c = Config::default();
-        assert_eq!(c.upstreams[0].url, "https://registry-1.docker.io");
+        assert_eq!(
+            c.upstream_configs().unwrap()[0].endpoints,
+            ["https://registry-1.docker.io"]
+        );
         assert!(UpstreamEntry::from_flag("novalue").is_err());
         assert_eq!(UpstreamEntry::from_flag("a=http://x").unwrap().name, "a");
     }
 
     #[test]
-    fn unknown_keys_and_duplicates_refused() {
+    fn unknown_keys_duplicates_and_missing_urls_refused() {
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
         let mut c = Config::default();
         c.upstreams.push(c.upstreams[0].clone());
+        assert!(c.upstream_configs().is_err());
+        let c: Config = toml::from_str("[[upstreams]]\nname = \"x\"\n").unwrap();
         assert!(c.upstream_configs().is_err());
     }
 }

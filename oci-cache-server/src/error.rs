@@ -6,6 +6,7 @@ use oci_cache_core::route::RouteParseError;
 use oci_cache_core::{EngineError, RouteError, UpstreamError};
 use oci_spec::distribution::ErrorCode;
 
+use crate::auth::REALM;
 use crate::service::{full_body, Body};
 
 /// A failure of one API request, before it is turned into a response.
@@ -23,9 +24,12 @@ pub enum ApiError {
     /// The method is not served (push, delete).
     #[error("method not supported by a pull-through cache")]
     Unsupported,
-    /// The `Range` header is malformed.
-    #[error("malformed Range header")]
-    BadRange,
+    /// The client must authenticate (or its credentials are wrong).
+    #[error("authentication required")]
+    Unauthenticated,
+    /// The authenticated client may not pull through this upstream.
+    #[error("access to this upstream is denied")]
+    Denied,
 }
 
 /// The code, status and extra headers of an error.
@@ -34,7 +38,12 @@ fn classify(err: &ApiError) -> (ErrorCode, StatusCode, Option<(header::HeaderNam
     use StatusCode as S;
     match err {
         ApiError::Unsupported => (C::Unsupported, S::METHOD_NOT_ALLOWED, None),
-        ApiError::BadRange => (C::Unsupported, S::BAD_REQUEST, None),
+        ApiError::Unauthenticated => (
+            C::Unauthorized,
+            S::UNAUTHORIZED,
+            Some((header::WWW_AUTHENTICATE, format!("Basic realm=\"{REALM}\""))),
+        ),
+        ApiError::Denied => (C::Denied, S::FORBIDDEN, None),
         ApiError::Path(RouteParseError::NotFound)
         | ApiError::Route(RouteError::UnknownUpstream { .. }) => {
             (C::NameUnknown, S::NOT_FOUND, None)

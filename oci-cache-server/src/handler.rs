@@ -8,6 +8,7 @@ use oci_cache_core::range::parse_range;
 use oci_cache_core::route::{parse_path, Route};
 use oci_cache_core::{BlobResponse, Engine, Upstreams};
 
+use crate::auth::{AccessPolicy, Identity};
 use crate::error::ApiError;
 use crate::service::{full_body, Body, BodyError};
 
@@ -15,6 +16,7 @@ use crate::service::{full_body, Body, BodyError};
 pub(crate) async fn handle(
     engine: &Engine,
     upstreams: &Upstreams,
+    access: &AccessPolicy,
     parts: &Parts,
 ) -> Result<Response<Body>, ApiError> {
     let route = parse_path(parts.uri.path())?;
@@ -24,11 +26,34 @@ pub(crate) async fn handle(
     }
     let query = parts.uri.query().unwrap_or("");
     let ns = query_param(query, "ns");
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.host());
+    let identity = access
+        .identify(&parts.headers)
+        .await
+        .map_err(|_| ApiError::Unauthenticated)?;
+    let select = |name: &str| -> Result<_, ApiError> {
+        let (client, repo) = upstreams.select(ns.as_deref(), host, name)?;
+        if access.allows(client.name(), &identity) {
+            Ok((client, repo))
+        } else if identity == Identity::Anonymous {
+            Err(ApiError::Unauthenticated)
+        } else {
+            Err(ApiError::Denied)
+        }
+    };
+
     match route {
+        Route::ApiVersion if identity == Identity::Anonymous && !access.anonymous_welcome() => {
+            Err(ApiError::Unauthenticated)
+        }
         Route::ApiVersion => Ok(json_response(StatusCode::OK, "{}", head)),
         Route::Upload => Err(ApiError::Unsupported),
         Route::Manifest { name, reference } => {
-            let (client, repo) = upstreams.select(ns.as_deref(), &name)?;
+            let (client, repo) = select(&name)?;
             let m = engine.manifest(&client, &repo, &reference).await?;
             let mut resp = Response::new(if head {
                 full_body("")
@@ -42,7 +67,7 @@ pub(crate) async fn handle(
             Ok(resp)
         }
         Route::Blob { name, digest } => {
-            let (client, repo) = upstreams.select(ns.as_deref(), &name)?;
+            let (client, repo) = select(&name)?;
             if head {
                 let size = engine.blob_size(&client, &repo, &digest).await?;
                 let mut resp = Response::new(full_body(""));
@@ -58,7 +83,7 @@ pub(crate) async fn handle(
             Ok(blob_response(&digest.to_string(), blob))
         }
         Route::TagsList { name } => {
-            let (client, repo) = upstreams.select(ns.as_deref(), &name)?;
+            let (client, repo) = select(&name)?;
             let upstream_query = forwarded_query(query);
             let (body, link) = engine.tags_list(&client, &repo, &upstream_query).await?;
             let mut resp = Response::new(if head {

@@ -5,6 +5,8 @@
 //! by hyper directly (through `hyper_util::service::TowerToHyperService`) or mounted in
 //! another hyper or axum application.
 
+pub mod auth;
+pub mod client_config;
 pub mod config;
 mod error;
 mod handler;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use oci_cache_core::{Engine, EngineConfig, Upstreams};
+use oci_cache_server::client_config::{render, ClientKind};
 use oci_cache_server::config::{Config, UpstreamEntry};
 use oci_cache_server::{serve, CacheService};
 use oci_cache_storage::fs::FsStore;
@@ -22,31 +23,73 @@ struct Cli {
 enum Command {
     /// Run the cache.
     Serve(ServeArgs),
+    /// Print the client configuration (containerd, k3s, docker, podman) for the configured
+    /// upstreams.
+    Config(ClientConfigArgs),
+}
+
+/// Where the configuration comes from: a file, overridden by flags.
+#[derive(clap::Args)]
+struct Source {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// An upstream as NAME=URL; repeatable; the first is the default. Replaces the
+    /// config file's upstreams.
+    #[arg(long = "upstream", value_name = "NAME=URL")]
+    upstreams: Vec<String>,
+}
+
+impl Source {
+    fn load(&self) -> Result<Config, Box<dyn std::error::Error>> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if !self.upstreams.is_empty() {
+            config.upstreams = self
+                .upstreams
+                .iter()
+                .map(|f| UpstreamEntry::from_flag(f))
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(config)
+    }
 }
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// TOML configuration file.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    source: Source,
     /// Address to listen on (default 0.0.0.0:5000).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
     /// Directory of the filesystem storage (default ./data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// An upstream as NAME=URL; repeatable; the first is the default. Replaces the
-    /// config file's upstreams.
-    #[arg(long = "upstream", value_name = "NAME=URL")]
-    upstreams: Vec<String>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
 }
 
+#[derive(clap::Args)]
+struct ClientConfigArgs {
+    /// The client: containerd, k3s, docker or podman.
+    #[arg(value_parser = ["containerd", "k3s", "docker", "podman"])]
+    client: String,
+    /// The URL clients reach the cache at.
+    #[arg(long, default_value = "http://localhost:5000")]
+    cache_url: String,
+    #[command(flatten)]
+    source: Source,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Config(args) => return print_client_config(&args),
+    };
     init_logs(args.log_json);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -78,24 +121,34 @@ fn init_logs(json: bool) {
     }
 }
 
-async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
+fn print_client_config(args: &ClientConfigArgs) -> ExitCode {
+    let kind = match args.client.as_str() {
+        "containerd" => ClientKind::Containerd,
+        "k3s" => ClientKind::K3s,
+        "docker" => ClientKind::Docker,
+        _ => ClientKind::Podman,
     };
+    match args.source.load() {
+        Ok(config) => {
+            print!("{}", render(kind, &args.cache_url, &config.upstreams));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("oci-cache: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = args.source.load()?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
-    if !args.upstreams.is_empty() {
-        config.upstreams = args
-            .upstreams
-            .iter()
-            .map(|f| UpstreamEntry::from_flag(f))
-            .collect::<Result<_, _>>()?;
-    }
+    let access = config.access_policy()?;
     let upstreams = Arc::new(Upstreams::new(config.upstream_configs()?)?);
     let store = Arc::new(FsStore::open(config.data_dir.join("store")).await?);
     let spool_dir = config.data_dir.join("spool");
@@ -112,12 +165,8 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         upstreams = ?upstreams.all().iter().map(|u| u.name().to_owned()).collect::<Vec<_>>(),
         "oci-cache listening"
     );
-    serve(
-        listener,
-        CacheService::new(engine, upstreams),
-        shutdown_signal(),
-    )
-    .await?;
+    let service = CacheService::new(engine, upstreams).with_access(access);
+    serve(listener, service, shutdown_signal()).await?;
     Ok(())
 }
 

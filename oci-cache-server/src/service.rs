@@ -13,6 +13,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use oci_cache_core::{Engine, Upstreams};
 
+use crate::auth::AccessPolicy;
 use crate::error::error_response;
 use crate::handler::handle;
 
@@ -33,19 +34,31 @@ pub(crate) fn full_body(bytes: impl Into<Bytes>) -> Body {
 pub struct CacheService {
     engine: Arc<Engine>,
     upstreams: Arc<Upstreams>,
+    access: Arc<AccessPolicy>,
 }
 
 impl CacheService {
-    /// A service over `engine`, routing to `upstreams`.
+    /// A service over `engine`, routing to `upstreams`, open to every client.
     pub fn new(engine: Arc<Engine>, upstreams: Arc<Upstreams>) -> Self {
-        Self { engine, upstreams }
+        Self {
+            engine,
+            upstreams,
+            access: Arc::default(),
+        }
+    }
+
+    /// The same service with client access control.
+    #[must_use]
+    pub fn with_access(mut self, access: AccessPolicy) -> Self {
+        self.access = Arc::new(access);
+        self
     }
 
     /// Answers one request. The request body is ignored (the pull API has none).
     pub async fn call_request<B>(&self, req: Request<B>) -> Response<Body> {
         let started = Instant::now();
         let (parts, _body) = req.into_parts();
-        let mut resp = match handle(&self.engine, &self.upstreams, &parts).await {
+        let mut resp = match handle(&self.engine, &self.upstreams, &self.access, &parts).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, "request failed");

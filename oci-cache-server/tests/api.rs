@@ -189,3 +189,73 @@ async fn unreachable_upstream_on_a_miss_is_503_json() {
     let (s, _, _) = call(&api, Method::GET, &format!("/v2/a/blobs/{d}"), None).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+fn api_with_access(rule: oci_cache_server::auth::Access) -> Api {
+    use oci_cache_server::auth::{AccessPolicy, ClientAuth};
+    use std::collections::HashMap;
+    let mut api = api();
+    let tokens = HashMap::from([
+        ("alice-token-0123456789".to_owned(), "alice".to_owned()),
+        ("bob-token-0123456789".to_owned(), "bob".to_owned()),
+    ]);
+    let auth = Arc::new(ClientAuth::new(HashMap::new(), tokens));
+    let policy = AccessPolicy::new(Some(auth), HashMap::from([("docker.io".to_owned(), rule)]));
+    api.service = api.service.clone().with_access(policy);
+    api
+}
+
+async fn call_as(
+    api: &Api,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let mut req = Request::builder().uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = api.service.call_request(req.body(()).unwrap()).await;
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn anonymous_clients_get_401_and_nothing_from_storage_when_access_is_on() {
+    let api = api_with_access(oci_cache_server::auth::Access::Authenticated);
+    let d = seeded(&api, b"private layer").await;
+    let uri = format!("/v2/library/private/blobs/{d}");
+    let (s, h, body) = call_as(&api, &uri, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(h["www-authenticate"], "Basic realm=\"oci-cache\"");
+    assert_eq!(error_code(&body), "UNAUTHORIZED");
+    assert!(!body.windows(7).any(|w| w == b"private"));
+    let (s, _, _) = call_as(&api, "/v2/", None).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "clients must be told to log in"
+    );
+    let (s, _, _) = call_as(&api, &uri, Some("wrong-token-0123456789")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, body) = call_as(&api, &uri, Some("alice-token-0123456789")).await;
+    assert_eq!((s, body.as_ref()), (StatusCode::OK, &b"private layer"[..]));
+    let (s, _, _) = call_as(&api, "/v2/", Some("alice-token-0123456789")).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn users_outside_the_upstreams_list_get_403_denied() {
+    let api = api_with_access(oci_cache_server::auth::Access::Users(vec!["alice".into()]));
+    let d = seeded(&api, b"x").await;
+    let uri = format!("/v2/library/private/blobs/{d}");
+    let (s, _, body) = call_as(&api, &uri, Some("bob-token-0123456789")).await;
+    assert_eq!(
+        (s, error_code(&body).as_str()),
+        (StatusCode::FORBIDDEN, "DENIED")
+    );
+    let (s, _, _) = call_as(&api, &uri, Some("alice-token-0123456789")).await;
+    assert_eq!(s, StatusCode::OK);
+}

@@ -35,7 +35,7 @@ impl Engine {
                 return Err(EngineError::RangeNotSatisfiable { size })
             }
             Err(e) => {
-                tracing::warn!(%digest, error = %e, "storage read failed; filling from upstream")
+                tracing::warn!(%digest, error = %e, "storage read failed; filling from upstream");
             }
         }
         let job = FillJob {

@@ -30,7 +30,7 @@ pub struct UpstreamManifest {
 #[derive(Debug)]
 pub struct UpstreamClient {
     config: UpstreamConfig,
-    base: String,
+    bases: Vec<String>,
     http: reqwest::Client,
     tokens: TokenCache,
 }
@@ -39,9 +39,15 @@ impl UpstreamClient {
     /// Builds the client. Redirects are followed (at most 10); reqwest drops the
     /// `Authorization` header when a redirect leaves the upstream's host.
     pub fn new(config: UpstreamConfig) -> Result<Self, UpstreamError> {
-        let base = config.url.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(UpstreamError::InvalidUrl { url: config.url });
+        let mut bases = Vec::with_capacity(config.endpoints.len());
+        for url in &config.endpoints {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(UpstreamError::InvalidUrl { url: url.clone() });
+            }
+            bases.push(url.trim_end_matches('/').to_owned());
+        }
+        if bases.is_empty() {
+            return Err(UpstreamError::InvalidUrl { url: String::new() });
         }
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
@@ -50,11 +56,11 @@ impl UpstreamClient {
             .user_agent(concat!("oci-cache/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|_| UpstreamError::InvalidUrl {
-                url: config.url.clone(),
+                url: bases.join(" "),
             })?;
         Ok(Self {
             config,
-            base,
+            bases,
             http,
             tokens: TokenCache::default(),
         })
@@ -81,7 +87,7 @@ impl UpstreamClient {
         let method = if head { Method::HEAD } else { Method::GET };
         let path = format!("/v2/{repo}/manifests/{reference}");
         let accept = accept_header();
-        let mut resp = self.send(method, repo, &path, Some(&accept), None).await?;
+        let mut resp = self.send(method, repo, &path, Some(&accept)).await?;
         let headers = resp.headers().clone();
         let size = resp.content_length();
         if size.is_some_and(|s| s > MAX_MANIFEST_BYTES as u64) {
@@ -112,7 +118,7 @@ impl UpstreamClient {
     /// Starts a blob GET; the caller streams the body.
     pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<Response, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        self.send(Method::GET, repo, &path, None, None).await
+        self.send(Method::GET, repo, &path, None).await
     }
 
     /// The blob's size by HEAD, without downloading it.
@@ -122,7 +128,7 @@ impl UpstreamClient {
         digest: &Digest,
     ) -> Result<Option<u64>, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let resp = self.send(Method::HEAD, repo, &path, None, None).await?;
+        let resp = self.send(Method::HEAD, repo, &path, None).await?;
         Ok(resp
             .content_length()
             .filter(|l| *l > 0)
@@ -141,30 +147,50 @@ impl UpstreamClient {
         } else {
             format!("/v2/{repo}/tags/list?{query}")
         };
-        let resp = self.send(Method::GET, repo, &path, None, None).await?;
+        let resp = self.send(Method::GET, repo, &path, None).await?;
         let link = header_str(resp.headers(), "link");
         let body = resp.bytes().await?;
         Ok((body, link))
     }
 
-    /// Sends a request with the auth flow; maps failure statuses to errors.
+    /// Sends a request to each endpoint in turn until one answers without a connect error,
+    /// timeout or 5xx; maps failure statuses to errors.
     async fn send(
         &self,
         method: Method,
         repo: &str,
         path: &str,
         accept: Option<&str>,
-        range: Option<&str>,
+    ) -> Result<Response, UpstreamError> {
+        let mut last = None;
+        for (i, base) in self.bases.iter().enumerate() {
+            match self.send_to(base, method.clone(), repo, path, accept).await {
+                Err(e) if is_failover(&e) && i + 1 < self.bases.len() => {
+                    tracing::warn!(upstream = self.name(), endpoint = %base, error = %e, "endpoint failed; trying the next");
+                    last = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or(UpstreamError::InvalidUrl { url: String::new() }))
+    }
+
+    /// One endpoint, with the auth flow: try with what we have; on 401 read the challenge,
+    /// get a token (or use Basic), retry exactly once.
+    async fn send_to(
+        &self,
+        base: &str,
+        method: Method,
+        repo: &str,
+        path: &str,
+        accept: Option<&str>,
     ) -> Result<Response, UpstreamError> {
         let scope = format!("repository:{repo}:pull");
-        let url = format!("{}{path}", self.base);
+        let url = format!("{base}{path}");
         let build = |auth: Option<Auth>| {
             let mut req: RequestBuilder = self.http.request(method.clone(), &url);
             if let Some(a) = accept {
                 req = req.header(ACCEPT, a);
-            }
-            if let Some(r) = range {
-                req = req.header(reqwest::header::RANGE, r);
             }
             match (auth, &self.config.credentials) {
                 (Some(Auth::Bearer(token)), _) => req.bearer_auth(token),
@@ -245,6 +271,16 @@ impl UpstreamClient {
         self.tokens.put(scope, token);
         Ok(value)
     }
+}
+
+/// Errors after which the next endpoint is tried.
+fn is_failover(e: &UpstreamError) -> bool {
+    matches!(
+        e,
+        UpstreamError::Transport { .. }
+            | UpstreamError::Timeout
+            | UpstreamError::Status { status: 500..=599 }
+    )
 }
 
 /// What to authorize a request with.

@@ -26,8 +26,12 @@ impl fmt::Debug for Credentials {
 pub struct UpstreamConfig {
     /// The name clients select it by (`?ns=`, path prefix), e.g. `docker.io`.
     pub name: String,
-    /// Base URL, e.g. `https://registry-1.docker.io`.
-    pub url: String,
+    /// Base URLs, e.g. `https://registry-1.docker.io`, tried in order: a connect error,
+    /// timeout or 5xx from one moves the request to the next.
+    pub endpoints: Vec<String>,
+    /// `Host` header names (without port) that select this upstream, for clients that
+    /// reach the cache under one DNS name per upstream.
+    pub hosts: Vec<String>,
     /// Credentials for Basic access or the token flow.
     pub credentials: Option<Credentials>,
     /// Time allowed to establish a connection.
@@ -41,7 +45,8 @@ impl UpstreamConfig {
     pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            url: url.into(),
+            endpoints: vec![url.into()],
+            hosts: Vec::new(),
             credentials: None,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
@@ -53,8 +58,9 @@ impl UpstreamConfig {
     pub fn is_docker_hub(&self) -> bool {
         const HUB: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
         HUB.contains(&self.name.as_str())
-            || HUB
-                .iter()
-                .any(|h| self.url.trim_end_matches('/').ends_with(&format!("//{h}")))
+            || self.endpoints.iter().any(|url| {
+                HUB.iter()
+                    .any(|h| url.trim_end_matches('/').ends_with(&format!("//{h}")))
+            })
     }
 }

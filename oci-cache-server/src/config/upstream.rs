@@ -1,0 +1,134 @@
+//! One `[[upstreams]]` entry.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use oci_cache_core::{Credentials, UpstreamConfig};
+use serde::Deserialize;
+
+use super::{secret, AccessEntry, ConfigError};
+
+/// One upstream in the file.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamEntry {
+    /// Name clients select it by, e.g. `docker.io`.
+    pub name: String,
+    /// Base URL (shorthand for a one-element `urls`).
+    pub url: Option<String>,
+    /// Base URLs tried in order (fail over on connect errors, timeouts and 5xx).
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// `Host` header names that select this upstream.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// User name for Basic or token auth.
+    pub username: Option<String>,
+    /// Password inline (prefer `password_env` or `password_file`).
+    pub password: Option<String>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (e.g. a mounted Kubernetes secret).
+    pub password_file: Option<PathBuf>,
+    /// Who may pull through this upstream.
+    pub access: Option<AccessEntry>,
+    /// Connect timeout in seconds (default 10).
+    pub connect_timeout_secs: Option<u64>,
+    /// Read timeout in seconds (default 30).
+    pub read_timeout_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for UpstreamEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamEntry")
+            .field("name", &self.name)
+            .field("urls", &self.endpoints())
+            .field("hosts", &self.hosts)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamEntry {
+    /// An upstream without credentials.
+    pub fn anonymous(name: &str, url: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            url: Some(url.to_owned()),
+            urls: Vec::new(),
+            hosts: Vec::new(),
+            username: None,
+            password: None,
+            password_env: None,
+            password_file: None,
+            access: None,
+            connect_timeout_secs: None,
+            read_timeout_secs: None,
+        }
+    }
+
+    /// Parses an `--upstream NAME=URL` flag.
+    pub fn from_flag(flag: &str) -> Result<Self, ConfigError> {
+        match flag.split_once('=') {
+            Some((name, url)) if !name.is_empty() && !url.is_empty() => {
+                Ok(Self::anonymous(name, url))
+            }
+            _ => Err(ConfigError::UpstreamFlag(flag.to_owned())),
+        }
+    }
+
+    /// `url` followed by `urls`.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.url.iter().chain(&self.urls).cloned().collect()
+    }
+
+    /// True when credentials are configured.
+    pub fn has_credentials(&self) -> bool {
+        self.username.is_some()
+    }
+
+    /// The engine's view of this upstream, with its secret resolved.
+    pub fn resolve(&self) -> Result<UpstreamConfig, ConfigError> {
+        let endpoints = self.endpoints();
+        if endpoints.is_empty() {
+            return Err(ConfigError::Upstreams(format!(
+                "upstream {} has no url",
+                self.name
+            )));
+        }
+        let mut config = UpstreamConfig::new(&self.name, String::new());
+        config.endpoints = endpoints;
+        config.hosts.clone_from(&self.hosts);
+        if let Some(s) = self.connect_timeout_secs {
+            config.connect_timeout = Duration::from_secs(s);
+        }
+        if let Some(s) = self.read_timeout_secs {
+            config.read_timeout = Duration::from_secs(s);
+        }
+        let owner = format!("upstream {}", self.name);
+        let password = secret::resolve(
+            &owner,
+            self.password.as_deref(),
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+        )?;
+        config.credentials = match (&self.username, password) {
+            (Some(u), Some(p)) => Some(Credentials {
+                username: u.clone(),
+                password: p,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Secret {
+                    owner,
+                    reason: "username and password go together".into(),
+                })
+            }
+        };
+        Ok(config)
+    }
+}
