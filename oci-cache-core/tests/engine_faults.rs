@@ -474,3 +474,64 @@ async fn redirected_blob_get_never_sends_the_upstream_authorization_to_the_other
         "token leaked to the redirect target"
     );
 }
+
+#[tokio::test]
+async fn a_refused_cached_token_triggers_exactly_one_fresh_token() {
+    use std::sync::atomic::AtomicUsize;
+    let blob = data(2_000, 9);
+    let digest = Digest::sha256_of(&blob);
+    let issued = Arc::new(AtomicUsize::new(0));
+    let port = Arc::new(std::sync::OnceLock::<u16>::new());
+    let (i2, p2, good) = (issued.clone(), port.clone(), Arc::new(blob.clone()));
+    let fake = Fake::start(move |req, s| {
+        let (issued, port, good) = (i2.clone(), p2.clone(), good.clone());
+        async move {
+            if req.path.starts_with("/token") {
+                let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                let body = format!(r#"{{"token":"tok-{n}","expires_in":300}}"#);
+                return respond(s, "200 OK", &[], body.as_bytes()).await;
+            }
+            // The upstream revokes tok-1 after its first use: only the newest token works.
+            let newest = format!("Bearer tok-{}", issued.load(Ordering::SeqCst));
+            let auth = req.header("authorization");
+            let first_use = auth.as_deref() == Some("Bearer tok-1") && req.method == "HEAD";
+            if auth.as_deref() == Some(newest.as_str()) && (newest != "Bearer tok-1" || first_use) {
+                return respond(s, "200 OK", &[], &good).await;
+            }
+            let realm = format!(
+                "Bearer realm=\"http://127.0.0.1:{}/token\"",
+                port.get().unwrap()
+            );
+            respond(s, "401 Unauthorized", &[("WWW-Authenticate", realm)], b"").await;
+        }
+    })
+    .await;
+    port.set(fake.port).unwrap();
+    let (engine, _store, _dir) = engine();
+    let client = fake.client();
+    engine.blob_size(&client, &repo(), &digest).await.unwrap();
+    let resp = engine.blob(&client, &repo(), &digest, None).await.unwrap();
+    assert_eq!(collect(resp.body).await.0, blob);
+    assert_eq!(
+        issued.load(Ordering::SeqCst),
+        2,
+        "one token, then exactly one fresh one"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_first_endpoint_fails_over_to_the_next() {
+    let blob = data(10_000, 10);
+    let digest = Digest::sha256_of(&blob);
+    let fake = blob_server(blob.clone(), None).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut config = oci_cache_core::UpstreamConfig::new("multi", dead_url);
+    config.endpoints.push(fake.url());
+    let client = Arc::new(oci_cache_core::UpstreamClient::new(config).unwrap());
+    let (engine, _store, _dir) = engine();
+    let resp = engine.blob(&client, &repo(), &digest, None).await.unwrap();
+    assert_eq!(collect(resp.body).await.0, blob);
+    assert_eq!(fake.count_path("/blobs/"), 1);
+}
