@@ -2,6 +2,7 @@
 //! the upstream, verifying everything before it is committed.
 
 mod blob;
+mod feed;
 mod fill;
 mod manifest;
 mod spool;

@@ -7,11 +7,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
+use super::feed::StorageFeed;
 use super::spool::Spool;
 use crate::{BlobStore, Digest, EngineError, UpstreamClient, UpstreamError};
+
+/// Bytes the fill gathers before writing them on.
+const BATCH: usize = 256 * 1024;
 
 /// How far a fill has come. Readers watch it.
 #[derive(Debug, Clone)]
@@ -99,10 +104,7 @@ impl FillRegistry {
         tokio::spawn(async move {
             let result = run(&job, &spool, &tx).await;
             match result {
-                Ok(size) => {
-                    tracing::debug!(digest = %job.digest, size, "fill committed");
-                    tx.send_replace(Progress::Done { size });
-                }
+                Ok(size) => tracing::debug!(digest = %job.digest, size, "fill done"),
                 Err(e) => {
                     tracing::warn!(digest = %job.digest, error = %e, "fill failed");
                     tx.send_replace(Progress::Failed(Arc::new(e)));
@@ -128,6 +130,32 @@ impl Drop for Deregister {
     }
 }
 
+/// Collects what the upstream has ready, up to [`BATCH`] bytes, so the spool, the hash
+/// and the storage see few large writes rather than many small ones, without waiting for
+/// bytes that have not arrived. `None` at the end of the body.
+async fn next_batch<S>(body: &mut S, idle: Duration) -> Result<Option<Bytes>, EngineError>
+where
+    S: futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin,
+{
+    let first = tokio::time::timeout(idle, body.next())
+        .await
+        .map_err(|_| UpstreamError::Timeout)?;
+    let Some(first) = first else { return Ok(None) };
+    let first = first.map_err(UpstreamError::from)?;
+    if first.len() >= BATCH {
+        return Ok(Some(first));
+    }
+    let mut batch = BytesMut::with_capacity(BATCH);
+    batch.extend_from_slice(&first);
+    while batch.len() < BATCH {
+        match body.next().now_or_never() {
+            Some(Some(chunk)) => batch.extend_from_slice(&chunk.map_err(UpstreamError::from)?),
+            Some(None) | None => break,
+        }
+    }
+    Ok(Some(batch.freeze()))
+}
+
 /// Downloads, verifies and commits one blob; returns its size.
 async fn run(
     job: &FillJob,
@@ -144,36 +172,28 @@ async fn run(
     };
     let size = resp.content_length();
     tx.send_replace(Progress::Streaming { size, written: 0 });
-    let mut writer = match job.blobs.writer(&job.digest, size).await {
-        Ok(w) => Some(w),
+    let mut feed = match job.blobs.writer(&job.digest, size).await {
+        Ok(w) => Some(StorageFeed::start(w, job.digest.clone())),
         Err(e) => {
             tracing::warn!(digest = %job.digest, error = %e, "storage refused a writer; serving without storing");
             None
         }
     };
     let mut verifier = job.digest.verifier();
-    let mut body = resp.bytes_stream();
+    let mut body = resp.bytes_stream().fuse();
     let mut written = 0u64;
-    loop {
-        let next = tokio::time::timeout(job.idle_timeout, body.next())
-            .await
-            .map_err(|_| UpstreamError::Timeout)?;
-        let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(UpstreamError::from)?;
-        let len = chunk.len() as u64;
+    while let Some(batch) = next_batch(&mut body, job.idle_timeout).await? {
+        let len = batch.len() as u64;
         if size.is_some_and(|s| written + len > s) {
             return Err(EngineError::SizeMismatch {
                 expected: size.unwrap_or(0),
                 actual: written + len,
             });
         }
-        verifier.update(&chunk);
-        spool.write_at(written, chunk.clone()).await?;
-        if let Some(w) = writer.as_mut() {
-            if let Err(e) = w.write(chunk).await {
-                tracing::warn!(digest = %job.digest, error = %e, "storage write failed; serving without storing");
-                writer = None;
-            }
+        verifier.update(&batch);
+        spool.write_at(written, batch.clone()).await?;
+        if let Some(feed) = feed.as_mut() {
+            feed.send(batch).await;
         }
         written += len;
         tx.send_modify(|p| {
@@ -195,8 +215,12 @@ async fn run(
             actual,
         });
     }
-    if let Some(w) = writer {
-        if let Err(e) = w.commit().await {
+    // Verified: readers may finish now; the commit (fsync, rename) runs while they do.
+    // The fill stays registered until the commit is done, so a new request finds either
+    // this fill or the stored blob.
+    tx.send_replace(Progress::Done { size: written });
+    if let Some(feed) = feed {
+        if let Err(e) = feed.commit().await {
             tracing::warn!(digest = %job.digest, error = %e, "storage commit failed; blob served but not stored");
         }
     }
