@@ -1,0 +1,83 @@
+//! The end-to-end harness: real servers and clients (CNCF distribution behind a
+//! token server, skopeo, containerd) around the `oci-cache` binary.
+//!
+//! Every spawned process is killed on drop and prints its log tail when the
+//! test panics; every wait is bounded. Missing tools fail loudly (never skip).
+//!
+//! Needs: `docker-registry`, `skopeo`, `containerd`/`ctr` (Debian packages of
+//! those names), python3, openssl, coreutils; root for containerd.
+//! Environment: `RUST_LOG` is passed to the cache; `OCI_CACHE_E2E_KEEP=1`
+//! keeps every temporary directory (configs, logs, storage) after the test.
+#![allow(dead_code, unreachable_pub, unused_imports)]
+#![allow(
+    clippy::missing_panics_doc,
+    clippy::must_use_candidate,
+    clippy::new_without_default
+)]
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+pub mod access_log;
+pub mod cache;
+pub mod containerd;
+pub mod digest;
+pub mod net;
+pub mod process;
+pub mod registry;
+pub mod seed;
+pub mod skopeo;
+pub mod token_server;
+pub mod tools;
+pub mod upload;
+
+pub use access_log::AccessRecord;
+pub use cache::Cache;
+pub use containerd::{write_hosts_toml, Containerd};
+pub use digest::{pseudo_random_bytes, sha256_bytes, sha256_file, Sha256Pipe};
+pub use net::{free_port, http_status, wait_until};
+pub use registry::Registry;
+pub use seed::{seed_images, Image, SeedOptions, Seeded};
+pub use skopeo::{
+    skopeo_copy, skopeo_copy_to_dir, skopeo_copy_to_oci_dir, skopeo_inspect_digest,
+    skopeo_inspect_raw, verify_dir_transport, verify_oci_dir,
+};
+pub use token_server::{TokenOptions, TokenServer};
+pub use tools::{require_root, require_tool, short_tempdir};
+
+/// Credentials the token server grants push to.
+pub const PUSH_CREDS: &str = "pusher:e2e-secret";
+
+/// A token server (pull for anonymous, pull+push for [`PUSH_CREDS`]) and a
+/// registry behind it. Fields drop in order: registry first.
+pub struct AuthRegistry {
+    /// The registry.
+    pub registry: Registry,
+    /// Its token server.
+    pub token: TokenServer,
+}
+
+impl AuthRegistry {
+    /// Starts both; `private` repositories are closed to anonymous users.
+    pub fn start(private: &[&str]) -> AuthRegistry {
+        let token = TokenServer::start(TokenOptions {
+            user: Some(PUSH_CREDS.to_owned()),
+            private: private.iter().map(|s| (*s).to_owned()).collect(),
+        });
+        let registry = Registry::start(Some(&token));
+        AuthRegistry { registry, token }
+    }
+
+    /// Builds and pushes the standard images.
+    pub fn seed(&self) -> Seeded {
+        seed_images(&self.registry, Some(PUSH_CREDS), SeedOptions::default())
+    }
+
+    /// The logs of both, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "{}\n{}\n{}",
+            self.registry.request_summary(),
+            self.registry.log_tail(),
+            self.token.log_tail()
+        )
+    }
+}
