@@ -4,7 +4,10 @@
 mod blob;
 mod feed;
 mod fill;
+mod index;
 mod manifest;
+mod negative;
+mod single_flight;
 mod spool;
 
 use std::path::PathBuf;
@@ -16,6 +19,9 @@ use futures_util::stream::BoxStream;
 
 use crate::{BlobStore, EngineError, ResolvedRange, TagStore};
 use fill::FillRegistry;
+use negative::NegativeCache;
+use oci_cache_storage::TagKey;
+use single_flight::SingleFlight;
 
 pub use crate::manifest::Manifest as ManifestResponse;
 
@@ -73,6 +79,8 @@ pub struct Engine {
     blobs: Arc<dyn BlobStore>,
     tags: Arc<dyn TagStore>,
     fills: Arc<FillRegistry>,
+    revalidations: SingleFlight<TagKey, Result<ManifestResponse, Arc<EngineError>>>,
+    missing: NegativeCache,
     config: EngineConfig,
 }
 
@@ -91,6 +99,8 @@ impl Engine {
             blobs,
             tags,
             fills: Arc::new(FillRegistry::default()),
+            revalidations: SingleFlight::default(),
+            missing: NegativeCache::default(),
             config,
         }
     }

@@ -53,16 +53,17 @@ pub enum EngineError {
     /// The local spool file of a fill failed.
     #[error("spool I/O error: {0}")]
     Spool(#[source] std::io::Error),
-    /// A fill that this request joined failed; the cause is shared by every reader.
-    #[error("fill failed: {0}")]
-    Fill(Arc<EngineError>),
+    /// A fill or revalidation that this request joined failed; the cause is shared by
+    /// every request that joined it.
+    #[error("{0}")]
+    Shared(Arc<EngineError>),
 }
 
 impl EngineError {
-    /// The cause, looking through shared fill failures.
+    /// The cause, looking through shared failures.
     pub fn root(&self) -> &EngineError {
         match self {
-            EngineError::Fill(inner) => inner.root(),
+            EngineError::Shared(inner) => inner.root(),
             other => other,
         }
     }

@@ -21,5 +21,7 @@ pub use error::EngineError;
 pub use oci_cache_storage::{
     BlobStore, ByteRange, Digest, DigestError, ResolvedRange, StorageError, TagStore, Verifier,
 };
-pub use upstream::{Credentials, UpstreamClient, UpstreamConfig, UpstreamError, UpstreamManifest};
+pub use upstream::{
+    Credentials, RateLimit, UpstreamClient, UpstreamConfig, UpstreamError, UpstreamManifest,
+};
 pub use upstreams::{RouteError, Upstreams};

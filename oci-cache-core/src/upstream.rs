@@ -1,11 +1,14 @@
 //! The client for one upstream registry: anonymous, Basic or Docker bearer-token access,
 //! redirects followed without leaking credentials to another host, bounded timeouts.
 
+mod breaker;
 mod client;
 mod config;
 mod error;
+mod ratelimit;
 mod token;
 
 pub use client::{UpstreamClient, UpstreamManifest};
 pub use config::{Credentials, UpstreamConfig};
 pub use error::UpstreamError;
+pub use ratelimit::RateLimit;

@@ -84,7 +84,7 @@ fn classify_engine(
             UpstreamError::Timeout => (C::Unsupported, S::GATEWAY_TIMEOUT, None),
             _ => (C::Unsupported, S::SERVICE_UNAVAILABLE, None),
         },
-        EngineError::Storage(_) | EngineError::Spool(_) | EngineError::Fill(_) => {
+        EngineError::Storage(_) | EngineError::Spool(_) | EngineError::Shared(_) => {
             (C::Unsupported, S::INTERNAL_SERVER_ERROR, None)
         }
         _ => (C::Unsupported, S::INTERNAL_SERVER_ERROR, None),

@@ -10,6 +10,7 @@ use oci_cache_server::client_config::{render, ClientKind};
 use oci_cache_server::config::{Config, UpstreamEntry};
 use oci_cache_server::{serve, CacheService};
 use oci_cache_storage::fs::FsStore;
+use oci_cache_storage::verify::verify_blobs;
 
 /// A pull-through cache for OCI and Docker registries.
 #[derive(Parser)]
@@ -26,6 +27,21 @@ enum Command {
     /// Print the client configuration (containerd, k3s, docker, podman) for the configured
     /// upstreams.
     Config(ClientConfigArgs),
+    /// Re-hash every stored blob; report (or with --remove, delete) those that do not match
+    /// their digest. Exits 1 when corrupt blobs remain.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Directory of the filesystem storage (default: the config's, else ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Delete corrupt blobs instead of only reporting them.
+    #[arg(long)]
+    remove: bool,
 }
 
 /// Where the configuration comes from: a file, overridden by flags.
@@ -89,6 +105,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Command::Serve(args) => args,
         Command::Config(args) => return print_client_config(&args),
+        Command::Verify(args) => return verify(&args),
     };
     init_logs(args.log_json);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -118,6 +135,43 @@ fn init_logs(json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+fn verify(args: &VerifyArgs) -> ExitCode {
+    init_logs(false);
+    let run = async {
+        let config = args.source.load()?;
+        let dir = args.data_dir.clone().unwrap_or(config.data_dir);
+        let store = FsStore::open(dir.join("store")).await?;
+        let report = verify_blobs(&store, args.remove).await?;
+        Ok::<_, Box<dyn std::error::Error>>(report)
+    };
+    let report = match tokio::runtime::Runtime::new().map(|rt| rt.block_on(run)) {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => {
+            eprintln!("oci-cache verify: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("oci-cache verify: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for d in &report.corrupt {
+        println!("corrupt {d}{}", if args.remove { " (removed)" } else { "" });
+    }
+    println!(
+        "checked {} blobs, {} bytes: {} corrupt, {} removed",
+        report.checked,
+        report.bytes,
+        report.corrupt.len(),
+        report.removed
+    );
+    if report.corrupt.len() as u64 > report.removed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -14,6 +14,7 @@ pub mod fs;
 pub mod memory;
 mod range;
 mod tag;
+pub mod verify;
 
 pub use blob::{BlobMeta, BlobStore, BlobStream, BlobWriter, CommitOutcome, ListPage};
 pub use digest::{Algorithm, Digest, DigestError, Verifier};

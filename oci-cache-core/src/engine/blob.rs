@@ -122,7 +122,7 @@ async fn wait_for_size(
             }
             Progress::Streaming { size: None, .. } if !need_size => return Ok(None),
             Progress::Connecting | Progress::Streaming { .. } => {}
-            Progress::Failed(e) => return Err(EngineError::Fill(Arc::clone(e))),
+            Progress::Failed(e) => return Err(EngineError::Shared(Arc::clone(e))),
         }
         if progress.changed().await.is_err() {
             return Err(EngineError::Spool(std::io::Error::other(

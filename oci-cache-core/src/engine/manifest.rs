@@ -1,15 +1,19 @@
-//! Manifest requests. By digest: immutable, storage first. By tag: mutable, asked of the
-//! upstream, stored with the tag's record; when the upstream is unreachable or limits us,
-//! the last known digest is served (stale) if it is cached.
+//! Manifest requests. By digest: immutable, storage first, never revalidated. By tag:
+//! fresh within the upstream's `tag_ttl`; after it, one upstream HEAD (shared by every
+//! concurrent request for the tag) confirms the digest or leads to a GET of the new manifest;
+//! when the upstream is down or limits us, the last known manifest is served (stale).
+//! Upstream 404s are remembered for `negative_ttl`.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
 use oci_cache_storage::{TagKey, TagRecord};
 
+use super::index::{children, store_children, store_verified, verified_digest};
 use super::Engine;
-use crate::manifest::{inspect, Manifest, MAX_MANIFEST_BYTES};
+use crate::manifest::{inspect, is_index, Manifest, MAX_MANIFEST_BYTES};
 use crate::name::{Reference, RepositoryName};
 use crate::{Digest, EngineError, StorageError, UpstreamClient, UpstreamError};
 
@@ -17,7 +21,7 @@ impl Engine {
     /// The manifest `reference` names in `repo` on `client`'s upstream.
     pub async fn manifest(
         &self,
-        client: &UpstreamClient,
+        client: &Arc<UpstreamClient>,
         repo: &RepositoryName,
         reference: &Reference,
     ) -> Result<Manifest, EngineError> {
@@ -26,10 +30,8 @@ impl Engine {
                 if let Some(m) = self.stored_manifest(digest).await? {
                     return Ok(m);
                 }
-                let m = self
-                    .fetch_manifest(client, repo, reference, Some(digest))
-                    .await?;
-                Ok(m)
+                self.fetch_manifest(client, repo, reference, Some(digest))
+                    .await
             }
             Reference::Tag(tag) => {
                 let key = TagKey {
@@ -37,32 +39,96 @@ impl Engine {
                     repository: repo.as_str().to_owned(),
                     tag: tag.clone(),
                 };
-                match self.fetch_manifest(client, repo, reference, None).await {
-                    Ok(m) => {
-                        let record = TagRecord {
-                            digest: m.digest.clone(),
-                            media_type: m.media_type.clone(),
-                            fetched_at: SystemTime::now(),
-                        };
-                        if let Err(e) = self.tags.put(&key, &record).await {
-                            tracing::warn!(error = %e, "could not store tag record");
-                        }
-                        Ok(m)
+                if self.missing.contains(&key) {
+                    return Err(EngineError::ManifestUnknown);
+                }
+                let record = self.tags.get(&key).await?;
+                if let Some(rec) = record.as_ref().filter(|r| is_fresh(r, client)) {
+                    if let Some(m) = self.stored_manifest(&rec.digest).await? {
+                        return Ok(m);
                     }
-                    Err(EngineError::Upstream(e)) if is_transient(&e) => {
-                        let stale = match self.tags.get(&key).await? {
-                            Some(record) => self.stored_manifest(&record.digest).await?,
-                            None => None,
-                        };
-                        let Some(m) = stale else {
-                            return Err(EngineError::Upstream(e));
-                        };
-                        tracing::warn!(upstream = client.name(), repo = %repo, tag, error = %e, "upstream unavailable; serving cached tag");
-                        Ok(m)
-                    }
-                    Err(e) => Err(e),
+                }
+                let flight = key.clone();
+                self.revalidations
+                    .run(flight, || async {
+                        self.revalidate(client, repo, &key, record)
+                            .await
+                            .map_err(Arc::new)
+                    })
+                    .await
+                    .map_err(EngineError::Shared)
+            }
+        }
+    }
+
+    /// Asks the upstream about a tag that is stale or unknown.
+    async fn revalidate(
+        &self,
+        client: &Arc<UpstreamClient>,
+        repo: &RepositoryName,
+        key: &TagKey,
+        record: Option<TagRecord>,
+    ) -> Result<Manifest, EngineError> {
+        match self.refresh_tag(client, repo, key, record.as_ref()).await {
+            Err(EngineError::ManifestUnknown) => {
+                self.missing
+                    .insert(key.clone(), client.config().negative_ttl);
+                if let Err(e) = self.tags.delete(key).await {
+                    tracing::warn!(error = %e, "could not delete a tag record");
+                }
+                Err(EngineError::ManifestUnknown)
+            }
+            Err(EngineError::Upstream(e)) if is_transient(&e) => {
+                let stale = match &record {
+                    Some(r) => self.stored_manifest(&r.digest).await?,
+                    None => None,
+                };
+                let Some(m) = stale else {
+                    return Err(EngineError::Upstream(e));
+                };
+                tracing::warn!(upstream = client.name(), repo = %repo, tag = key.tag, error = %e, "upstream unavailable; serving the cached tag");
+                Ok(m)
+            }
+            other => other,
+        }
+    }
+
+    /// One HEAD when a record exists (same digest: refresh it); else, or on a new digest,
+    /// a GET of the manifest.
+    async fn refresh_tag(
+        &self,
+        client: &Arc<UpstreamClient>,
+        repo: &RepositoryName,
+        key: &TagKey,
+        record: Option<&TagRecord>,
+    ) -> Result<Manifest, EngineError> {
+        if let Some(rec) = record {
+            let head = match client.manifest(repo.as_str(), &key.tag, true).await {
+                Err(UpstreamError::NotFound) => return Err(EngineError::ManifestUnknown),
+                other => other?,
+            };
+            if head.digest.as_ref() == Some(&rec.digest) {
+                if let Some(m) = self.stored_manifest(&rec.digest).await? {
+                    self.put_tag(key, &m).await;
+                    return Ok(m);
                 }
             }
+        }
+        let m = self
+            .fetch_manifest(client, repo, &Reference::Tag(key.tag.clone()), None)
+            .await?;
+        self.put_tag(key, &m).await;
+        Ok(m)
+    }
+
+    async fn put_tag(&self, key: &TagKey, m: &Manifest) {
+        let record = TagRecord {
+            digest: m.digest.clone(),
+            media_type: m.media_type.clone(),
+            fetched_at: SystemTime::now(),
+        };
+        if let Err(e) = self.tags.put(key, &record).await {
+            tracing::warn!(error = %e, "could not store a tag record");
         }
     }
 
@@ -87,10 +153,11 @@ impl Engine {
     }
 
     /// Fetches a manifest from upstream, verifies it (against `expected` when asked by
-    /// digest, else against the upstream's `Docker-Content-Digest` when sent) and stores it.
+    /// digest, else against the upstream's `Docker-Content-Digest` when sent), stores it,
+    /// and starts storing an index's children.
     async fn fetch_manifest(
         &self,
-        client: &UpstreamClient,
+        client: &Arc<UpstreamClient>,
         repo: &RepositoryName,
         reference: &Reference,
         expected: Option<&Digest>,
@@ -102,42 +169,26 @@ impl Engine {
             Err(UpstreamError::NotFound) => return Err(EngineError::ManifestUnknown),
             other => other?,
         };
-        let claimed = expected.or(um.digest.as_ref());
-        let digest = match claimed {
-            Some(d) => {
-                let mut v = d.verifier();
-                v.update(&um.bytes);
-                let actual = v.finish();
-                if &actual != d {
-                    return Err(EngineError::DigestMismatch {
-                        expected: d.clone(),
-                        actual,
-                    });
-                }
-                actual
-            }
+        let digest = match expected.or(um.digest.as_ref()) {
+            Some(d) => verified_digest(&um.bytes, d)?,
             None => Digest::sha256_of(&um.bytes),
         };
         let media_type = inspect(&um.bytes, um.content_type.as_deref())?;
-        self.store_bytes(&digest, um.bytes.clone()).await;
-        Ok(Manifest {
+        store_verified(self.blobs.as_ref(), &digest, um.bytes.clone()).await;
+        let m = Manifest {
             bytes: um.bytes,
             digest,
             media_type,
-        })
-    }
-
-    /// Stores a small verified object; a storage failure is logged, not fatal.
-    async fn store_bytes(&self, digest: &Digest, bytes: Bytes) {
-        let result = async {
-            let mut w = self.blobs.writer(digest, Some(bytes.len() as u64)).await?;
-            w.write(bytes).await?;
-            w.commit().await
+        };
+        if is_index(&m.media_type) {
+            let kids = children(&m);
+            if !kids.is_empty() {
+                let (client, blobs, repo) =
+                    (Arc::clone(client), Arc::clone(&self.blobs), repo.clone());
+                tokio::spawn(store_children(client, blobs, repo, kids));
+            }
         }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(%digest, error = %e, "could not store manifest; served without storing");
-        }
+        Ok(m)
     }
 
     /// `GET /v2/<name>/tags/list` from the upstream: the body and the `Link` header.
@@ -154,12 +205,22 @@ impl Engine {
     }
 }
 
+/// Whether a tag record is within its upstream's freshness window.
+fn is_fresh(record: &TagRecord, client: &UpstreamClient) -> bool {
+    let ttl = client.config().tag_ttl;
+    !ttl.is_zero()
+        && SystemTime::now()
+            .duration_since(record.fetched_at)
+            .is_ok_and(|age| age < ttl)
+}
+
 /// Failures where a cached copy is better than an error.
 fn is_transient(e: &UpstreamError) -> bool {
     matches!(
         e,
         UpstreamError::Transport { .. }
             | UpstreamError::Timeout
+            | UpstreamError::CircuitOpen
             | UpstreamError::TooManyRequests { .. }
             | UpstreamError::Status { status: 500..=599 }
     )

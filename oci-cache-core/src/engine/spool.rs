@@ -103,7 +103,7 @@ async fn next_chunk(st: &mut ReadState) -> Result<Option<Bytes>, EngineError> {
                 (limit, size, false)
             }
             Progress::Done { size } => (size, Some(size), true),
-            Progress::Failed(e) => return Err(EngineError::Fill(e)),
+            Progress::Failed(e) => return Err(EngineError::Shared(e)),
         };
         let end = st.end.or(if done { size } else { None });
         if end.is_some_and(|e| st.pos >= e) {

@@ -1,12 +1,15 @@
 //! Requests to one upstream, with the auth flow: try with what we have; on 401 read the
 //! challenge, get a token (or use Basic), retry exactly once.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
+use super::breaker::Breaker;
+use super::ratelimit::{self, RateLimit};
 use super::token::{TokenCache, TokenResponse};
 use super::{UpstreamConfig, UpstreamError};
 use crate::auth::{parse_challenge, Challenge};
@@ -30,9 +33,17 @@ pub struct UpstreamManifest {
 #[derive(Debug)]
 pub struct UpstreamClient {
     config: UpstreamConfig,
-    bases: Vec<String>,
+    endpoints: Vec<Endpoint>,
     http: reqwest::Client,
     tokens: TokenCache,
+    rate_limit: Mutex<Option<RateLimit>>,
+}
+
+/// One base URL and its circuit breaker.
+#[derive(Debug)]
+struct Endpoint {
+    base: String,
+    breaker: Breaker,
 }
 
 impl UpstreamClient {
@@ -58,9 +69,17 @@ impl UpstreamClient {
             .map_err(|_| UpstreamError::InvalidUrl {
                 url: bases.join(" "),
             })?;
+        let endpoints = bases
+            .into_iter()
+            .map(|base| Endpoint {
+                base,
+                breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+            })
+            .collect();
         Ok(Self {
             config,
-            bases,
+            endpoints,
+            rate_limit: Mutex::new(None),
             http,
             tokens: TokenCache::default(),
         })
@@ -69,6 +88,19 @@ impl UpstreamClient {
     /// The upstream's configuration.
     pub fn config(&self) -> &UpstreamConfig {
         &self.config
+    }
+
+    /// The last rate-limit figures the upstream sent (Docker Hub's `ratelimit-*` headers).
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit.lock().ok().and_then(|r| *r)
+    }
+
+    /// Each endpoint's base URL and whether its circuit breaker is open.
+    pub fn endpoint_states(&self) -> Vec<(String, bool)> {
+        self.endpoints
+            .iter()
+            .map(|e| (e.base.clone(), e.breaker.is_open()))
+            .collect()
     }
 
     /// The upstream's name.
@@ -162,17 +194,27 @@ impl UpstreamClient {
         path: &str,
         accept: Option<&str>,
     ) -> Result<Response, UpstreamError> {
-        let mut last = None;
-        for (i, base) in self.bases.iter().enumerate() {
-            match self.send_to(base, method.clone(), repo, path, accept).await {
-                Err(e) if is_failover(&e) && i + 1 < self.bases.len() => {
-                    tracing::warn!(upstream = self.name(), endpoint = %base, error = %e, "endpoint failed; trying the next");
-                    last = Some(e);
+        let mut last = UpstreamError::CircuitOpen;
+        for endpoint in &self.endpoints {
+            if !endpoint.breaker.allow() {
+                continue;
+            }
+            let result = self
+                .send_to(&endpoint.base, method.clone(), repo, path, accept)
+                .await;
+            match result {
+                Err(e) if is_failover(&e) => {
+                    endpoint.breaker.failure();
+                    tracing::warn!(upstream = self.name(), endpoint = %endpoint.base, error = %e, "endpoint failed");
+                    last = e;
                 }
-                other => return other,
+                other => {
+                    endpoint.breaker.success();
+                    return other;
+                }
             }
         }
-        Err(last.unwrap_or(UpstreamError::InvalidUrl { url: String::new() }))
+        Err(last)
     }
 
     /// One endpoint, with the auth flow: try with what we have; on 401 read the challenge,
@@ -203,7 +245,7 @@ impl UpstreamClient {
             .get(&scope)
             .map(|t| Auth::Bearer(t.value().to_owned()));
         let had_token = first_auth.is_some();
-        let resp = build(first_auth).send().await?;
+        let resp = self.first_byte(build(first_auth)).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return check_status(resp);
         }
@@ -220,11 +262,24 @@ impl UpstreamClient {
             Challenge::Basic { .. } if self.config.credentials.is_some() => Auth::Basic,
             Challenge::Basic { .. } => return Err(UpstreamError::Unauthorized),
         };
-        let resp = build(Some(auth)).send().await?;
+        let resp = self.first_byte(build(Some(auth))).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(UpstreamError::Unauthorized);
         }
         check_status(resp)
+    }
+
+    /// Sends, bounded by the first-byte timeout; notes rate-limit headers.
+    async fn first_byte(&self, req: RequestBuilder) -> Result<Response, UpstreamError> {
+        let resp = tokio::time::timeout(self.config.first_byte_timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout)??;
+        if let Some(limit) = ratelimit::from_headers(resp.headers()) {
+            if let Ok(mut r) = self.rate_limit.lock() {
+                *r = Some(limit);
+            }
+        }
+        Ok(resp)
     }
 
     /// Asks the token endpoint for a token for `scope` and caches it.

@@ -38,18 +38,36 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Time allowed between two reads of a response (headers or body chunks).
     pub read_timeout: Duration,
+    /// Time allowed from sending a request to its response headers.
+    pub first_byte_timeout: Duration,
+    /// A tag is served from the cache without asking the upstream for this long after the
+    /// upstream last confirmed it; zero revalidates every time.
+    pub tag_ttl: Duration,
+    /// An upstream 404 for a manifest is remembered this long.
+    pub negative_ttl: Duration,
+    /// Consecutive failures of an endpoint that open its circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker refuses requests before one probe.
+    pub breaker_cooldown: Duration,
 }
 
 impl UpstreamConfig {
-    /// An anonymous upstream with default timeouts (10 s connect, 30 s read).
+    /// An anonymous upstream with the defaults: 5 s connect, 30 s read, 20 s to the first
+    /// byte; tags fresh for 5 minutes, 404s remembered for 30 s; the breaker opens after 5
+    /// consecutive failures for 30 s.
     pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             endpoints: vec![url.into()],
             hosts: Vec::new(),
             credentials: None,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(30),
+            first_byte_timeout: Duration::from_secs(20),
+            tag_ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(30),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(30),
         }
     }
 

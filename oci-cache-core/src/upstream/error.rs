@@ -34,6 +34,9 @@ pub enum UpstreamError {
         #[source]
         source: reqwest::Error,
     },
+    /// Every endpoint's circuit breaker is open.
+    #[error("upstream unavailable: circuit open after repeated failures")]
+    CircuitOpen,
     /// A timeout elapsed.
     #[error("upstream timed out")]
     Timeout,

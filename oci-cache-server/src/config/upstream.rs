@@ -32,10 +32,20 @@ pub struct UpstreamEntry {
     pub password_file: Option<PathBuf>,
     /// Who may pull through this upstream.
     pub access: Option<AccessEntry>,
-    /// Connect timeout in seconds (default 10).
+    /// Connect timeout in seconds (default 5).
     pub connect_timeout_secs: Option<u64>,
-    /// Read timeout in seconds (default 30).
+    /// Read timeout (idle time between chunks) in seconds (default 30).
     pub read_timeout_secs: Option<u64>,
+    /// Time to the response headers in seconds (default 20).
+    pub first_byte_timeout_secs: Option<u64>,
+    /// Tag freshness window in seconds (default 300; 0 revalidates every request).
+    pub tag_ttl_secs: Option<u64>,
+    /// How long an upstream 404 is remembered, in seconds (default 30).
+    pub negative_ttl_secs: Option<u64>,
+    /// Consecutive failures that open an endpoint's circuit breaker (default 5).
+    pub breaker_threshold: Option<u32>,
+    /// Seconds an open breaker waits before a probe (default 30).
+    pub breaker_cooldown_secs: Option<u64>,
 }
 
 impl std::fmt::Debug for UpstreamEntry {
@@ -68,6 +78,11 @@ impl UpstreamEntry {
             access: None,
             connect_timeout_secs: None,
             read_timeout_secs: None,
+            first_byte_timeout_secs: None,
+            tag_ttl_secs: None,
+            negative_ttl_secs: None,
+            breaker_threshold: None,
+            breaker_cooldown_secs: None,
         }
     }
 
@@ -103,12 +118,14 @@ impl UpstreamEntry {
         let mut config = UpstreamConfig::new(&self.name, String::new());
         config.endpoints = endpoints;
         config.hosts.clone_from(&self.hosts);
-        if let Some(s) = self.connect_timeout_secs {
-            config.connect_timeout = Duration::from_secs(s);
-        }
-        if let Some(s) = self.read_timeout_secs {
-            config.read_timeout = Duration::from_secs(s);
-        }
+        let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+        config.connect_timeout = secs(self.connect_timeout_secs, config.connect_timeout);
+        config.read_timeout = secs(self.read_timeout_secs, config.read_timeout);
+        config.first_byte_timeout = secs(self.first_byte_timeout_secs, config.first_byte_timeout);
+        config.tag_ttl = secs(self.tag_ttl_secs, config.tag_ttl);
+        config.negative_ttl = secs(self.negative_ttl_secs, config.negative_ttl);
+        config.breaker_cooldown = secs(self.breaker_cooldown_secs, config.breaker_cooldown);
+        config.breaker_threshold = self.breaker_threshold.unwrap_or(config.breaker_threshold);
         let owner = format!("upstream {}", self.name);
         let password = secret::resolve(
             &owner,

@@ -1,0 +1,80 @@
+//! After an image index (or Docker manifest list) is fetched, its child manifests are
+//! fetched and stored too, in the background, so every platform and every pull by a child's
+//! digest works offline afterwards.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use oci_spec::image::ImageIndex;
+
+use crate::manifest::{inspect, Manifest};
+use crate::name::RepositoryName;
+use crate::{BlobStore, Digest, EngineError, UpstreamClient};
+
+/// The digests of an index's child manifests.
+pub(crate) fn children(index: &Manifest) -> Vec<Digest> {
+    let Ok(parsed) = serde_json::from_slice::<ImageIndex>(&index.bytes) else {
+        return Vec::new();
+    };
+    parsed
+        .manifests()
+        .iter()
+        .filter_map(|d| Digest::parse(d.digest().as_ref()).ok())
+        .collect()
+}
+
+/// Fetches and stores each child that is not stored yet. Failures are logged: the index
+/// itself was served, and a later pull of a child fetches it on demand.
+pub(crate) async fn store_children(
+    client: Arc<UpstreamClient>,
+    blobs: Arc<dyn BlobStore>,
+    repo: RepositoryName,
+    children: Vec<Digest>,
+) {
+    for digest in children {
+        let result = async {
+            if blobs.head(&digest).await?.is_some() {
+                return Ok(());
+            }
+            let m = client
+                .manifest(repo.as_str(), &digest.to_string(), false)
+                .await?;
+            let actual = verified_digest(&m.bytes, &digest)?;
+            inspect(&m.bytes, m.content_type.as_deref())?;
+            store_verified(blobs.as_ref(), &actual, m.bytes).await;
+            Ok::<(), EngineError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(%digest, repo = %repo, error = %e, "could not store a child manifest of an index");
+        }
+    }
+}
+
+/// Checks that `bytes` hash to `expected`.
+pub(crate) fn verified_digest(bytes: &[u8], expected: &Digest) -> Result<Digest, EngineError> {
+    let mut v = expected.verifier();
+    v.update(bytes);
+    let actual = v.finish();
+    if &actual == expected {
+        Ok(actual)
+    } else {
+        Err(EngineError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        })
+    }
+}
+
+/// Stores a small verified object; a storage failure is logged, not fatal.
+pub(crate) async fn store_verified(blobs: &dyn BlobStore, digest: &Digest, bytes: Bytes) {
+    let result = async {
+        let mut w = blobs.writer(digest, Some(bytes.len() as u64)).await?;
+        w.write(bytes).await?;
+        w.commit().await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(%digest, error = %e, "could not store manifest; served without storing");
+    }
+}
