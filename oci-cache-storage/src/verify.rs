@@ -36,13 +36,11 @@ pub async fn verify_blobs(
             let mut verifier = meta.digest.verifier();
             let mut readable = true;
             while let Some(chunk) = body.next().await {
-                match chunk {
-                    Ok(c) => verifier.update(&c),
-                    Err(_) => {
-                        readable = false;
-                        break;
-                    }
-                }
+                let Ok(c) = chunk else {
+                    readable = false;
+                    break;
+                };
+                verifier.update(&c);
             }
             report.checked += 1;
             report.bytes += verifier.len();
