@@ -1,6 +1,7 @@
 //! The pull-through engine: resolves manifests and blobs from storage or, on a miss, from
 //! the upstream, verifying everything before it is committed.
 
+mod batch;
 mod blob;
 mod feed;
 mod fill;

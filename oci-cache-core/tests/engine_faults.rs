@@ -550,3 +550,48 @@ async fn a_dead_first_endpoint_fails_over_to_the_next() {
     assert_eq!(collect(resp.body).await.0, blob);
     assert_eq!(fake.count_path("/blobs/"), 1);
 }
+
+#[tokio::test]
+async fn fs_storage_fills_serve_every_reader_from_one_file_and_drop_bad_bytes() {
+    let blob = data(3 * 1024 * 1024 + 17, 11);
+    let digest = Digest::sha256_of(&blob);
+    let fake = blob_server(blob.clone(), Some("wrong-digest")).await;
+    let (engine, store, dir) = support::fs_engine().await;
+    let client = fake.client();
+    if let Ok(resp) = engine.blob(&client, &repo(), &digest, None).await {
+        let (got, err) = collect(resp.body).await;
+        assert!(err.is_some() && got.len() < blob.len());
+    }
+    assert!(store.head(&digest).await.unwrap().is_none());
+    let tmp = dir.path().join("store/tmp");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "no temp file left"
+    );
+    let engine = Arc::new(engine);
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let (engine, client, digest) = (engine.clone(), client.clone(), digest.clone());
+        tasks.push(tokio::spawn(async move {
+            collect(
+                engine
+                    .blob(&client, &repo(), &digest, None)
+                    .await
+                    .unwrap()
+                    .body,
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        let (got, err) = t.await.unwrap();
+        assert!(err.is_none());
+        assert!(got == blob);
+    }
+    assert_eq!(
+        store.head(&digest).await.unwrap().unwrap().size,
+        blob.len() as u64
+    );
+    assert_eq!(fake.count_path("/blobs/"), 2);
+}

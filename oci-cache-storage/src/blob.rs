@@ -98,4 +98,18 @@ pub trait BlobWriter: Send {
 
     /// Discards what was written. Dropping the writer does the same, possibly later.
     async fn abort(self: Box<Self>) -> Result<(), StorageError>;
+
+    /// For backends that write a local file: a read handle on it. Every byte passed to
+    /// [`BlobWriter::write`] is readable through it once [`BlobWriter::flush`] has returned,
+    /// and it stays readable after commit or abort. A pull-through fill then serves its
+    /// clients from this file instead of keeping a second copy. `None` (the default) for
+    /// backends without a local file.
+    fn local_file(&self) -> Option<std::fs::File> {
+        None
+    }
+
+    /// Writes out whatever the writer buffered, so [`BlobWriter::local_file`] shows it.
+    async fn flush(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }

@@ -44,8 +44,9 @@ impl Engine {
             digest: digest.clone(),
             blobs: Arc::clone(&self.blobs),
             idle_timeout: self.config.fill_idle_timeout,
+            spool_dir: self.config.spool_dir.clone(),
         };
-        let handle = self.fills.join_or_start(job, &self.config.spool_dir)?;
+        let handle = self.fills.join_or_start(job)?;
         let mut progress = handle.progress.clone();
         let size = wait_for_size(&mut progress, range.is_some()).await?;
         let chunk = self.config.chunk_size;

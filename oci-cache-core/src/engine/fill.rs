@@ -3,20 +3,18 @@
 //! into the spool (for readers) and a storage writer, and commits only a verified blob.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
+use oci_cache_storage::BlobWriter;
 use tokio::sync::watch;
 
+use super::batch::next_batch;
 use super::feed::StorageFeed;
 use super::spool::Spool;
 use crate::{BlobStore, Digest, EngineError, UpstreamClient, UpstreamError};
-
-/// Bytes the fill gathers before writing them on.
-const BATCH: usize = 256 * 1024;
 
 /// How far a fill has come. Readers watch it.
 #[derive(Debug, Clone)]
@@ -42,7 +40,8 @@ pub(crate) enum Progress {
 /// A running fill, as its readers see it.
 #[derive(Debug, Clone)]
 pub(crate) struct FillHandle {
-    pub(crate) spool: Spool,
+    /// Set by the fill before it reports [`Progress::Streaming`].
+    pub(crate) spool: Arc<OnceLock<Spool>>,
     pub(crate) progress: watch::Receiver<Progress>,
 }
 
@@ -53,6 +52,7 @@ pub(crate) struct FillJob {
     pub(crate) digest: Digest,
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) idle_timeout: Duration,
+    pub(crate) spool_dir: PathBuf,
 }
 
 /// The running fills, by digest.
@@ -73,18 +73,14 @@ impl FillRegistry {
     }
 
     /// Joins the running fill of the job's digest, or starts one in a new task.
-    pub(crate) fn join_or_start(
-        self: &Arc<Self>,
-        job: FillJob,
-        spool_dir: &Path,
-    ) -> Result<FillHandle, EngineError> {
+    pub(crate) fn join_or_start(self: &Arc<Self>, job: FillJob) -> Result<FillHandle, EngineError> {
         if let Some(handle) = self.get(&job.digest) {
             return Ok(handle);
         }
-        let spool = Spool::create(spool_dir)?;
+        let spool = Arc::new(OnceLock::new());
         let (tx, rx) = watch::channel(Progress::Connecting);
         let handle = FillHandle {
-            spool: spool.clone(),
+            spool: Arc::clone(&spool),
             progress: rx,
         };
         {
@@ -130,36 +126,17 @@ impl Drop for Deregister {
     }
 }
 
-/// Collects what the upstream has ready, up to [`BATCH`] bytes, so the spool, the hash
-/// and the storage see few large writes rather than many small ones, without waiting for
-/// bytes that have not arrived. `None` at the end of the body.
-async fn next_batch<S>(body: &mut S, idle: Duration) -> Result<Option<Bytes>, EngineError>
-where
-    S: futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin,
-{
-    let first = tokio::time::timeout(idle, body.next())
-        .await
-        .map_err(|_| UpstreamError::Timeout)?;
-    let Some(first) = first else { return Ok(None) };
-    let first = first.map_err(UpstreamError::from)?;
-    if first.len() >= BATCH {
-        return Ok(Some(first));
-    }
-    let mut batch = BytesMut::with_capacity(BATCH);
-    batch.extend_from_slice(&first);
-    while batch.len() < BATCH {
-        match body.next().now_or_never() {
-            Some(Some(chunk)) => batch.extend_from_slice(&chunk.map_err(UpstreamError::from)?),
-            Some(None) | None => break,
-        }
-    }
-    Ok(Some(batch.freeze()))
+/// Where a fill's bytes go: straight into a storage writer whose local file readers follow
+/// (one copy on disk), or into an anonymous spool file plus, in its own task, the storage.
+enum Sink {
+    Direct(Box<dyn BlobWriter>),
+    Spooled(Option<StorageFeed>),
 }
 
 /// Downloads, verifies and commits one blob; returns its size.
 async fn run(
     job: &FillJob,
-    spool: &Spool,
+    slot: &OnceLock<Spool>,
     tx: &watch::Sender<Progress>,
 ) -> Result<u64, EngineError> {
     let resp = match job.client.blob(&job.repo, &job.digest).await {
@@ -171,14 +148,25 @@ async fn run(
         other => other?,
     };
     let size = resp.content_length();
-    tx.send_replace(Progress::Streaming { size, written: 0 });
-    let mut feed = match job.blobs.writer(&job.digest, size).await {
-        Ok(w) => Some(StorageFeed::start(w, job.digest.clone())),
+    let writer = match job.blobs.writer(&job.digest, size).await {
+        Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(digest = %job.digest, error = %e, "storage refused a writer; serving without storing");
             None
         }
     };
+    let (spool, mut sink) = match writer.as_ref().and_then(|w| w.local_file()) {
+        Some(file) => (
+            Spool::from_file(file),
+            Sink::Direct(writer.ok_or_else(no_writer)?),
+        ),
+        None => (
+            Spool::create(&job.spool_dir)?,
+            Sink::Spooled(writer.map(|w| StorageFeed::start(w, job.digest.clone()))),
+        ),
+    };
+    let _ = slot.set(spool.clone());
+    tx.send_replace(Progress::Streaming { size, written: 0 });
     let mut verifier = job.digest.verifier();
     let mut body = resp.bytes_stream().fuse();
     let mut written = 0u64;
@@ -191,9 +179,17 @@ async fn run(
             });
         }
         verifier.update(&batch);
-        spool.write_at(written, batch.clone()).await?;
-        if let Some(feed) = feed.as_mut() {
-            feed.send(batch).await;
+        match &mut sink {
+            Sink::Direct(w) => {
+                w.write(batch).await?;
+                w.flush().await?;
+            }
+            Sink::Spooled(feed) => {
+                spool.write_at(written, batch.clone()).await?;
+                if let Some(feed) = feed.as_mut() {
+                    feed.send(batch).await;
+                }
+            }
         }
         written += len;
         tx.send_modify(|p| {
@@ -219,10 +215,17 @@ async fn run(
     // The fill stays registered until the commit is done, so a new request finds either
     // this fill or the stored blob.
     tx.send_replace(Progress::Done { size: written });
-    if let Some(feed) = feed {
-        if let Err(e) = feed.commit().await {
-            tracing::warn!(digest = %job.digest, error = %e, "storage commit failed; blob served but not stored");
-        }
+    let committed = match sink {
+        Sink::Direct(w) => w.commit().await.map(Some),
+        Sink::Spooled(Some(feed)) => feed.commit().await,
+        Sink::Spooled(None) => Ok(None),
+    };
+    if let Err(e) = committed {
+        tracing::warn!(digest = %job.digest, error = %e, "storage commit failed; blob served but not stored");
     }
     Ok(written)
+}
+
+fn no_writer() -> EngineError {
+    EngineError::Spool(std::io::Error::other("storage writer vanished"))
 }

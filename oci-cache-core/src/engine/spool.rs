@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
@@ -29,6 +29,13 @@ impl Spool {
         })
     }
 
+    /// Uses a file some other writer fills (a storage backend's temp file).
+    pub(crate) fn from_file(file: File) -> Self {
+        Self {
+            file: Arc::new(file),
+        }
+    }
+
     /// Writes `chunk` at `offset`.
     pub(crate) async fn write_at(&self, offset: u64, chunk: Bytes) -> Result<(), EngineError> {
         let file = Arc::clone(&self.file);
@@ -51,7 +58,7 @@ impl Spool {
 }
 
 struct ReadState {
-    spool: Spool,
+    spool: Arc<OnceLock<Spool>>,
     progress: watch::Receiver<Progress>,
     pos: u64,
     end: Option<u64>,
@@ -63,7 +70,7 @@ struct ReadState {
 /// final byte of the blob is only released once the fill has verified the digest, so a
 /// client never receives a complete-looking body that failed verification.
 pub(crate) fn read(
-    spool: Spool,
+    spool: Arc<OnceLock<Spool>>,
     progress: watch::Receiver<Progress>,
     start: u64,
     end: Option<u64>,
@@ -112,7 +119,10 @@ async fn next_chunk(st: &mut ReadState) -> Result<Option<Bytes>, EngineError> {
         let limit = end.map_or(readable, |e| readable.min(e));
         if limit > st.pos {
             let len = (limit - st.pos).min(st.chunk) as usize;
-            let bytes = st.spool.read_at(st.pos, len).await?;
+            let spool = st.spool.get().ok_or_else(|| {
+                EngineError::Spool(std::io::Error::other("fill streaming without a spool"))
+            })?;
+            let bytes = spool.read_at(st.pos, len).await?;
             st.pos += len as u64;
             return Ok(Some(bytes));
         }

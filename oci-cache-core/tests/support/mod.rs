@@ -163,3 +163,28 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// An engine over a filesystem store (fills then serve readers from the store's own temp
+/// file), with the store's root.
+pub async fn fs_engine() -> (
+    Engine,
+    Arc<oci_cache_storage::fs::FsStore>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        oci_cache_storage::fs::FsStore::open(dir.path().join("store"))
+            .await
+            .unwrap(),
+    );
+    let config = EngineConfig {
+        spool_dir: dir.path().to_owned(),
+        fill_idle_timeout: std::time::Duration::from_secs(3),
+        chunk_size: 64 * 1024,
+    };
+    (
+        Engine::new(store.clone(), store.clone(), config),
+        store,
+        dir,
+    )
+}

@@ -20,6 +20,8 @@ pub(super) struct FsWriter {
     /// `None` once a write failed or was cancelled: the file's content is then unknown and
     /// the writer can only be discarded.
     file: Option<File>,
+    /// A read-only handle on the same file, for [`BlobWriter::local_file`].
+    reader: File,
     pending: BytesMut,
     temp: PathBuf,
     target: PathBuf,
@@ -45,16 +47,19 @@ impl FsWriter {
     ) -> Result<Self, StorageError> {
         let temp = publish::temp_path(&layout.tmp, "blob");
         let path = temp.clone();
-        let file = blocking("create temp blob", move || {
-            File::options()
+        let (file, reader) = blocking("create temp blob", move || {
+            let file = File::options()
                 .write(true)
                 .create_new(true)
                 .open(&path)
-                .map_err(StorageError::io("create temp blob"))
+                .map_err(StorageError::io("create temp blob"))?;
+            let reader = File::open(&path).map_err(StorageError::io("open temp blob"))?;
+            Ok((file, reader))
         })
         .await?;
         Ok(Self {
             file: Some(file),
+            reader,
             pending: BytesMut::new(),
             temp,
             target: layout.blob_path(digest),
@@ -122,6 +127,14 @@ impl BlobWriter for FsWriter {
         .await?;
         self.finished = true;
         Ok(outcome)
+    }
+
+    fn local_file(&self) -> Option<File> {
+        self.reader.try_clone().ok()
+    }
+
+    async fn flush(&mut self) -> Result<(), StorageError> {
+        self.flush_pending().await
     }
 
     async fn abort(mut self: Box<Self>) -> Result<(), StorageError> {
