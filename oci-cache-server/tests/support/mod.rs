@@ -5,7 +5,9 @@
 //! test panics; every wait is bounded. Missing tools fail loudly (never skip).
 //!
 //! Needs: `docker-registry`, `skopeo`, `containerd`/`ctr` (Debian packages of
-//! those names), python3, openssl, coreutils; root for containerd.
+//! those names), python3, openssl, coreutils; root for containerd. The
+//! multi-upstream tests (e2e_multi) also need `dockerd`/`docker` (Debian
+//! package `docker.io`) and `htpasswd` (Debian package `apache2-utils`).
 //! Environment: `RUST_LOG` is passed to the cache; `OCI_CACHE_E2E_KEEP=1`
 //! keeps every temporary directory (configs, logs, storage) after the test.
 #![allow(dead_code, unreachable_pub, unused_imports)]
@@ -20,6 +22,8 @@ pub mod access_log;
 pub mod cache;
 pub mod containerd;
 pub mod digest;
+pub mod docker;
+pub mod fetch;
 pub mod net;
 pub mod process;
 pub mod registry;
@@ -33,6 +37,8 @@ pub use access_log::AccessRecord;
 pub use cache::Cache;
 pub use containerd::{write_hosts_toml, Containerd};
 pub use digest::{pseudo_random_bytes, sha256_bytes, sha256_file, Sha256Pipe};
+pub use docker::Dockerd;
+pub use fetch::{fetch, Answer, Auth};
 pub use net::{free_port, http_status, wait_until};
 pub use registry::Registry;
 pub use seed::{seed_images, Image, SeedOptions, Seeded};
@@ -66,9 +72,39 @@ impl AuthRegistry {
         AuthRegistry { registry, token }
     }
 
+    /// Starts both with any token options (e.g. other push credentials).
+    pub fn start_with(options: TokenOptions) -> AuthRegistry {
+        let token = TokenServer::start(options);
+        let registry = Registry::start(Some(&token));
+        AuthRegistry { registry, token }
+    }
+
     /// Builds and pushes the standard images.
     pub fn seed(&self) -> Seeded {
         seed_images(&self.registry, Some(PUSH_CREDS), SeedOptions::default())
+    }
+
+    /// Builds and pushes the standard images with `opts` (another seed gives
+    /// other content under the same names), with the token server's user.
+    pub fn seed_with(&self, opts: SeedOptions) -> Seeded {
+        seed_images(&self.registry, self.token.creds(), opts)
+    }
+
+    /// Copies `from` (`NAME:TAG`, every platform, digests kept) to `to` on
+    /// this registry with the token server's user; returns the digest `to`
+    /// is served under.
+    pub fn copy_within(&self, from: &str, to: &str) -> String {
+        let creds = self.token.creds();
+        skopeo_copy(
+            &self.registry.docker_ref(from),
+            &self.registry.docker_ref(to),
+            true,
+            &["--preserve-digests"],
+            creds,
+            creds,
+        )
+        .unwrap_or_else(|e| panic!("copying {from} to {to} failed: {e}\n{}", self.logs()));
+        skopeo_inspect_digest(&self.registry.docker_ref(to), creds)
     }
 
     /// The logs of both, for failure messages.

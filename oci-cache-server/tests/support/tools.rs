@@ -12,6 +12,8 @@ fn install_hint(name: &str) -> &'static str {
         "openssl" => "apt-get install -y --no-install-recommends openssl",
         "python3" => "apt-get install -y --no-install-recommends python3",
         "sha256sum" => "apt-get install -y --no-install-recommends coreutils",
+        "dockerd" | "docker" => "apt-get install -y --no-install-recommends docker.io",
+        "htpasswd" => "apt-get install -y --no-install-recommends apache2-utils",
         _ => "install it with apt-get",
     }
 }
