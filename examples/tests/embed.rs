@@ -34,6 +34,7 @@ async fn start_app(upstream: &str) -> (SocketAddr, oneshot::Sender<()>) {
 }
 
 fn client() -> reqwest::Client {
+    oci_cache_core::install_crypto_provider();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))

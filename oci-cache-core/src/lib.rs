@@ -22,6 +22,7 @@ pub use oci_cache_storage::{
     BlobStore, ByteRange, Digest, DigestError, ResolvedRange, StorageError, TagStore, Verifier,
 };
 pub use upstream::{
-    Credentials, RateLimit, UpstreamClient, UpstreamConfig, UpstreamError, UpstreamManifest,
+    install_crypto_provider, Credentials, RateLimit, UpstreamClient, UpstreamConfig, UpstreamError,
+    UpstreamManifest,
 };
 pub use upstreams::{RouteError, Upstreams};

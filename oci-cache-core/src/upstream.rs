@@ -8,7 +8,7 @@ mod error;
 mod ratelimit;
 mod token;
 
-pub use client::{UpstreamClient, UpstreamManifest};
+pub use client::{install_crypto_provider, UpstreamClient, UpstreamManifest};
 pub use config::{Credentials, UpstreamConfig};
 pub use error::UpstreamError;
 pub use ratelimit::RateLimit;

@@ -32,62 +32,87 @@ pub enum ApiError {
     Denied,
 }
 
+/// An error code: one of the distribution spec's, or one of the two that CNCF distribution
+/// adds for failures the spec does not name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Code {
+    Spec(ErrorCode),
+    /// `UNAVAILABLE`: the upstream cannot be reached or failed (502, 503, 504).
+    Unavailable,
+    /// `UNKNOWN`: an internal failure (500).
+    Unknown,
+}
+
+impl Code {
+    fn as_string(&self) -> String {
+        match self {
+            Code::Spec(c) => c.to_string(),
+            Code::Unavailable => "UNAVAILABLE".to_owned(),
+            Code::Unknown => "UNKNOWN".to_owned(),
+        }
+    }
+}
+
+type Extra = Option<(header::HeaderName, String)>;
+
 /// The code, status and extra headers of an error.
-fn classify(err: &ApiError) -> (ErrorCode, StatusCode, Option<(header::HeaderName, String)>) {
+fn classify(err: &ApiError) -> (Code, StatusCode, Extra) {
     use ErrorCode as C;
     use StatusCode as S;
     match err {
-        ApiError::Unsupported => (C::Unsupported, S::METHOD_NOT_ALLOWED, None),
+        ApiError::Unsupported => (Code::Spec(C::Unsupported), S::METHOD_NOT_ALLOWED, None),
         ApiError::Unauthenticated => (
-            C::Unauthorized,
+            Code::Spec(C::Unauthorized),
             S::UNAUTHORIZED,
             Some((header::WWW_AUTHENTICATE, format!("Basic realm=\"{REALM}\""))),
         ),
-        ApiError::Denied => (C::Denied, S::FORBIDDEN, None),
+        ApiError::Denied => (Code::Spec(C::Denied), S::FORBIDDEN, None),
         ApiError::Path(RouteParseError::NotFound)
         | ApiError::Route(RouteError::UnknownUpstream { .. }) => {
-            (C::NameUnknown, S::NOT_FOUND, None)
+            (Code::Spec(C::NameUnknown), S::NOT_FOUND, None)
         }
-        ApiError::Path(RouteParseError::Digest(_)) => (C::DigestInvalid, S::BAD_REQUEST, None),
-        ApiError::Path(RouteParseError::Reference(_)) => (C::ManifestInvalid, S::BAD_REQUEST, None),
-        ApiError::Route(RouteError::Name(_)) => (C::NameInvalid, S::BAD_REQUEST, None),
+        ApiError::Path(RouteParseError::Digest(_)) => {
+            (Code::Spec(C::DigestInvalid), S::BAD_REQUEST, None)
+        }
+        ApiError::Path(RouteParseError::Reference(_)) => {
+            (Code::Spec(C::ManifestInvalid), S::BAD_REQUEST, None)
+        }
+        ApiError::Route(RouteError::Name(_)) => (Code::Spec(C::NameInvalid), S::BAD_REQUEST, None),
         ApiError::Engine(e) => classify_engine(e.root()),
     }
 }
 
-fn classify_engine(
-    e: &EngineError,
-) -> (ErrorCode, StatusCode, Option<(header::HeaderName, String)>) {
+fn classify_engine(e: &EngineError) -> (Code, StatusCode, Extra) {
     use ErrorCode as C;
     use StatusCode as S;
     match e {
-        EngineError::BlobUnknown { .. } => (C::BlobUnknown, S::NOT_FOUND, None),
-        EngineError::ManifestUnknown => (C::ManifestUnknown, S::NOT_FOUND, None),
-        EngineError::ManifestInvalid(_) => (C::ManifestInvalid, S::BAD_REQUEST, None),
+        EngineError::BlobUnknown { .. } => (Code::Spec(C::BlobUnknown), S::NOT_FOUND, None),
+        EngineError::ManifestUnknown => (Code::Spec(C::ManifestUnknown), S::NOT_FOUND, None),
+        EngineError::ManifestInvalid(_) => (Code::Spec(C::ManifestInvalid), S::BAD_REQUEST, None),
         EngineError::DigestMismatch { .. } | EngineError::SizeMismatch { .. } => {
-            (C::DigestInvalid, S::BAD_GATEWAY, None)
+            (Code::Spec(C::DigestInvalid), S::BAD_GATEWAY, None)
         }
         EngineError::RangeNotSatisfiable { size } => (
-            C::BlobUnknown,
+            Code::Spec(C::BlobUnknown),
             S::RANGE_NOT_SATISFIABLE,
             Some((header::CONTENT_RANGE, format!("bytes */{size}"))),
         ),
         EngineError::Upstream(u) => match u {
-            UpstreamError::NotFound => (C::NameUnknown, S::NOT_FOUND, None),
-            UpstreamError::Unauthorized => (C::Unauthorized, S::BAD_GATEWAY, None),
-            UpstreamError::Denied => (C::Denied, S::FORBIDDEN, None),
+            UpstreamError::NotFound => (Code::Spec(C::NameUnknown), S::NOT_FOUND, None),
+            UpstreamError::Unauthorized => (Code::Spec(C::Unauthorized), S::BAD_GATEWAY, None),
+            UpstreamError::Denied => (Code::Spec(C::Denied), S::FORBIDDEN, None),
             UpstreamError::TooManyRequests { retry_after } => (
-                C::TooManyRequests,
+                Code::Spec(C::TooManyRequests),
                 S::TOO_MANY_REQUESTS,
                 retry_after.map(|d| (header::RETRY_AFTER, d.as_secs().to_string())),
             ),
-            UpstreamError::Timeout => (C::Unsupported, S::GATEWAY_TIMEOUT, None),
-            _ => (C::Unsupported, S::SERVICE_UNAVAILABLE, None),
+            UpstreamError::Timeout => (Code::Unavailable, S::GATEWAY_TIMEOUT, None),
+            _ => (Code::Unavailable, S::SERVICE_UNAVAILABLE, None),
         },
         EngineError::Storage(_) | EngineError::Spool(_) | EngineError::Shared(_) => {
-            (C::Unsupported, S::INTERNAL_SERVER_ERROR, None)
+            (Code::Unknown, S::INTERNAL_SERVER_ERROR, None)
         }
-        _ => (C::Unsupported, S::INTERNAL_SERVER_ERROR, None),
+        _ => (Code::Unknown, S::INTERNAL_SERVER_ERROR, None),
     }
 }
 
@@ -96,7 +121,7 @@ fn classify_engine(
 pub fn error_response(err: &ApiError) -> Response<Body> {
     let (code, status, extra) = classify(err);
     let body = serde_json::json!({
-        "errors": [{ "code": code, "message": err.to_string() }]
+        "errors": [{ "code": code.as_string(), "message": err.to_string() }]
     });
     let mut resp = Response::new(full_body(body.to_string()));
     *resp.status_mut() = status;

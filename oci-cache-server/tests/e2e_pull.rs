@@ -25,6 +25,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn client() -> reqwest::Client {
+    oci_cache_core::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(180))
         .connect_timeout(Duration::from_secs(10))

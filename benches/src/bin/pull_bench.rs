@@ -278,6 +278,7 @@ fn print_table(args: &Args, digest: &str, runs: &[Run]) {
 }
 
 async fn bench(args: Args) -> Result<(), BoxError> {
+    oci_cache_core::install_crypto_provider();
     let client = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))

@@ -60,6 +60,7 @@ impl UpstreamClient {
         if bases.is_empty() {
             return Err(UpstreamError::InvalidUrl { url: String::new() });
         }
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
@@ -325,6 +326,16 @@ impl UpstreamClient {
         let value = token.value().to_owned();
         self.tokens.put(scope, token);
         Ok(value)
+    }
+}
+
+/// Installs ring as the process's rustls crypto provider unless the program installed one
+/// already. The upstream client does this itself; call it before building other reqwest
+/// clients in a program that uses this crate's reqwest features (`rustls-no-provider`).
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race with another installer is fine: a provider is then installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 

@@ -28,7 +28,7 @@ pub enum UpstreamError {
         status: u16,
     },
     /// Could not connect, or the connection broke.
-    #[error("upstream unreachable: {source}")]
+    #[error("upstream unreachable: {}", chain(source))]
     Transport {
         /// The client error (its text never includes credentials).
         #[source]
@@ -58,6 +58,18 @@ pub enum UpstreamError {
         /// The URL.
         url: String,
     },
+}
+
+/// An error and its causes, `: `-separated (reqwest's own text names only the outer layer).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl From<reqwest::Error> for UpstreamError {

@@ -75,6 +75,7 @@ pub fn fetch_with(method: &str, url: &str, auth: Auth<'_>, headers: &[(&str, &st
         .build()
         .expect("tokio runtime");
     rt.block_on(async {
+        oci_cache_core::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
