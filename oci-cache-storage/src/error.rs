@@ -42,6 +42,21 @@ pub enum StorageError {
         /// Why it could not be read.
         reason: String,
     },
+    /// A remote backend (S3) failed.
+    #[error("storage backend error during {op}: {source}")]
+    Backend {
+        /// The operation that failed.
+        op: &'static str,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The storage configuration is unusable.
+    #[error("storage configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
     /// An I/O error from the backend.
     #[error("storage I/O error during {op}: {source}")]
     Io {

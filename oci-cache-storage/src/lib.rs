@@ -11,8 +11,11 @@ pub mod conformance;
 mod digest;
 mod error;
 pub mod fs;
+mod key;
 pub mod memory;
 mod range;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod tag;
 pub mod verify;
 

@@ -1,0 +1,341 @@
+//! The S3 backend (feature `s3`), on the `object_store` crate: AWS S3 and S3-compatible
+//! servers. Blobs live at `PREFIX/blobs/<alg>/<hex>`, tags at `PREFIX/tags/...json`, and the
+//! last access of a blob in a small sidecar `PREFIX/access/<alg>/<hex>`, rewritten at most
+//! once per [`TOUCH_INTERVAL`] so hot blobs are never rewritten.
+//!
+//! A blob becomes visible only when its upload completes, and that happens only after the
+//! digest and size are verified: small blobs are one PUT, larger ones a multipart upload
+//! whose parts stream as they arrive (never the whole blob in memory) and which is aborted
+//! on any failure. Correctness never depends on conditional PUT, which S3-compatible
+//! servers do not implement reliably: content addressing makes concurrent writers of one
+//! digest write the same bytes.
+
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use sha2::{Digest as _, Sha256};
+
+use crate::key::tag_segments;
+use crate::{
+    BlobMeta, BlobStore, BlobStream, BlobWriter, ByteRange, Digest, ListPage, ResolvedRange,
+    StorageError, TagKey, TagRecord, TagStore,
+};
+use writer::S3Writer;
+
+/// Longest tag key (after `tags/`) kept readable; longer ones are hashed.
+const MAX_TAG_KEY: usize = 100;
+
+/// A blob's last-access sidecar is rewritten at most this often.
+pub const TOUCH_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Blobs and tags in an S3 bucket under a prefix.
+#[derive(Clone)]
+pub struct S3Store {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    touched: Arc<Mutex<HashMap<Digest, Instant>>>,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store")
+            .field("store", &self.store.to_string())
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps an `object_store` error, keeping "not found" apart.
+pub(crate) fn backend(op: &'static str) -> impl FnOnce(object_store::Error) -> StorageError {
+    move |e| StorageError::Backend {
+        op,
+        source: Box::new(e),
+    }
+}
+
+impl S3Store {
+    /// A store over any `ObjectStore` (an embedder's own client, or an in-memory one).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
+        Self {
+            store,
+            prefix: prefix.trim_matches('/').to_owned(),
+            touched: Arc::default(),
+        }
+    }
+
+    /// A store for `s3://BUCKET/PREFIX`, configured from the usual AWS environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
+    /// `AWS_ALLOW_HTTP`, `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`, web identity for IRSA...).
+    pub fn from_url(url: &str) -> Result<Self, StorageError> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| StorageError::Config {
+                reason: format!("storage URL must start with s3://, got {url:?}"),
+            })?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(StorageError::Config {
+                reason: "storage URL names no bucket".into(),
+            });
+        }
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            // Losing a race with another installer is fine: a provider is then installed.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let store = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| StorageError::Config {
+                reason: format!("S3 configuration: {e}"),
+            })?;
+        Ok(Self::new(Arc::new(store), prefix))
+    }
+
+    fn path(&self, rest: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(rest)
+        } else {
+            Path::from(format!("{}/{rest}", self.prefix))
+        }
+    }
+
+    fn blob_path(&self, digest: &Digest) -> Path {
+        self.path(&format!(
+            "blobs/{}/{}",
+            digest.algorithm().as_str(),
+            digest.hex()
+        ))
+    }
+
+    fn access_path(&self, digest: &Digest) -> Path {
+        self.path(&format!(
+            "access/{}/{}",
+            digest.algorithm().as_str(),
+            digest.hex()
+        ))
+    }
+
+    /// The tag's key: the encoded segments, with `%` written as `!` (some S3 servers
+    /// mishandle `%` in keys; `!` never appears in the encoding otherwise). A name longer
+    /// than [`MAX_TAG_KEY`] becomes `tags/!h<sha256>.json`: S3 allows 1024-byte keys, but
+    /// S3-compatible servers on a filesystem (s3s-fs) fail on long ones.
+    fn tag_path(&self, key: &TagKey) -> Path {
+        let segments: Vec<String> = tag_segments(key)
+            .iter()
+            .map(|s| s.replace('%', "!"))
+            .collect();
+        let name = segments.join("/");
+        if name.len() <= MAX_TAG_KEY {
+            return self.path(&format!("tags/{name}"));
+        }
+        let hash = hex::encode(Sha256::digest(name.as_bytes()));
+        self.path(&format!("tags/!h{hash}.json"))
+    }
+
+    /// The digest named by a blob key, if it is one.
+    fn digest_of(location: &Path) -> Option<Digest> {
+        let mut parts = location.as_ref().rsplit('/');
+        let hex = parts.next()?;
+        let alg = parts.next()?;
+        Digest::parse(&format!("{alg}:{hex}")).ok()
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3Store {
+    async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>, StorageError> {
+        let meta = match self.store.head(&self.blob_path(digest)).await {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(backend("head blob")(e)),
+        };
+        let mut last_access = SystemTime::from(meta.last_modified);
+        if let Ok(access) = self.store.head(&self.access_path(digest)).await {
+            last_access = last_access.max(SystemTime::from(access.last_modified));
+        }
+        Ok(Some(BlobMeta {
+            digest: digest.clone(),
+            size: meta.size,
+            last_access,
+        }))
+    }
+
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<(BlobMeta, ResolvedRange, BlobStream), StorageError> {
+        let location = self.blob_path(digest);
+        let meta = match self.store.head(&location).await {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StorageError::NotFound {
+                    digest: digest.clone(),
+                })
+            }
+            Err(e) => return Err(backend("head blob")(e)),
+        };
+        let size = meta.size;
+        let resolved = match range {
+            None => ResolvedRange::full(size),
+            Some(r) => r
+                .resolve(size)
+                .ok_or(StorageError::RangeNotSatisfiable { size })?,
+        };
+        let blob_meta = BlobMeta {
+            digest: digest.clone(),
+            size,
+            last_access: SystemTime::from(meta.last_modified),
+        };
+        if resolved.is_empty() {
+            return Ok((blob_meta, resolved, Box::pin(futures_util::stream::empty())));
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(resolved.start..resolved.end)),
+            ..GetOptions::default()
+        };
+        let result = match self.store.get_opts(&location, options).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StorageError::NotFound {
+                    digest: digest.clone(),
+                })
+            }
+            Err(e) => return Err(backend("get blob")(e)),
+        };
+        let stream = result
+            .into_stream()
+            .map_err(|e| backend("read blob")(e))
+            .boxed();
+        Ok((blob_meta, resolved, stream))
+    }
+
+    async fn writer(
+        &self,
+        digest: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Box<dyn BlobWriter>, StorageError> {
+        Ok(Box::new(S3Writer::new(
+            Arc::clone(&self.store),
+            self.blob_path(digest),
+            digest.clone(),
+            expected_size,
+        )))
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
+        for location in [self.blob_path(digest), self.access_path(digest)] {
+            match self.store.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(backend("delete blob")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<ListPage, StorageError> {
+        let limit = limit.max(1);
+        let prefix = self.path("blobs");
+        let offset = after.map(|d| self.blob_path(d));
+        let mut listing = match &offset {
+            Some(o) => self.store.list_with_offset(Some(&prefix), o),
+            None => self.store.list(Some(&prefix)),
+        };
+        let mut blobs = Vec::new();
+        let mut more = false;
+        while let Some(item) = listing.next().await {
+            let meta = item.map_err(backend("list blobs"))?;
+            let Some(digest) = Self::digest_of(&meta.location) else {
+                continue;
+            };
+            if after.is_some_and(|a| digest <= *a) {
+                continue;
+            }
+            if blobs.len() == limit {
+                more = true;
+                break;
+            }
+            blobs.push(BlobMeta {
+                digest,
+                size: meta.size,
+                last_access: SystemTime::from(meta.last_modified),
+            });
+        }
+        // S3 lists keys in byte order, which is digest order; other stores may not.
+        blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+        let next = more
+            .then(|| blobs.last().map(|b| b.digest.clone()))
+            .flatten();
+        Ok(ListPage { blobs, next })
+    }
+
+    async fn touch(&self, digest: &Digest) -> Result<(), StorageError> {
+        let recent = self
+            .touched
+            .lock()
+            .ok()
+            .and_then(|t| t.get(digest).copied())
+            .is_some_and(|at| at.elapsed() < TOUCH_INTERVAL);
+        if recent {
+            return Ok(());
+        }
+        if self.head(digest).await?.is_none() {
+            return Err(StorageError::NotFound {
+                digest: digest.clone(),
+            });
+        }
+        self.store
+            .put(&self.access_path(digest), PutPayload::from_static(b""))
+            .await
+            .map_err(backend("touch blob"))?;
+        if let Ok(mut t) = self.touched.lock() {
+            t.insert(digest.clone(), Instant::now());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TagStore for S3Store {
+    async fn get(&self, key: &TagKey) -> Result<Option<TagRecord>, StorageError> {
+        let bytes: Bytes = match self.store.get(&self.tag_path(key)).await {
+            Ok(r) => r.bytes().await.map_err(backend("read tag"))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(backend("get tag")(e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StorageError::Corrupt {
+                key: format!("{}/{}:{}", key.namespace, key.repository, key.tag),
+                reason: e.to_string(),
+            })
+    }
+
+    async fn put(&self, key: &TagKey, record: &TagRecord) -> Result<(), StorageError> {
+        let json = serde_json::to_vec(record).map_err(|e| StorageError::Corrupt {
+            key: format!("{}/{}:{}", key.namespace, key.repository, key.tag),
+            reason: e.to_string(),
+        })?;
+        self.store
+            .put(&self.tag_path(key), PutPayload::from(json))
+            .await
+            .map(|_| ())
+            .map_err(backend("put tag"))
+    }
+
+    async fn delete(&self, key: &TagKey) -> Result<(), StorageError> {
+        match self.store.delete(&self.tag_path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(backend("delete tag")(e)),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The conformance suite against a REAL S3 server: s3s-fs (a SigV4-checking S3 server on a
+//! directory), started per test on 127.0.0.1. Install it with
+//! `cargo install s3s-fs --version 0.14.1 --features binary --locked` (scripts/test does).
+#![cfg(feature = "s3")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use oci_cache_storage::s3::S3Store;
+use oci_cache_storage::{BlobStore, Digest, StorageError};
+use tempfile::TempDir;
+
+/// A running s3s-fs; killed on drop.
+struct S3Server {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> S3Server {
+    let bin = which("s3s-fs").unwrap_or_else(|| {
+        panic!(
+            "s3s-fs is missing: cargo install s3s-fs --version 0.14.1 --features binary --locked"
+        )
+    });
+    let dir = TempDir::new().unwrap();
+    std::fs::create_dir(dir.path().join("bucket")).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", "AKTEST", "--secret-key", "SKTEST123456"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "s3s-fs did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    S3Server {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    let home = std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo/bin"));
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(home)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn s3_store() -> std::future::Ready<(S3Server, S3Store)> {
+    oci_cache_storage_test_provider();
+    let server = start_server();
+    let client = AmazonS3Builder::new()
+        .with_endpoint(format!("http://127.0.0.1:{}", server.port))
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .with_region("us-east-1")
+        .with_access_key_id("AKTEST")
+        .with_secret_access_key("SKTEST123456")
+        .with_bucket_name("bucket")
+        .build()
+        .unwrap();
+    let store = S3Store::new(Arc::new(client), "cache/test");
+    std::future::ready((server, store))
+}
+
+fn oci_cache_storage_test_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+oci_cache_storage::blob_store_conformance!(s3, s3_store());
+
+async fn write_all(
+    store: &S3Store,
+    digest: &Digest,
+    data: &[u8],
+    chunk: usize,
+) -> Result<(), StorageError> {
+    let mut w = store.writer(digest, None).await?;
+    for c in data.chunks(chunk) {
+        w.write(Bytes::copy_from_slice(c)).await?;
+    }
+    w.commit().await.map(|_| ())
+}
+
+#[tokio::test]
+async fn multipart_blob_round_trips_and_a_wrong_digest_leaves_nothing() {
+    let (_server, store) = s3_store().await;
+    let data = oci_cache_storage::conformance::content(7, 21 * 1024 * 1024 + 5);
+    let digest = Digest::sha256_of(&data);
+    let wrong = Digest::sha256_of(b"something else");
+    let err = write_all(&store, &wrong, &data, 300 * 1024)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::DigestMismatch { .. }),
+        "{err:?}"
+    );
+    assert!(store.head(&wrong).await.unwrap().is_none());
+    assert!(store.list(None, 10).await.unwrap().blobs.is_empty());
+    write_all(&store, &digest, &data, 300 * 1024).await.unwrap();
+    let back = oci_cache_storage::conformance::get_all(&store, &digest).await;
+    assert!(back == data, "multipart blob reads back identical");
+}
