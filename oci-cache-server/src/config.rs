@@ -3,6 +3,7 @@
 //! ```toml
 //! listen = "0.0.0.0:5000"
 //! data_dir = "./data"
+//! # storage = "s3://my-bucket/oci-cache"  # AWS_* environment for endpoint, region, keys
 //!
 //! [auth]                                  # optional client access control
 //! htpasswd = "/etc/oci-cache/htpasswd"    # bcrypt (htpasswd -B)
@@ -78,9 +79,13 @@ pub struct Config {
     /// Address to listen on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Directory of the filesystem storage.
+    /// Directory of the filesystem storage, and of the local spool in every case.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// `s3://BUCKET/PREFIX` to keep blobs and tags in S3 (endpoint, region and keys from
+    /// the usual AWS environment variables); absent: the filesystem under `data_dir`.
+    #[serde(default)]
+    pub storage: Option<String>,
     /// Client access control; absent means every upstream without credentials is open.
     #[serde(default)]
     pub auth: Option<AuthSection>,
@@ -109,6 +114,7 @@ impl Default for Config {
         Self {
             listen: default_listen(),
             data_dir: default_data_dir(),
+            storage: None,
             auth: None,
             upstreams: default_upstreams(),
         }

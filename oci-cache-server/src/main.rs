@@ -11,6 +11,7 @@ use oci_cache_server::config::{Config, UpstreamEntry};
 use oci_cache_server::{serve, CacheService};
 use oci_cache_storage::fs::FsStore;
 use oci_cache_storage::verify::verify_blobs;
+use oci_cache_storage::{BlobStore, TagStore};
 
 /// A pull-through cache for OCI and Docker registries.
 #[derive(Parser)]
@@ -54,6 +55,10 @@ struct Source {
     /// config file's upstreams.
     #[arg(long = "upstream", value_name = "NAME=URL")]
     upstreams: Vec<String>,
+    /// Keep blobs and tags in S3: `s3://BUCKET/PREFIX` (endpoint, region and keys from
+    /// AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...).
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    storage: Option<String>,
 }
 
 impl Source {
@@ -62,6 +67,9 @@ impl Source {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
+        if let Some(storage) = &self.storage {
+            config.storage = Some(storage.clone());
+        }
         if !self.upstreams.is_empty() {
             config.upstreams = self
                 .upstreams
@@ -80,7 +88,7 @@ struct ServeArgs {
     /// Address to listen on (default 0.0.0.0:5000).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
-    /// Directory of the filesystem storage (default ./data).
+    /// Directory of the filesystem storage and the local spool (default ./data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Log as JSON lines.
@@ -141,10 +149,12 @@ fn init_logs(json: bool) {
 fn verify(args: &VerifyArgs) -> ExitCode {
     init_logs(false);
     let run = async {
-        let config = args.source.load()?;
-        let dir = args.data_dir.clone().unwrap_or(config.data_dir);
-        let store = FsStore::open(dir.join("store")).await?;
-        let report = verify_blobs(&store, args.remove).await?;
+        let mut config = args.source.load()?;
+        if let Some(dir) = &args.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        let (blobs, _) = open_storage(&config).await?;
+        let report = verify_blobs(blobs.as_ref(), args.remove).await?;
         Ok::<_, Box<dyn std::error::Error>>(report)
     };
     let report = match tokio::runtime::Runtime::new().map(|rt| rt.block_on(run)) {
@@ -204,14 +214,14 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let access = config.access_policy()?;
     let upstreams = Arc::new(Upstreams::new(config.upstream_configs()?)?);
-    let store = Arc::new(FsStore::open(config.data_dir.join("store")).await?);
+    let (blobs, tags) = open_storage(&config).await?;
     let spool_dir = config.data_dir.join("spool");
     std::fs::create_dir_all(&spool_dir)?;
     let engine_config = EngineConfig {
         spool_dir,
         ..EngineConfig::default()
     };
-    let engine = Arc::new(Engine::new(store.clone(), store, engine_config));
+    let engine = Arc::new(Engine::new(blobs, tags, engine_config));
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -222,6 +232,26 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let service = CacheService::new(engine, upstreams).with_access(access);
     serve(listener, service, shutdown_signal()).await?;
     Ok(())
+}
+
+/// The configured storage: S3 when `storage` names a bucket, else the filesystem.
+async fn open_storage(
+    config: &Config,
+) -> Result<(Arc<dyn BlobStore>, Arc<dyn TagStore>), Box<dyn std::error::Error>> {
+    match config.storage.as_deref() {
+        None => {
+            let store = Arc::new(FsStore::open(config.data_dir.join("store")).await?);
+            Ok((store.clone(), store))
+        }
+        #[cfg(feature = "s3")]
+        Some(url) => {
+            let store = Arc::new(oci_cache_storage::s3::S3Store::from_url(url)?);
+            tracing::info!(storage = url, "blobs and tags in S3");
+            Ok((store.clone(), store))
+        }
+        #[cfg(not(feature = "s3"))]
+        Some(url) => Err(format!("storage {url:?} needs the s3 feature").into()),
+    }
 }
 
 async fn shutdown_signal() {
