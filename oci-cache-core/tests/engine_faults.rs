@@ -595,3 +595,28 @@ async fn fs_storage_fills_serve_every_reader_from_one_file_and_drop_bad_bytes() 
     );
     assert_eq!(fake.count_path("/blobs/"), 2);
 }
+
+#[tokio::test]
+async fn tags_list_forwards_pagination_and_the_link_header() {
+    let fake = Fake::start(|req, s| async move {
+        let link = "</v2/test/app/tags/list?last=b&n=1>; rel=\"next\"".to_owned();
+        let body = if req.path.ends_with("?n=1&last=a") {
+            r#"{"name":"test/app","tags":["b"]}"#
+        } else {
+            "{}"
+        };
+        respond(s, "200 OK", &[("Link", link)], body.as_bytes()).await;
+    })
+    .await;
+    let (engine, _store, _dir) = engine();
+    let (body, link) = engine
+        .tags_list(&fake.client(), &repo(), "n=1&last=a")
+        .await
+        .unwrap();
+    assert_eq!(body.as_ref(), br#"{"name":"test/app","tags":["b"]}"#);
+    assert_eq!(
+        link.as_deref(),
+        Some("</v2/test/app/tags/list?last=b&n=1>; rel=\"next\"")
+    );
+    assert_eq!(fake.count_path("/v2/test/app/tags/list?n=1&last=a"), 1);
+}
