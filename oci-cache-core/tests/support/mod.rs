@@ -188,3 +188,18 @@ pub async fn fs_engine() -> (
         dir,
     )
 }
+
+/// The blob's stored size once its commit has landed (a fill releases its readers when the
+/// bytes are verified and commits while they finish), polling for at most 10 s.
+pub async fn committed_size(
+    store: &dyn oci_cache_storage::BlobStore,
+    digest: &oci_cache_core::Digest,
+) -> Option<u64> {
+    for _ in 0..200 {
+        if let Some(meta) = store.head(digest).await.unwrap() {
+            return Some(meta.size);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    None
+}
