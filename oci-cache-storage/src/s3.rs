@@ -10,6 +10,7 @@
 //! servers do not implement reliably: content addressing makes concurrent writers of one
 //! digest write the same bytes.
 
+mod tags;
 mod writer;
 
 use std::collections::HashMap;
@@ -17,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
@@ -27,7 +27,7 @@ use sha2::{Digest as _, Sha256};
 use crate::key::tag_segments;
 use crate::{
     BlobMeta, BlobStore, BlobStream, BlobWriter, ByteRange, Digest, ListPage, ResolvedRange,
-    StorageError, TagKey, TagRecord, TagStore,
+    StorageError, TagKey,
 };
 use writer::S3Writer;
 
@@ -301,41 +301,5 @@ impl BlobStore for S3Store {
             t.insert(digest.clone(), Instant::now());
         }
         Ok(())
-    }
-}
-
-#[async_trait]
-impl TagStore for S3Store {
-    async fn get(&self, key: &TagKey) -> Result<Option<TagRecord>, StorageError> {
-        let bytes: Bytes = match self.store.get(&self.tag_path(key)).await {
-            Ok(r) => r.bytes().await.map_err(backend("read tag"))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(backend("get tag")(e)),
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StorageError::Corrupt {
-                key: format!("{}/{}:{}", key.namespace, key.repository, key.tag),
-                reason: e.to_string(),
-            })
-    }
-
-    async fn put(&self, key: &TagKey, record: &TagRecord) -> Result<(), StorageError> {
-        let json = serde_json::to_vec(record).map_err(|e| StorageError::Corrupt {
-            key: format!("{}/{}:{}", key.namespace, key.repository, key.tag),
-            reason: e.to_string(),
-        })?;
-        self.store
-            .put(&self.tag_path(key), PutPayload::from(json))
-            .await
-            .map(|_| ())
-            .map_err(backend("put tag"))
-    }
-
-    async fn delete(&self, key: &TagKey) -> Result<(), StorageError> {
-        match self.store.delete(&self.tag_path(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(backend("delete tag")(e)),
-        }
     }
 }
