@@ -214,13 +214,15 @@ fn is_fresh(record: &TagRecord, client: &UpstreamClient) -> bool {
             .is_ok_and(|age| age < ttl)
 }
 
-/// Failures where a cached copy is better than an error.
+/// Failures where a cached copy is better than an error: the upstream (or its token
+/// endpoint) is unreachable, failing, or limiting us; not a refusal of our credentials.
 fn is_transient(e: &UpstreamError) -> bool {
     matches!(
         e,
         UpstreamError::Transport { .. }
             | UpstreamError::Timeout
             | UpstreamError::CircuitOpen
+            | UpstreamError::Token { .. }
             | UpstreamError::TooManyRequests { .. }
             | UpstreamError::Status { status: 500..=599 }
     )
