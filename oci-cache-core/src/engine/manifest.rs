@@ -51,6 +51,19 @@ impl Engine {
                 let flight = key.clone();
                 self.revalidations
                     .run(flight, || async {
+                        // A revalidation that ended just before this one started may have
+                        // refreshed the record meanwhile: look again before asking upstream.
+                        let record = match self.tags.get(&key).await {
+                            Ok(r) => r,
+                            Err(e) => return Err(Arc::new(e.into())),
+                        };
+                        if let Some(rec) = record.as_ref().filter(|r| is_fresh(r, client)) {
+                            match self.stored_manifest(&rec.digest).await {
+                                Ok(Some(m)) => return Ok(m),
+                                Ok(None) => {}
+                                Err(e) => return Err(Arc::new(e)),
+                            }
+                        }
                         self.revalidate(client, repo, &key, record)
                             .await
                             .map_err(Arc::new)
