@@ -199,3 +199,10 @@ pub fn serve_expecting_refusal(
     );
     Ok((out.status, text))
 }
+
+impl Cache {
+    /// The process id while it runs (e.g. to read `/proc/PID/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+}

@@ -19,14 +19,18 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod access_log;
+pub mod big_blob;
 pub mod cache;
+pub mod cache_home;
 pub mod containerd;
 pub mod digest;
 pub mod docker;
+pub mod fault_upstream;
 pub mod fetch;
 pub mod net;
 pub mod process;
 pub mod registry;
+pub mod s3;
 pub mod seed;
 pub mod skopeo;
 pub mod token_server;

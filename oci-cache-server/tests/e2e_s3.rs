@@ -1,0 +1,657 @@
+//! End to end with S3 storage: `oci-cache` replicas keep blobs and tags in a
+//! bucket of a real S3 server (s3s-fs), in front of a real registry (CNCF
+//! distribution) behind a real token server; skopeo and reqwest pull through
+//! them. The objects are checked on the S3 server's disk, the upstream GETs in
+//! the registry's request log, the memory in /proc.
+//!
+//! Needs, besides the tools of the other e2e tests, `s3s-fs`:
+//! `cargo install s3s-fs --version 0.14.1 --features binary --locked`.
+
+// Test helpers outside `#[test]` functions panic on failure like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::big_blob::{push_blob_file, random_file};
+use support::s3::{peak_rss_bytes, s3_cache_config, S3Server};
+use support::{
+    pseudo_random_bytes, sha256_bytes, sha256_file, short_tempdir, skopeo_copy_to_oci_dir,
+    skopeo_inspect_raw, wait_until, AuthRegistry, Cache, Image, Sha256Pipe,
+};
+
+const MIB: u64 = 1024 * 1024;
+const BUCKET: &str = "oci";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn client(timeout: Duration) -> reqwest::Client {
+    oci_cache_core::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("reqwest client")
+}
+
+/// An `oci-cache` keeping blobs and tags in `s3://oci/PREFIX` of `s3`, with
+/// `upstream` as its only upstream (named `upstream` in every replica, so
+/// replicas share tag records).
+fn start_replica(s3: &S3Server, prefix: &str, upstream: &str, tag_ttl_secs: u64) -> Cache {
+    let config = s3_cache_config(BUCKET, prefix, upstream, tag_ttl_secs);
+    let env = s3.aws_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Cache::start_with_config(&config, &env)
+}
+
+/// The S3 key of a blob (`sha256:HEX`) under `prefix`.
+fn blob_key(prefix: &str, digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+    format!("{prefix}/blobs/sha256/{hex}")
+}
+
+/// The digests (`sha256:HEX`) of every blob of an OCI layout.
+fn oci_blob_digests(dir: &Path) -> BTreeSet<String> {
+    let blobs = dir.join("blobs").join("sha256");
+    std::fs::read_dir(&blobs)
+        .unwrap_or_else(|e| panic!("read {}: {e}", blobs.display()))
+        .map(|e| {
+            let name = e.expect("dir entry").file_name();
+            format!("sha256:{}", name.to_string_lossy())
+        })
+        .collect()
+}
+
+/// Waits (at most `timeout`) until every blob of `digests` is a complete
+/// object under `prefix`, then checks that each hashes to its digest.
+/// (A fill releases its last byte to clients when it is verified and
+/// commits to S3 just after, so the objects appear shortly after a pull.)
+fn assert_blob_objects(
+    s3: &S3Server,
+    prefix: &str,
+    digests: &BTreeSet<String>,
+    timeout: Duration,
+    context: impl Fn() -> String,
+) {
+    wait_until(
+        "every pulled blob to be an object in the bucket",
+        timeout,
+        || {
+            digests
+                .iter()
+                .all(|d| s3.object_path(BUCKET, &blob_key(prefix, d)).is_file())
+                .then_some(())
+        },
+        || {
+            let missing: Vec<&String> = digests
+                .iter()
+                .filter(|d| !s3.object_path(BUCKET, &blob_key(prefix, d)).is_file())
+                .collect();
+            format!(
+                "missing: {missing:?}\nobjects: {:#?}\n{}\n{}",
+                s3.object_keys(BUCKET, prefix),
+                context(),
+                s3.log_tail()
+            )
+        },
+    );
+    for d in digests {
+        let path = s3.object_path(BUCKET, &blob_key(prefix, d));
+        assert_eq!(
+            &sha256_file(&path),
+            d,
+            "the object {} does not hash to its name",
+            path.display()
+        );
+    }
+}
+
+/// GETs a blob, hashing the body as it streams.
+/// Returns (status, bytes, digest of the body).
+async fn get_and_hash(client: &reqwest::Client, url: &str) -> (u16, u64, String) {
+    let mut resp = client.get(url).send().await.expect("GET through the cache");
+    let status = resp.status().as_u16();
+    let mut hasher = Sha256Pipe::new();
+    while let Some(chunk) = resp.chunk().await.expect("body chunk") {
+        tokio::task::block_in_place(|| hasher.update(&chunk));
+    }
+    let n = hasher.len();
+    let digest = tokio::task::block_in_place(|| hasher.finish());
+    (status, n, digest)
+}
+
+/// GETs a blob and reads the whole body, tolerating a broken one.
+/// Returns (status, bytes received, digest of the body or the body's error).
+async fn get_tolerant(client: &reqwest::Client, url: &str) -> (u16, u64, Result<String, String>) {
+    let mut resp = client.get(url).send().await.expect("GET through the cache");
+    let status = resp.status().as_u16();
+    let mut hasher = Sha256Pipe::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => tokio::task::block_in_place(|| hasher.update(&chunk)),
+            Ok(None) => break,
+            Err(e) => return (status, hasher.len(), Err(format!("{e:?}"))),
+        }
+    }
+    let n = hasher.len();
+    (
+        status,
+        n,
+        Ok(tokio::task::block_in_place(|| hasher.finish())),
+    )
+}
+
+/// GETs every URL at once (all start together), each streamed and hashed.
+fn get_all_at_once(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    urls: &[String],
+) -> Vec<(u16, u64, String)> {
+    rt.block_on(async {
+        let barrier = Arc::new(tokio::sync::Barrier::new(urls.len()));
+        let tasks: Vec<_> = urls
+            .iter()
+            .map(|url| {
+                let (client, url, barrier) = (client.clone(), url.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    get_and_hash(&client, &url).await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("GET task"));
+        }
+        out
+    })
+}
+
+/// Copies `img` (every platform) from `cache` into an OCI layout at `dest`,
+/// by tag or by digest, and checks the top-level digest.
+fn copy_through(
+    cache: &Cache,
+    img: &Image,
+    by_digest: bool,
+    dest: &Path,
+    context: &dyn Fn() -> String,
+) {
+    let reference = if by_digest {
+        format!("{}@{}", img.name, img.digest)
+    } else {
+        img.name_tag()
+    };
+    let digest = skopeo_copy_to_oci_dir(&cache.docker_ref(&reference), dest, true, None)
+        .unwrap_or_else(|e| {
+            panic!(
+                "copy of {reference} through {} failed: {e}\n{}\n{}",
+                cache.url(),
+                cache.log_tail(),
+                context()
+            )
+        });
+    assert_eq!(digest, img.digest, "{reference} changed on the way");
+}
+
+#[test]
+fn a_blob_cached_through_one_replica_is_served_by_the_other_with_the_upstream_stopped() {
+    let prefix = "r1";
+    let s3 = S3Server::start(&[BUCKET]);
+    let mut auth = AuthRegistry::start(&[]);
+    let seeded = auth.seed();
+    let upstream = auth.registry.url();
+    let replica_a = start_replica(&s3, prefix, &upstream, 3600);
+    let replica_b = start_replica(&s3, prefix, &upstream, 3600);
+    let images = [&seeded.multilayer, &seeded.index];
+    let out = short_tempdir("e2e-s3-replicas-");
+    let dir = |replica: &str, img: &Image, how: &str| {
+        out.path()
+            .join(replica)
+            .join(format!("{}-{how}", img.name.replace('/', "_")))
+    };
+
+    // Replica A pulls everything from the upstream (every platform of the index).
+    for img in images {
+        copy_through(&replica_a, img, false, &dir("a", img, "tag"), &|| {
+            auth.logs()
+        });
+    }
+    for layer in seeded.multilayer.layers.iter().chain(&seeded.index.layers) {
+        assert!(
+            auth.registry.blob_gets(Some(layer)) >= 1,
+            "replica A never fetched {layer}\n{}",
+            auth.registry.request_summary()
+        );
+    }
+
+    // Every blob of the copies (manifests, configs, layers) is now an object of
+    // the shared bucket, and the tags are there too.
+    let mut digests = BTreeSet::new();
+    for img in images {
+        digests.extend(oci_blob_digests(&dir("a", img, "tag")));
+    }
+    assert_blob_objects(&s3, prefix, &digests, Duration::from_secs(60), || {
+        replica_a.log_tail()
+    });
+    let tag_objects = s3.object_keys(BUCKET, &format!("{prefix}/tags"));
+    assert!(
+        tag_objects.len() >= images.len(),
+        "expected a tag object per image, found {tag_objects:?}\n{:#?}",
+        s3.object_keys(BUCKET, prefix)
+    );
+    eprintln!(
+        "bucket after replica A: {} blob objects, tag objects {tag_objects:?}",
+        s3.object_keys(BUCKET, &format!("{prefix}/blobs")).len()
+    );
+
+    // The upstream goes away: replica B has only the bucket.
+    auth.registry.stop();
+
+    for img in images {
+        copy_through(&replica_b, img, false, &dir("b", img, "tag"), &|| {
+            s3.log_tail()
+        });
+        copy_through(&replica_b, img, true, &dir("b", img, "digest"), &|| {
+            s3.log_tail()
+        });
+        for how in ["tag", "digest"] {
+            assert_eq!(
+                oci_blob_digests(&dir("b", img, how)),
+                oci_blob_digests(&dir("a", img, "tag")),
+                "replica B served other blobs for {} (by {how})",
+                img.name
+            );
+        }
+    }
+
+    // A third replica that considers every tag stale (tag_ttl 0) asks the
+    // dead upstream, then serves the tag records of the bucket.
+    let replica_c = start_replica(&s3, prefix, &upstream, 0);
+    for img in images {
+        let raw =
+            skopeo_inspect_raw(&replica_c.docker_ref(&img.name_tag()), None).unwrap_or_else(|e| {
+                panic!(
+                    "a replica with tag_ttl 0 does not serve the stale tag {} with the upstream \
+                     down: {e}\n{}",
+                    img.name_tag(),
+                    replica_c.log_tail()
+                )
+            });
+        assert_eq!(sha256_bytes(&raw), img.digest, "{}", img.name_tag());
+    }
+    assert!(
+        replica_c.log().contains("serving the cached tag"),
+        "replica C should say it served a stale tag\n{}",
+        replica_c.log_tail()
+    );
+}
+
+#[test]
+fn concurrent_cold_pulls_through_two_replicas_never_corrupt_a_blob() {
+    let prefix = "r2";
+    let s3 = S3Server::start(&[BUCKET]);
+    let auth = AuthRegistry::start(&[]);
+    let reg = &auth.registry;
+    let rt = runtime();
+    let http = client(Duration::from_secs(300));
+    let size = 64 * MIB;
+    let data = pseudo_random_bytes(0x5353, size as usize);
+    let digest = sha256_bytes(&data);
+    rt.block_on(support::upload::push_blob(
+        &http,
+        reg,
+        Some(&auth.token),
+        "test/shared",
+        data,
+        &digest,
+    ));
+    assert_eq!(reg.blob_gets(Some(&digest)), 0);
+    let replicas = [
+        start_replica(&s3, prefix, &reg.url(), 3600),
+        start_replica(&s3, prefix, &reg.url(), 3600),
+    ];
+    let url = |c: &Cache| format!("{}/v2/test/shared/blobs/{digest}", c.url());
+    let context = || {
+        format!(
+            "{}\n{}\n{}\n{}",
+            replicas[0].log_tail(),
+            replicas[1].log_tail(),
+            s3.log_tail(),
+            reg.request_summary()
+        )
+    };
+
+    // 2 replicas x 10 clients, all cold, all at once.
+    let urls: Vec<String> = (0..20).map(|i| url(&replicas[i % 2])).collect();
+    let started = Instant::now();
+    let results = get_all_at_once(&rt, &http, &urls);
+    eprintln!(
+        "2 replicas x 10 concurrent cold GETs of 64 MiB took {:?}",
+        started.elapsed()
+    );
+    for (i, (status, n, got)) in results.iter().enumerate() {
+        assert_eq!(
+            *status,
+            200,
+            "request {i} (replica {})\n{}",
+            i % 2,
+            context()
+        );
+        assert_eq!(*n, size, "request {i} got a short body\n{}", context());
+        assert_eq!(
+            got,
+            &digest,
+            "request {i} got a corrupt body\n{}",
+            context()
+        );
+    }
+    let upstream_gets = reg.blob_get_records(Some(&digest));
+    eprintln!(
+        "upstream GETs of the blob for 2 replicas x 10 cold clients: {} (bytes sent: {:?})",
+        upstream_gets.len(),
+        upstream_gets.iter().map(|r| r.written).collect::<Vec<_>>()
+    );
+    assert!(
+        (1..=2).contains(&upstream_gets.len()),
+        "each replica should fill the blob at most once: {} upstream GETs\n{}",
+        upstream_gets.len(),
+        context()
+    );
+
+    // The object in the bucket is the blob, and no multipart upload is left over.
+    let one = BTreeSet::from([digest.clone()]);
+    assert_blob_objects(&s3, prefix, &one, Duration::from_secs(60), context);
+    wait_until(
+        "every multipart upload to be completed or aborted",
+        Duration::from_secs(30),
+        || s3.unfinished_uploads().is_empty().then_some(()),
+        || format!("left over: {:?}\n{}", s3.unfinished_uploads(), context()),
+    );
+
+    // Warm: each replica serves it from the bucket, without the upstream.
+    let before = reg.blob_gets(Some(&digest));
+    for (i, replica) in replicas.iter().enumerate() {
+        let (status, n, got) = rt.block_on(get_and_hash(&http, &url(replica)));
+        assert_eq!(
+            (status, n, got.as_str()),
+            (200, size, digest.as_str()),
+            "warm GET through replica {i}\n{}",
+            context()
+        );
+    }
+    let after = reg.blob_gets(Some(&digest));
+    assert_eq!(
+        after,
+        before,
+        "warm GETs reached the upstream\n{}",
+        context()
+    );
+}
+
+/// While `pulling` holds (at most 10 minutes), samples the S3 server every
+/// 20 ms: returns the most multipart part files seen on it while `object` was
+/// not yet visible (0 when the blob never went to S3 as a multipart upload).
+fn watch_multipart(s3: &S3Server, object: &Path, pulling: &AtomicBool) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut most = 0;
+    while pulling.load(Ordering::SeqCst) && Instant::now() < deadline {
+        let parts = s3
+            .unfinished_uploads()
+            .iter()
+            .filter(|n| n.starts_with(".upload_id-"))
+            .count();
+        if !object.exists() {
+            most = most.max(parts);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    most
+}
+
+#[test]
+fn a_blob_that_fails_verification_never_becomes_an_object_and_its_upload_is_aborted() {
+    let prefix = "r4";
+    let s3 = S3Server::start(&[BUCKET]);
+    let auth = AuthRegistry::start(&[]);
+    let reg = &auth.registry;
+    let rt = runtime();
+    let http = client(Duration::from_secs(300));
+    // Several 8 MiB parts: the upload is a multipart one well before the end.
+    let size = 40 * MIB;
+    let data = pseudo_random_bytes(0xbad, size as usize);
+    let digest = sha256_bytes(&data);
+    rt.block_on(support::upload::push_blob(
+        &http,
+        reg,
+        Some(&auth.token),
+        "test/corrupt",
+        data,
+        &digest,
+    ));
+    // One byte near the end of the registry's copy flips (same size): the
+    // registry serves it as is, and only the digest can tell.
+    let hex = digest.strip_prefix("sha256:").expect("sha256");
+    let stored = reg
+        .storage_dir()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&stored)
+            .unwrap_or_else(|e| panic!("open the registry's copy {}: {e}", stored.display()));
+        let at = size - 1024;
+        let mut byte = [0u8; 1];
+        f.read_exact_at(&mut byte, at).expect("read a byte");
+        byte[0] ^= 0xff;
+        f.write_all_at(&byte, at).expect("flip a byte");
+    }
+    let replica = start_replica(&s3, prefix, &reg.url(), 3600);
+    let url = format!("{}/v2/test/corrupt/blobs/{digest}", replica.url());
+    let context = || {
+        format!(
+            "{}\n{}\n{}",
+            replica.log_tail(),
+            s3.log_tail(),
+            reg.request_summary()
+        )
+    };
+
+    let object = s3.object_path(BUCKET, &blob_key(prefix, &digest));
+    let pulling = AtomicBool::new(true);
+    let ((status, n, body), parts) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| watch_multipart(&s3, &object, &pulling));
+        let got = rt.block_on(get_tolerant(&http, &url));
+        pulling.store(false, Ordering::SeqCst);
+        (got, sampler.join().expect("sampler thread"))
+    });
+    eprintln!(
+        "GET of the corrupt blob: status {status}, {n} bytes, body {body:?}; up to {parts} \
+         multipart parts were stored meanwhile"
+    );
+    assert!(
+        parts > 0,
+        "the failed fill never stored a multipart part: nothing to abort\n{}",
+        context()
+    );
+    assert!(
+        status != 200 || n < size || body.is_err(),
+        "the client got a complete-looking body of a blob that fails verification \
+         (status {status}, {n} bytes, {body:?})\n{}",
+        context()
+    );
+    assert!(
+        reg.blob_gets(Some(&digest)) >= 1,
+        "the cache never fetched the blob\n{}",
+        context()
+    );
+    // The part uploads of the failed fill are aborted, and nothing is visible.
+    wait_until(
+        "the failed fill's multipart upload to be aborted",
+        Duration::from_secs(30),
+        || s3.unfinished_uploads().is_empty().then_some(()),
+        || format!("left over: {:?}\n{}", s3.unfinished_uploads(), context()),
+    );
+    let objects = s3.object_keys(BUCKET, &format!("{prefix}/blobs"));
+    assert!(
+        objects.is_empty(),
+        "a blob that failed verification became visible: {objects:?}\n{}",
+        context()
+    );
+}
+
+/// Bytes in MiB, for reports.
+#[allow(clippy::cast_precision_loss)]
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB as f64
+}
+
+/// What one cold pull of a blob by 4 concurrent clients cost a fresh replica.
+struct RssRun {
+    size: u64,
+    /// Most multipart parts seen on the S3 server before the object was visible.
+    parts_before_visible: usize,
+    idle_rss: u64,
+    peak_rss: u64,
+    generate: Duration,
+    push: Duration,
+    pull: Duration,
+    commit: Duration,
+}
+
+/// Pushes `size` random bytes (streamed from a file) as a blob, starts a fresh
+/// replica on the bucket, and has 4 clients pull it cold at once, each
+/// streaming and hashing the body. Checks every body, the single upstream
+/// GET and the object in the bucket; returns the replica's peak RSS.
+fn cold_pull_by_four(
+    rt: &tokio::runtime::Runtime,
+    s3: &S3Server,
+    auth: &AuthRegistry,
+    prefix: &str,
+    size: u64,
+) -> RssRun {
+    let http = client(Duration::from_secs(600));
+    let name = format!("test/rss-{prefix}");
+    let work = short_tempdir("e2e-s3-blob-");
+    let file = work.path().join("blob");
+    let t = Instant::now();
+    let digest = random_file(&file, size);
+    let generate = t.elapsed();
+    let t = Instant::now();
+    rt.block_on(push_blob_file(
+        &http,
+        &auth.registry,
+        Some(&auth.token),
+        &name,
+        &file,
+        &digest,
+    ));
+    let push = t.elapsed();
+    drop(work);
+
+    let replica = start_replica(s3, prefix, &auth.registry.url(), 3600);
+    let pid = replica.pid().expect("the replica runs");
+    let idle_rss = peak_rss_bytes(pid);
+    let url = format!("{}/v2/{name}/blobs/{digest}", replica.url());
+    let context = || {
+        format!(
+            "{}\n{}\n{}",
+            replica.log_tail(),
+            s3.log_tail(),
+            auth.registry.request_summary()
+        )
+    };
+    let object = s3.object_path(BUCKET, &blob_key(prefix, &digest));
+    let t = Instant::now();
+    let pulling = AtomicBool::new(true);
+    let (results, parts_before_visible) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| watch_multipart(s3, &object, &pulling));
+        let results = get_all_at_once(rt, &http, &vec![url; 4]);
+        pulling.store(false, Ordering::SeqCst);
+        (results, sampler.join().expect("sampler thread"))
+    });
+    let pull = t.elapsed();
+    for (i, (status, n, got)) in results.iter().enumerate() {
+        assert_eq!(*status, 200, "client {i}\n{}", context());
+        assert_eq!(*n, size, "client {i} got a short body\n{}", context());
+        assert_eq!(got, &digest, "client {i} got a corrupt body\n{}", context());
+    }
+    assert_eq!(
+        auth.registry.blob_gets(Some(&digest)),
+        1,
+        "4 concurrent cold GETs should make one upstream GET\n{}",
+        context()
+    );
+    // The peak counts the whole fill, the completion of the upload included.
+    let t = Instant::now();
+    let one = BTreeSet::from([digest.clone()]);
+    assert_blob_objects(s3, prefix, &one, Duration::from_secs(120), context);
+    let commit = t.elapsed();
+    let peak_rss = peak_rss_bytes(pid);
+    assert!(
+        parts_before_visible > 0,
+        "no multipart part was ever seen on the S3 server while the object was not yet visible: \
+         the blob was not streamed to S3 as a multipart upload\n{}",
+        context()
+    );
+    RssRun {
+        size,
+        parts_before_visible,
+        idle_rss,
+        peak_rss,
+        generate,
+        push,
+        pull,
+        commit,
+    }
+}
+
+#[test]
+fn peak_rss_while_four_clients_pull_a_1gib_blob_cold_stays_bounded() {
+    let started = Instant::now();
+    let s3 = S3Server::start(&[BUCKET]);
+    let auth = AuthRegistry::start(&[]);
+    let rt = runtime();
+    let runs = [
+        cold_pull_by_four(&rt, &s3, &auth, "r3a", 64 * MIB),
+        cold_pull_by_four(&rt, &s3, &auth, "r3b", 1024 * MIB),
+    ];
+    for r in &runs {
+        eprintln!(
+            "{} MiB blob, 4 cold clients: replica peak RSS (VmHWM) {:.1} MiB (idle {:.1} MiB); \
+             generate {:?}, push {:?}, pull {:?}, object visible {:?} after the pull; up to {} \
+             multipart parts stored before the object became visible",
+            r.size / MIB,
+            mib(r.peak_rss),
+            mib(r.idle_rss),
+            r.generate,
+            r.push,
+            r.pull,
+            r.commit,
+            r.parts_before_visible
+        );
+    }
+    eprintln!("the whole test took {:?}", started.elapsed());
+    let big = &runs[1];
+    assert!(
+        big.peak_rss < 256 * MIB,
+        "the replica's peak RSS reached {} MiB while 4 clients pulled a 1 GiB blob cold: memory \
+         grows with the blob size",
+        big.peak_rss / MIB
+    );
+}

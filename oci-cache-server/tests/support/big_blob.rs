@@ -1,0 +1,113 @@
+//! Blobs too large to hold in memory: a file of random bytes, and a push of it
+//! to a registry (OCI upload API: POST, then one monolithic PUT whose body
+//! streams from the file in 1 MiB chunks).
+
+use std::io::Read;
+use std::path::Path;
+
+use super::digest::sha256_file;
+use super::registry::Registry;
+use super::token_server::TokenServer;
+use super::upload::fetch_token;
+
+/// Writes `len` random bytes (from /dev/urandom) to `path`; returns their
+/// digest (`sha256:HEX`).
+pub fn random_file(path: &Path, len: u64) -> String {
+    let mut src = std::fs::File::open("/dev/urandom")
+        .expect("open /dev/urandom")
+        .take(len);
+    let mut dst = std::io::BufWriter::with_capacity(
+        1024 * 1024,
+        std::fs::File::create(path).expect("create the blob file"),
+    );
+    let copied = std::io::copy(&mut src, &mut dst).expect("write the blob file");
+    assert_eq!(copied, len, "short read from /dev/urandom");
+    drop(dst);
+    sha256_file(path)
+}
+
+/// Uploads the file at `path` as a blob of repository `name` (`digest` must be
+/// its sha256), streaming it: never more than a few MiB in memory. With token
+/// auth the push token is fetched from `auth` with its credentials.
+pub async fn push_blob_file(
+    client: &reqwest::Client,
+    registry: &Registry,
+    auth: Option<&TokenServer>,
+    name: &str,
+    path: &Path,
+    digest: &str,
+) {
+    let bearer = match auth {
+        Some(t) => Some(
+            fetch_token(
+                client,
+                t,
+                &format!("repository:{name}:pull,push"),
+                t.creds(),
+            )
+            .await,
+        ),
+        None => None,
+    };
+    let with_auth = |req: reqwest::RequestBuilder| match &bearer {
+        Some(b) => req.bearer_auth(b),
+        None => req,
+    };
+    let start = with_auth(client.post(format!("{}/v2/{name}/blobs/uploads/", registry.url())))
+        .header("Content-Length", "0")
+        .send()
+        .await
+        .expect("start upload");
+    assert_eq!(
+        start.status().as_u16(),
+        202,
+        "starting the upload failed: {:?}",
+        start.text().await
+    );
+    let location = start
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("upload Location")
+        .to_owned();
+    let mut url = if location.starts_with("http") {
+        location
+    } else {
+        format!("{}{location}", registry.url())
+    };
+    url.push(if url.contains('?') { '&' } else { '?' });
+    url.push_str("digest=");
+    url.push_str(digest);
+
+    let len = std::fs::metadata(path).expect("blob file metadata").len();
+    let file = tokio::fs::File::open(path)
+        .await
+        .expect("open the blob file");
+    // Bounded by the file's length: each step reads up to 1 MiB, EOF ends it.
+    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1024 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    let put = with_auth(client.put(url))
+        .header("Content-Type", "application/octet-stream")
+        .header("Content-Length", len.to_string())
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("finish upload");
+    let status = put.status().as_u16();
+    assert_eq!(
+        status,
+        201,
+        "finishing the upload failed: {:?}",
+        put.text().await
+    );
+}

@@ -1,0 +1,206 @@
+//! A real S3 server for the S3 storage backend: `s3s-fs` (the s3s project's
+//! filesystem-backed S3 server) on an ephemeral port, each bucket a directory
+//! of its data directory, so the tests can look at the stored objects
+//! directly. Also: the AWS environment and config file of an `oci-cache` that
+//! keeps its blobs and tags in a bucket, and the peak RSS of a process.
+//!
+//! Needs `s3s-fs` on PATH or in ~/.cargo/bin:
+//! `cargo install s3s-fs --version 0.14.1 --features binary --locked`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::net::{free_port, http_status};
+use super::process::Proc;
+use super::tools::short_tempdir;
+
+/// The access key the server accepts.
+pub const S3_ACCESS_KEY: &str = "AK";
+/// The secret key the server accepts.
+pub const S3_SECRET_KEY: &str = "SK";
+
+const INSTALL_S3S_FS: &str = "cargo install s3s-fs --version 0.14.1 --features binary --locked";
+
+/// The `s3s-fs` binary: on PATH, else in ~/.cargo/bin (where `cargo install`
+/// puts it); panics with the install command when it is in neither.
+pub fn require_s3s_fs() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("s3s-fs"))
+            .find(|p| p.is_file())
+    });
+    let in_cargo_home = || {
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
+        Some(home.join("bin").join("s3s-fs")).filter(|p| p.is_file())
+    };
+    on_path.or_else(in_cargo_home).unwrap_or_else(|| {
+        panic!(
+            "\n\n*** The S3 e2e tests need `s3s-fs`, which is neither on PATH nor in ~/.cargo/bin. ***\n\
+             Install it with:\n    {INSTALL_S3S_FS}\n\
+             (the tests deliberately fail instead of skipping when a tool is missing)\n\n"
+        )
+    })
+}
+
+/// A running `s3s-fs`; killed on drop. Its data directory holds one directory
+/// per bucket, and an object `KEY` of bucket `B` is the file `B/KEY` there
+/// (once written completely: s3s-fs writes a temporary file and renames it).
+pub struct S3Server {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    proc: Proc,
+    dir: tempfile::TempDir,
+}
+
+impl S3Server {
+    /// Starts s3s-fs with the given buckets (created as empty directories).
+    pub fn start(buckets: &[&str]) -> S3Server {
+        let bin = require_s3s_fs();
+        let dir = short_tempdir("oci-s3-");
+        let data = dir.path().join("data");
+        for bucket in buckets {
+            std::fs::create_dir_all(data.join(bucket)).expect("create a bucket directory");
+        }
+        let mut last_log = String::new();
+        for attempt in 0..3 {
+            let port = free_port();
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+                .arg(&data)
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1");
+            let mut proc = Proc::spawn(&format!("s3s-fs-{attempt}"), cmd, dir.path(), false);
+            // Bounded: 200 x 50 ms = 10 s. Any HTTP answer (403 without a
+            // signature) means it serves.
+            for _ in 0..200 {
+                if http_status(port, "/").is_some() {
+                    return S3Server { port, proc, dir };
+                }
+                if proc.exited().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            last_log = proc.log_tail();
+            proc.stop();
+        }
+        panic!("s3s-fs did not start\n{last_log}");
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The AWS environment that points an S3 client (object_store) at this
+    /// server, path-style, over plain HTTP.
+    pub fn aws_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+            ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.to_owned()),
+        ]
+    }
+
+    /// The server's data directory (one directory per bucket).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Where object `key` of `bucket` lives on disk once it is complete.
+    pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.data_dir().join(bucket).join(key)
+    }
+
+    /// Every complete object of `bucket` whose key starts with `prefix/`
+    /// (keys relative to the bucket), sorted.
+    pub fn object_keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let root = self.data_dir().join(bucket);
+        let mut out = Vec::new();
+        let mut dirs = vec![root.join(prefix)];
+        // Bounded by the size of the tree.
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&root) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The multipart uploads that are neither completed nor aborted: s3s-fs
+    /// keeps each as `.upload-ID.json` plus `.upload_id-ID.part-N` files in
+    /// its data directory. Returns those file names, sorted.
+    pub fn unfinished_uploads(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.data_dir())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                    .filter(|n| n.starts_with(".upload"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// The whole log.
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+
+    /// Log tail for failure messages.
+    pub fn log_tail(&self) -> String {
+        self.proc.log_tail()
+    }
+}
+
+/// The config file of an `oci-cache` that keeps blobs and tags in
+/// `s3://BUCKET/PREFIX`, with one upstream `upstream` at `upstream_url` and
+/// the given tag freshness window.
+pub fn s3_cache_config(
+    bucket: &str,
+    prefix: &str,
+    upstream_url: &str,
+    tag_ttl_secs: u64,
+) -> String {
+    format!(
+        "storage = \"s3://{bucket}/{prefix}\"\n\n\
+         [[upstreams]]\n\
+         name = \"upstream\"\n\
+         url = \"{upstream_url}\"\n\
+         tag_ttl_secs = {tag_ttl_secs}\n"
+    )
+}
+
+/// The peak resident set size (VmHWM) of a running process, in bytes.
+pub fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status:\n{status}"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected VmHWM line {line:?}"));
+    kib * 1024
+}
