@@ -10,6 +10,7 @@ mod manifest;
 mod negative;
 mod single_flight;
 mod spool;
+mod stats;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ use fill::FillRegistry;
 use negative::NegativeCache;
 use oci_cache_storage::TagKey;
 use single_flight::SingleFlight;
+use stats::EngineStats;
+pub use stats::StatsSnapshot;
 
 pub use crate::manifest::Manifest as ManifestResponse;
 
@@ -82,6 +85,7 @@ pub struct Engine {
     fills: Arc<FillRegistry>,
     revalidations: SingleFlight<TagKey, Result<ManifestResponse, Arc<EngineError>>>,
     missing: NegativeCache,
+    stats: Arc<EngineStats>,
     config: EngineConfig,
 }
 
@@ -102,6 +106,7 @@ impl Engine {
             fills: Arc::new(FillRegistry::default()),
             revalidations: SingleFlight::default(),
             missing: NegativeCache::default(),
+            stats: Arc::default(),
             config,
         }
     }
@@ -114,5 +119,10 @@ impl Engine {
     /// Number of fills running now.
     pub fn fills_in_flight(&self) -> usize {
         self.fills.len()
+    }
+
+    /// The engine's counters now.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot(self.fills.len())
     }
 }

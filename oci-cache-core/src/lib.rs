@@ -16,13 +16,13 @@ pub mod route;
 mod upstream;
 mod upstreams;
 
-pub use engine::{BlobBody, BlobResponse, Engine, EngineConfig, ManifestResponse};
+pub use engine::{BlobBody, BlobResponse, Engine, EngineConfig, ManifestResponse, StatsSnapshot};
 pub use error::EngineError;
 pub use oci_cache_storage::{
     BlobStore, ByteRange, Digest, DigestError, ResolvedRange, StorageError, TagStore, Verifier,
 };
 pub use upstream::{
     install_crypto_provider, Credentials, RateLimit, UpstreamClient, UpstreamConfig, UpstreamError,
-    UpstreamManifest,
+    UpstreamManifest, UpstreamStatsSnapshot, LATENCY_BUCKETS,
 };
 pub use upstreams::{RouteError, Upstreams};

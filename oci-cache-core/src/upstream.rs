@@ -6,9 +6,11 @@ mod client;
 mod config;
 mod error;
 mod ratelimit;
+mod stats;
 mod token;
 
 pub use client::{install_crypto_provider, UpstreamClient, UpstreamManifest};
 pub use config::{Credentials, UpstreamConfig};
 pub use error::UpstreamError;
 pub use ratelimit::RateLimit;
+pub use stats::{UpstreamStatsSnapshot, LATENCY_BUCKETS};

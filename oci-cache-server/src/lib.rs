@@ -10,6 +10,8 @@ pub mod client_config;
 pub mod config;
 mod error;
 mod handler;
+pub mod metrics;
+mod ops;
 mod serve;
 mod service;
 

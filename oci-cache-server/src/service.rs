@@ -16,6 +16,8 @@ use oci_cache_core::{Engine, Upstreams};
 use crate::auth::AccessPolicy;
 use crate::error::error_response;
 use crate::handler::handle;
+use crate::metrics::Metrics;
+use crate::ops::{handle_ops, route_label};
 
 /// The error type of a response body: a body that fails is cut, never completed.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -35,15 +37,18 @@ pub struct CacheService {
     engine: Arc<Engine>,
     upstreams: Arc<Upstreams>,
     access: Arc<AccessPolicy>,
+    metrics: Arc<Metrics>,
 }
 
 impl CacheService {
     /// A service over `engine`, routing to `upstreams`, open to every client.
     pub fn new(engine: Arc<Engine>, upstreams: Arc<Upstreams>) -> Self {
+        let metrics = Arc::new(Metrics::new(Arc::clone(&engine), Arc::clone(&upstreams)));
         Self {
             engine,
             upstreams,
             access: Arc::default(),
+            metrics,
         }
     }
 
@@ -58,20 +63,28 @@ impl CacheService {
     pub async fn call_request<B>(&self, req: Request<B>) -> Response<Body> {
         let started = Instant::now();
         let (parts, _body) = req.into_parts();
-        let mut resp = match handle(&self.engine, &self.upstreams, &self.access, &parts).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::debug!(error = %e, "request failed");
-                error_response(&e)
-            }
+        let path = parts.uri.path();
+        let ops = handle_ops(path, &self.engine, &self.upstreams, &self.metrics).await;
+        let mut resp = match ops {
+            Some(resp) => resp,
+            None => match handle(&self.engine, &self.upstreams, &self.access, &parts).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::debug!(error = %e, "request failed");
+                    error_response(&e)
+                }
+            },
         };
+        let route = route_label(path);
+        self.metrics.request(route, resp.status().as_u16());
         resp.headers_mut().insert(
             "docker-distribution-api-version",
             HeaderValue::from_static("registry/2.0"),
         );
         tracing::info!(
             method = %parts.method,
-            path = parts.uri.path(),
+            route,
+            path,
             status = resp.status().as_u16(),
             ms = started.elapsed().as_millis() as u64,
             "request"

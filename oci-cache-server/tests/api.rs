@@ -259,3 +259,51 @@ async fn users_outside_the_upstreams_list_get_403_denied() {
     let (s, _, _) = call_as(&api, &uri, Some("alice-token-0123456789")).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer_beside_the_api() {
+    let api = api();
+    let (s, _, body) = call(&api, Method::GET, "/healthz", None).await;
+    assert_eq!((s, body.as_ref()), (StatusCode::OK, &b"ok\n"[..]));
+    let (s, h, body) = call(&api, Method::GET, "/readyz", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], "application/json");
+    let ready: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["upstreams"][0]["name"], "docker.io");
+    assert_eq!(ready["upstreams"][0]["endpoints"][0]["circuit"], "closed");
+
+    let d = seeded(&api, b"warm blob").await;
+    let uri = format!("/v2/library/x/blobs/{d}");
+    let (s, _, _) = call(&api, Method::GET, &uri, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, h, body) = call(&api, Method::GET, "/metrics", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        text.contains(r#"oci_cache_lookups_total{kind="blob",result="hit"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"oci_cache_lookups_total{kind="blob",result="miss"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("oci_cache_bytes_from_cache_total 9"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"oci_cache_http_requests_total{route="blob",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"oci_cache_http_requests_total{route="health",status="200"} 2"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"oci_cache_upstream_circuit_open{upstream="docker.io",endpoint="http://127.0.0.1:1"} 0"#), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"));
+}

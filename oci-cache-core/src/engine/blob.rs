@@ -7,6 +7,7 @@ use futures_util::TryStreamExt;
 use tokio::sync::watch;
 
 use super::fill::{FillJob, Progress};
+use super::stats::EngineStats;
 use super::{spool, BlobResponse, Engine};
 use crate::name::RepositoryName;
 use crate::{ByteRange, Digest, EngineError, StorageError, UpstreamClient, UpstreamError};
@@ -23,12 +24,18 @@ impl Engine {
     ) -> Result<BlobResponse, EngineError> {
         match self.blobs.get(digest, range).await {
             Ok((meta, resolved, body)) => {
+                EngineStats::add(&self.stats.blob_hits, 1);
+                let stats = Arc::clone(&self.stats);
+                let counted = body.map_ok(move |chunk| {
+                    EngineStats::add(&stats.bytes_from_cache, chunk.len() as u64);
+                    chunk
+                });
                 return Ok(BlobResponse {
                     size: Some(meta.size),
                     range: range.map(|_| resolved),
-                    body: Box::pin(body.map_err(EngineError::Storage)),
+                    body: Box::pin(counted.map_err(EngineError::Storage)),
                     cached: true,
-                })
+                });
             }
             Err(StorageError::NotFound { .. }) => {}
             Err(StorageError::RangeNotSatisfiable { size }) => {
@@ -45,8 +52,13 @@ impl Engine {
             blobs: Arc::clone(&self.blobs),
             idle_timeout: self.config.fill_idle_timeout,
             spool_dir: self.config.spool_dir.clone(),
+            stats: Arc::clone(&self.stats),
         };
-        let handle = self.fills.join_or_start(job)?;
+        EngineStats::add(&self.stats.blob_misses, 1);
+        let (handle, joined) = self.fills.join_or_start(job)?;
+        if joined {
+            EngineStats::add(&self.stats.coalesced, 1);
+        }
         let mut progress = handle.progress.clone();
         let size = wait_for_size(&mut progress, range.is_some()).await?;
         let chunk = self.config.chunk_size;

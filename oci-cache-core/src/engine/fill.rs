@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::batch::next_batch;
 use super::feed::StorageFeed;
 use super::spool::Spool;
+use super::stats::EngineStats;
 use crate::{BlobStore, Digest, EngineError, UpstreamClient, UpstreamError};
 
 /// How far a fill has come. Readers watch it.
@@ -53,6 +54,7 @@ pub(crate) struct FillJob {
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) idle_timeout: Duration,
     pub(crate) spool_dir: PathBuf,
+    pub(crate) stats: Arc<EngineStats>,
 }
 
 /// The running fills, by digest.
@@ -72,10 +74,14 @@ impl FillRegistry {
         self.fills.lock().ok()?.get(digest).cloned()
     }
 
-    /// Joins the running fill of the job's digest, or starts one in a new task.
-    pub(crate) fn join_or_start(self: &Arc<Self>, job: FillJob) -> Result<FillHandle, EngineError> {
+    /// Joins the running fill of the job's digest, or starts one in a new task; `true`
+    /// when it joined.
+    pub(crate) fn join_or_start(
+        self: &Arc<Self>,
+        job: FillJob,
+    ) -> Result<(FillHandle, bool), EngineError> {
         if let Some(handle) = self.get(&job.digest) {
-            return Ok(handle);
+            return Ok((handle, true));
         }
         let spool = Arc::new(OnceLock::new());
         let (tx, rx) = watch::channel(Progress::Connecting);
@@ -89,7 +95,7 @@ impl FillRegistry {
                 .lock()
                 .map_err(|_| EngineError::Spool(std::io::Error::other("fill registry poisoned")))?;
             if let Some(existing) = fills.get(&job.digest) {
-                return Ok(existing.clone());
+                return Ok((existing.clone(), true));
             }
             fills.insert(job.digest.clone(), handle.clone());
         }
@@ -102,13 +108,14 @@ impl FillRegistry {
             match result {
                 Ok(size) => tracing::debug!(digest = %job.digest, size, "fill done"),
                 Err(e) => {
+                    EngineStats::add(&job.stats.fills_failed, 1);
                     tracing::warn!(digest = %job.digest, error = %e, "fill failed");
                     tx.send_replace(Progress::Failed(Arc::new(e)));
                 }
             }
             drop(guard);
         });
-        Ok(handle)
+        Ok((handle, false))
     }
 }
 
@@ -192,6 +199,10 @@ async fn run(
             }
         }
         written += len;
+        EngineStats::add(&job.stats.bytes_from_upstream, len);
+        if matches!(sink, Sink::Spooled(None)) {
+            EngineStats::add(&job.stats.pass_through_bytes, len);
+        }
         tx.send_modify(|p| {
             if let Progress::Streaming { written: w, .. } = p {
                 *w = written;

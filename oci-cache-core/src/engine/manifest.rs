@@ -12,6 +12,7 @@ use futures_util::TryStreamExt;
 use oci_cache_storage::{TagKey, TagRecord};
 
 use super::index::{children, store_children, store_verified, verified_digest};
+use super::stats::EngineStats;
 use super::Engine;
 use crate::manifest::{inspect, is_index, Manifest, MAX_MANIFEST_BYTES};
 use crate::name::{Reference, RepositoryName};
@@ -45,9 +46,11 @@ impl Engine {
                 let record = self.tags.get(&key).await?;
                 if let Some(rec) = record.as_ref().filter(|r| is_fresh(r, client)) {
                     if let Some(m) = self.stored_manifest(&rec.digest).await? {
+                        EngineStats::add(&self.stats.manifest_hits, 1);
                         return Ok(m);
                     }
                 }
+                EngineStats::add(&self.stats.manifest_misses, 1);
                 let flight = key.clone();
                 self.revalidations
                     .run(flight, || async {

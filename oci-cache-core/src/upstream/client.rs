@@ -11,6 +11,7 @@ use reqwest::{Method, Response};
 
 use super::breaker::Breaker;
 use super::ratelimit::RateLimit;
+use super::stats::{UpstreamStats, UpstreamStatsSnapshot};
 use super::token::TokenCache;
 use super::{UpstreamConfig, UpstreamError};
 use crate::manifest::{accept_header, MAX_MANIFEST_BYTES};
@@ -37,6 +38,7 @@ pub struct UpstreamClient {
     http: reqwest::Client,
     tokens: TokenCache,
     rate_limit: Mutex<Option<RateLimit>>,
+    stats: UpstreamStats,
 }
 
 /// One base URL and its circuit breaker.
@@ -81,6 +83,7 @@ impl UpstreamClient {
             config,
             endpoints,
             rate_limit: Mutex::new(None),
+            stats: UpstreamStats::default(),
             http,
             tokens: TokenCache::default(),
         })
@@ -94,6 +97,11 @@ impl UpstreamClient {
     /// The last rate-limit figures the upstream sent (Docker Hub's `ratelimit-*` headers).
     pub fn rate_limit(&self) -> Option<RateLimit> {
         self.rate_limit.lock().ok().and_then(|r| *r)
+    }
+
+    /// Request counts and latencies so far.
+    pub fn stats(&self) -> UpstreamStatsSnapshot {
+        self.stats.snapshot()
     }
 
     /// Each endpoint's base URL and whether its circuit breaker is open.

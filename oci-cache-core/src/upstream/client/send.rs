@@ -28,9 +28,15 @@ impl UpstreamClient {
             if !endpoint.breaker.allow() {
                 continue;
             }
+            let started = Instant::now();
             let result = self
                 .send_to(&endpoint.base, method.clone(), repo, path, accept)
                 .await;
+            self.stats.observe(started.elapsed());
+            if matches!(&result, Err(e) if is_failover(e) || matches!(e, UpstreamError::TooManyRequests { .. }))
+            {
+                self.stats.error();
+            }
             match result {
                 Err(e) if is_failover(&e) => {
                     endpoint.breaker.failure();
@@ -42,6 +48,9 @@ impl UpstreamClient {
                     return other;
                 }
             }
+        }
+        if matches!(last, UpstreamError::CircuitOpen) {
+            self.stats.error();
         }
         Err(last)
     }

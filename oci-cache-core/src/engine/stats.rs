@@ -1,0 +1,66 @@
+//! Counters of what the engine did, read by the server's metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters; cheap to update from any task.
+#[derive(Debug, Default)]
+pub(crate) struct EngineStats {
+    pub(crate) blob_hits: AtomicU64,
+    pub(crate) blob_misses: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) manifest_hits: AtomicU64,
+    pub(crate) manifest_misses: AtomicU64,
+    pub(crate) bytes_from_cache: AtomicU64,
+    pub(crate) bytes_from_upstream: AtomicU64,
+    pub(crate) pass_through_bytes: AtomicU64,
+    pub(crate) fills_failed: AtomicU64,
+}
+
+impl EngineStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A copy of the engine's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Blob requests answered from storage.
+    pub blob_hits: u64,
+    /// Blob requests that needed a fill (started or joined).
+    pub blob_misses: u64,
+    /// Blob misses that joined a fill already running (no upstream request of their own).
+    pub coalesced: u64,
+    /// Manifest requests answered without asking the upstream.
+    pub manifest_hits: u64,
+    /// Manifest requests that asked the upstream.
+    pub manifest_misses: u64,
+    /// Blob bytes sent to clients from storage.
+    pub bytes_from_cache: u64,
+    /// Blob bytes downloaded from upstreams by fills.
+    pub bytes_from_upstream: u64,
+    /// Filled bytes that storage did not take (served, not stored).
+    pub pass_through_bytes: u64,
+    /// Fills that failed (upstream error, wrong digest, short body...).
+    pub fills_failed: u64,
+    /// Fills running now.
+    pub fills_in_flight: u64,
+}
+
+impl EngineStats {
+    pub(crate) fn snapshot(&self, fills_in_flight: usize) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            blob_hits: get(&self.blob_hits),
+            blob_misses: get(&self.blob_misses),
+            coalesced: get(&self.coalesced),
+            manifest_hits: get(&self.manifest_hits),
+            manifest_misses: get(&self.manifest_misses),
+            bytes_from_cache: get(&self.bytes_from_cache),
+            bytes_from_upstream: get(&self.bytes_from_upstream),
+            pass_through_bytes: get(&self.pass_through_bytes),
+            fills_failed: get(&self.fills_failed),
+            fills_in_flight: fills_in_flight as u64,
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Prometheus metrics: HTTP requests by route and status (counted by the service), and, at
+//! each scrape, the engine's and every upstream's counters.
+
+use std::sync::Arc;
+
+use oci_cache_core::{Engine, Upstreams};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+/// The metrics of one cache.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl Metrics {
+    /// Metrics over `engine` and `upstreams`.
+    pub fn new(engine: Arc<Engine>, upstreams: Arc<Upstreams>) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "oci_cache_http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register_collector(Box::new(EngineCollector { engine, upstreams }));
+        Self { registry, requests }
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, route: &'static str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+    }
+
+    /// The text exposition format (OpenMetrics).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Reads the engine's and upstreams' counters at scrape time.
+#[derive(Debug)]
+struct EngineCollector {
+    engine: Arc<Engine>,
+    upstreams: Arc<Upstreams>,
+}
+
+/// An unlabelled counter.
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, _, u64>(&v, None)
+}
+
+/// A gauge with one sample per label set (an empty label list: an unlabelled sample).
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Vec<(&str, &str)>, i64)],
+) -> std::fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            family.encode_gauge(v)?;
+        } else {
+            family.encode_family(labels)?.encode_gauge(v)?;
+        }
+    }
+    Ok(())
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let s = self.engine.stats();
+        let mut hits = enc.encode_descriptor(
+            "oci_cache_lookups",
+            "Blob and manifest requests by result (hit: answered from storage)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, result, v) in [
+            ("blob", "hit", s.blob_hits),
+            ("blob", "miss", s.blob_misses),
+            ("manifest", "hit", s.manifest_hits),
+            ("manifest", "miss", s.manifest_misses),
+        ] {
+            hits.encode_family(&[("kind", kind), ("result", result)])?
+                .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+        }
+        counter(
+            &mut enc,
+            "oci_cache_bytes_from_cache",
+            "Blob bytes served from storage",
+            s.bytes_from_cache,
+        )?;
+        counter(
+            &mut enc,
+            "oci_cache_bytes_from_upstream",
+            "Blob bytes downloaded by fills",
+            s.bytes_from_upstream,
+        )?;
+        counter(
+            &mut enc,
+            "oci_cache_pass_through_bytes",
+            "Filled bytes served but not stored (storage refused them)",
+            s.pass_through_bytes,
+        )?;
+        counter(
+            &mut enc,
+            "oci_cache_coalesced_waiters",
+            "Blob misses that joined a running fill",
+            s.coalesced,
+        )?;
+        counter(
+            &mut enc,
+            "oci_cache_fills_failed",
+            "Fills that failed",
+            s.fills_failed,
+        )?;
+        gauge(
+            &mut enc,
+            "oci_cache_fills_in_flight",
+            "Fills running now",
+            &[(
+                Vec::new(),
+                i64::try_from(s.fills_in_flight).unwrap_or(i64::MAX),
+            )],
+        )?;
+        self.encode_upstreams(&mut enc)
+    }
+}
+
+impl EngineCollector {
+    fn encode_upstreams(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let ups = self.upstreams.all();
+        let mut requests = enc.encode_descriptor(
+            "oci_cache_upstream_requests",
+            "Requests sent to each upstream",
+            None,
+            MetricType::Counter,
+        )?;
+        for u in ups {
+            requests
+                .encode_family(&[("upstream", u.name())])?
+                .encode_counter::<NoLabelSet, _, u64>(&u.stats().requests, None)?;
+        }
+        let mut errors = enc.encode_descriptor(
+            "oci_cache_upstream_errors",
+            "Upstream requests that failed (unreachable, timeout, 5xx, 429, circuit open)",
+            None,
+            MetricType::Counter,
+        )?;
+        for u in ups {
+            errors
+                .encode_family(&[("upstream", u.name())])?
+                .encode_counter::<NoLabelSet, _, u64>(&u.stats().errors, None)?;
+        }
+        let mut latency = enc.encode_descriptor(
+            "oci_cache_upstream_latency_seconds",
+            "Time to the upstream's response headers",
+            None,
+            MetricType::Histogram,
+        )?;
+        for u in ups {
+            let st = u.stats();
+            latency
+                .encode_family(&[("upstream", u.name())])?
+                .encode_histogram::<NoLabelSet>(
+                    st.latency_sum,
+                    st.requests,
+                    &st.latency_buckets,
+                    None,
+                )?;
+        }
+        let mut circuits = Vec::new();
+        let mut remaining = Vec::new();
+        for u in ups {
+            for (endpoint, open) in u.endpoint_states() {
+                circuits.push((u.name().to_owned(), endpoint, i64::from(open)));
+            }
+            if let Some(rl) = u.rate_limit() {
+                remaining.push((
+                    u.name().to_owned(),
+                    i64::try_from(rl.remaining).unwrap_or(i64::MAX),
+                ));
+            }
+        }
+        let circuit_samples: Vec<_> = circuits
+            .iter()
+            .map(|(u, e, v)| (vec![("upstream", u.as_str()), ("endpoint", e.as_str())], *v))
+            .collect();
+        gauge(
+            enc,
+            "oci_cache_upstream_circuit_open",
+            "1 while the endpoint's circuit breaker is open",
+            &circuit_samples,
+        )?;
+        let remaining_samples: Vec<_> = remaining
+            .iter()
+            .map(|(u, v)| (vec![("upstream", u.as_str())], *v))
+            .collect();
+        gauge(
+            enc,
+            "oci_cache_upstream_ratelimit_remaining",
+            "Pulls left in the upstream's rate-limit window (Docker Hub's ratelimit-remaining)",
+            &remaining_samples,
+        )
+    }
+}

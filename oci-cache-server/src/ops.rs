@@ -1,0 +1,95 @@
+//! Operator endpoints beside the API: `/healthz` (the process answers), `/readyz` (storage
+//! takes writes; each upstream endpoint's circuit state, reported without failing on it),
+//! `/metrics` (Prometheus).
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use oci_cache_core::route::{parse_path, Route};
+use oci_cache_core::{Digest, Engine, Upstreams};
+
+use crate::metrics::Metrics;
+use crate::service::{full_body, Body};
+
+/// The probe blob `/readyz` writes (committing it again is a no-op success).
+const PROBE: &[u8] = b"oci-cache readiness probe\n";
+
+/// Answers an operator path, or `None` for any other path.
+pub(crate) async fn handle_ops(
+    path: &str,
+    engine: &Engine,
+    upstreams: &Upstreams,
+    metrics: &Metrics,
+) -> Option<Response<Body>> {
+    match path {
+        "/healthz" => Some(text(StatusCode::OK, "text/plain", "ok\n")),
+        "/readyz" => Some(readyz(engine, upstreams).await),
+        "/metrics" => Some(text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        )),
+        _ => None,
+    }
+}
+
+/// The route label of a request path, for metrics.
+pub(crate) fn route_label(path: &str) -> &'static str {
+    match path {
+        "/healthz" | "/readyz" => return "health",
+        "/metrics" => return "metrics",
+        _ => {}
+    }
+    match parse_path(path) {
+        Ok(Route::ApiVersion) => "version",
+        Ok(Route::Manifest { .. }) => "manifest",
+        Ok(Route::Blob { .. }) => "blob",
+        Ok(Route::TagsList { .. }) => "tags",
+        Ok(Route::Upload) => "upload",
+        Err(_) => "other",
+    }
+}
+
+async fn readyz(engine: &Engine, upstreams: &Upstreams) -> Response<Body> {
+    let digest = Digest::sha256_of(PROBE);
+    let probe = async {
+        let mut w = engine
+            .blobs()
+            .writer(&digest, Some(PROBE.len() as u64))
+            .await?;
+        w.write(Bytes::from_static(PROBE)).await?;
+        w.commit().await
+    }
+    .await;
+    let storage_ok = probe.is_ok();
+    let upstream_states: Vec<serde_json::Value> = upstreams
+        .all()
+        .iter()
+        .map(|u| {
+            let endpoints: Vec<serde_json::Value> = u
+                .endpoint_states()
+                .into_iter()
+                .map(|(url, open)| serde_json::json!({"url": url, "circuit": if open { "open" } else { "closed" }}))
+                .collect();
+            serde_json::json!({"name": u.name(), "endpoints": endpoints})
+        })
+        .collect();
+    let body = serde_json::json!({
+        "ready": storage_ok,
+        "storage": match &probe { Ok(_) => "writable".to_owned(), Err(e) => format!("not writable: {e}") },
+        "upstreams": upstream_states,
+    });
+    let status = if storage_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    text(status, "application/json", body.to_string())
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(full_body(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
