@@ -46,14 +46,45 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition format (OpenMetrics).
-    pub fn render(&self) -> String {
+    /// The OpenMetrics text exposition.
+    pub fn render_openmetrics(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
     }
+
+    /// The Prometheus text exposition (format 0.0.4), for scrapers and tools (`promtool
+    /// check metrics`) that do not ask for OpenMetrics.
+    pub fn render_prometheus(&self) -> String {
+        to_prometheus_text(&self.render_openmetrics())
+    }
+}
+
+/// Rewrites OpenMetrics text as Prometheus text 0.0.4: a counter family `x` is described
+/// under its sample name `x_total`, and the OpenMetrics-only `# EOF` and `# UNIT` lines go.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(described.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 /// Reads the engine's and upstreams' counters at scrape time.
@@ -223,5 +254,19 @@ impl EngineCollector {
             "Pulls left in the upstream's rate-limit window (Docker Hub's ratelimit-remaining)",
             &remaining_samples,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_described_under_their_sample_names() {
+        let om = "# HELP a Things.\n# TYPE a counter\na_total 3\n# HELP g Now.\n# TYPE g gauge\ng 1\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP a_total Things.\n# TYPE a_total counter\na_total 3\n# HELP g Now.\n# TYPE g gauge\ng 1\n"
+        );
     }
 }

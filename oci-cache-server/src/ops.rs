@@ -13,21 +13,37 @@ use crate::service::{full_body, Body};
 /// The probe blob `/readyz` writes (committing it again is a no-op success).
 const PROBE: &[u8] = b"oci-cache readiness probe\n";
 
-/// Answers an operator path, or `None` for any other path.
+/// Answers an operator path, or `None` for any other path. `/metrics` is OpenMetrics when
+/// the scraper accepts it, else the Prometheus text format.
 pub(crate) async fn handle_ops(
-    path: &str,
+    parts: &http::request::Parts,
     engine: &Engine,
     upstreams: &Upstreams,
     metrics: &Metrics,
 ) -> Option<Response<Body>> {
-    match path {
+    match parts.uri.path() {
         "/healthz" => Some(text(StatusCode::OK, "text/plain", "ok\n")),
         "/readyz" => Some(readyz(engine, upstreams).await),
-        "/metrics" => Some(text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
-        )),
+        "/metrics" => {
+            let openmetrics = parts
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(|a| a.contains("application/openmetrics-text"));
+            Some(if openmetrics {
+                text(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    metrics.render_openmetrics(),
+                )
+            } else {
+                text(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics.render_prometheus(),
+                )
+            })
+        }
         _ => None,
     }
 }

@@ -64,7 +64,7 @@ impl CacheService {
         let started = Instant::now();
         let (parts, _body) = req.into_parts();
         let path = parts.uri.path();
-        let ops = handle_ops(path, &self.engine, &self.upstreams, &self.metrics).await;
+        let ops = handle_ops(&parts, &self.engine, &self.upstreams, &self.metrics).await;
         let mut resp = match ops {
             Some(resp) => resp,
             None => match handle(&self.engine, &self.upstreams, &self.access, &parts).await {

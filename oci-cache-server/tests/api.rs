@@ -282,7 +282,7 @@ async fn health_readiness_and_metrics_answer_beside_the_api() {
     assert!(h["content-type"]
         .to_str()
         .unwrap()
-        .starts_with("application/openmetrics-text"));
+        .starts_with("text/plain; version=0.0.4"));
     let text = String::from_utf8(body.to_vec()).unwrap();
     assert!(
         text.contains(r#"oci_cache_lookups_total{kind="blob",result="hit"} 1"#),
@@ -305,5 +305,18 @@ async fn health_readiness_and_metrics_answer_beside_the_api() {
         "{text}"
     );
     assert!(text.contains(r#"oci_cache_upstream_circuit_open{upstream="docker.io",endpoint="http://127.0.0.1:1"} 0"#), "{text}");
-    assert!(text.trim_end().ends_with("# EOF"));
+    assert!(
+        text.contains("# TYPE oci_cache_lookups_total counter"),
+        "{text}"
+    );
+    let req = Request::builder()
+        .uri("/metrics")
+        .header("accept", "application/openmetrics-text; version=1.0.0");
+    let resp = api.service.call_request(req.body(()).unwrap()).await;
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let om = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&om).trim_end().ends_with("# EOF"));
 }

@@ -14,6 +14,7 @@ fn install_hint(name: &str) -> &'static str {
         "sha256sum" => "apt-get install -y --no-install-recommends coreutils",
         "dockerd" | "docker" => "apt-get install -y --no-install-recommends docker.io",
         "htpasswd" => "apt-get install -y --no-install-recommends apache2-utils",
+        "promtool" => "apt-get install -y --no-install-recommends prometheus",
         _ => "install it with apt-get",
     }
 }
