@@ -5,6 +5,7 @@ mod breaker;
 mod client;
 mod config;
 mod error;
+mod policy;
 mod ratelimit;
 mod stats;
 mod token;

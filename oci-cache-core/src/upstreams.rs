@@ -22,6 +22,12 @@ pub enum RouteError {
     /// The repository name is invalid.
     #[error("{0}")]
     Name(#[from] NameError),
+    /// The upstream's allow and deny patterns do not let this repository be pulled.
+    #[error("repository {repo:?} may not be pulled through this upstream")]
+    Denied {
+        /// The repository.
+        repo: String,
+    },
 }
 
 /// The configured upstreams; the first is the default.
@@ -99,6 +105,11 @@ impl Upstreams {
         } else {
             RepositoryName::parse(name)?
         };
+        if !client.permits(name.as_str()) {
+            return Err(RouteError::Denied {
+                repo: name.as_str().to_owned(),
+            });
+        }
         Ok((Arc::clone(client), name))
     }
 }

@@ -66,7 +66,9 @@ fn classify(err: &ApiError) -> (Code, StatusCode, Extra) {
             S::UNAUTHORIZED,
             Some((header::WWW_AUTHENTICATE, format!("Basic realm=\"{REALM}\""))),
         ),
-        ApiError::Denied => (Code::Spec(C::Denied), S::FORBIDDEN, None),
+        ApiError::Denied | ApiError::Route(RouteError::Denied { .. }) => {
+            (Code::Spec(C::Denied), S::FORBIDDEN, None)
+        }
         ApiError::Path(RouteParseError::NotFound)
         | ApiError::Route(RouteError::UnknownUpstream { .. }) => {
             (Code::Spec(C::NameUnknown), S::NOT_FOUND, None)

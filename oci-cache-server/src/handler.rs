@@ -80,7 +80,13 @@ pub(crate) async fn handle(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_range(v).ok().flatten());
             let blob = engine.blob(&client, &repo, &digest, range).await?;
-            Ok(blob_response(&digest.to_string(), blob))
+            let outcome = if blob.cached { "hit" } else { "miss" };
+            let mut resp = blob_response(&digest.to_string(), blob);
+            resp.extensions_mut().insert(LogInfo {
+                upstream: client.name().to_owned(),
+                cache: outcome,
+            });
+            Ok(resp)
         }
         Route::TagsList { name } => {
             let (client, repo) = select(&name)?;
@@ -103,6 +109,15 @@ pub(crate) async fn handle(
             Ok(resp)
         }
     }
+}
+
+/// What the request log line says beyond method, route and status.
+#[derive(Debug, Clone)]
+pub(crate) struct LogInfo {
+    /// The upstream the request went to.
+    pub(crate) upstream: String,
+    /// `hit` (from storage) or `miss` (from a fill).
+    pub(crate) cache: &'static str,
 }
 
 fn blob_response(digest: &str, blob: BlobResponse) -> Response<Body> {

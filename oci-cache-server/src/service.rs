@@ -15,7 +15,7 @@ use oci_cache_core::{Engine, Upstreams};
 
 use crate::auth::AccessPolicy;
 use crate::error::error_response;
-use crate::handler::handle;
+use crate::handler::{handle, LogInfo};
 use crate::metrics::Metrics;
 use crate::ops::{handle_ops, route_label};
 
@@ -81,10 +81,19 @@ impl CacheService {
             "docker-distribution-api-version",
             HeaderValue::from_static("registry/2.0"),
         );
+        let info = resp.extensions().get::<LogInfo>();
+        let bytes = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
         tracing::info!(
             method = %parts.method,
             route,
             path,
+            upstream = info.map_or("-", |i| i.upstream.as_str()),
+            cache = info.map_or("-", |i| i.cache),
+            bytes,
             status = resp.status().as_u16(),
             ms = started.elapsed().as_millis() as u64,
             "request"

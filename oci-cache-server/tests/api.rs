@@ -320,3 +320,44 @@ async fn health_readiness_and_metrics_answer_beside_the_api() {
     let om = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&om).trim_end().ends_with("# EOF"));
 }
+
+#[tokio::test]
+async fn a_denied_repository_is_403_denied_without_asking_the_upstream() {
+    let store = Arc::new(MemoryStore::new());
+    let spool = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        spool_dir: spool.path().to_owned(),
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Engine::new(store.clone(), store.clone(), config));
+    let mut dead = UpstreamConfig::new("docker.io", "http://127.0.0.1:1");
+    dead.allow = vec!["library/*".into()];
+    dead.deny = vec!["library/forbidden".into()];
+    let upstreams = Arc::new(Upstreams::new(vec![dead]).unwrap());
+    let api = Api {
+        service: CacheService::new(engine, upstreams),
+        store,
+        _spool: spool,
+    };
+    let d = seeded(&api, b"cached but denied").await;
+    for uri in [
+        "/v2/library/forbidden/manifests/latest".to_owned(),
+        "/v2/other/app/manifests/latest".to_owned(),
+        format!("/v2/library/forbidden/blobs/{d}"),
+    ] {
+        let (s, _, body) = call(&api, Method::GET, &uri, None).await;
+        assert_eq!(
+            (s, error_code(&body).as_str()),
+            (StatusCode::FORBIDDEN, "DENIED"),
+            "{uri}"
+        );
+    }
+    let (s, _, _) = call(
+        &api,
+        Method::GET,
+        &format!("/v2/library/allowed/blobs/{d}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "an allowed name is served");
+}

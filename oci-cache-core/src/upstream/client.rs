@@ -10,6 +10,7 @@ use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::{Method, Response};
 
 use super::breaker::Breaker;
+use super::policy::NamePolicy;
 use super::ratelimit::RateLimit;
 use super::stats::{UpstreamStats, UpstreamStatsSnapshot};
 use super::token::TokenCache;
@@ -39,6 +40,7 @@ pub struct UpstreamClient {
     tokens: TokenCache,
     rate_limit: Mutex<Option<RateLimit>>,
     stats: UpstreamStats,
+    names: NamePolicy,
 }
 
 /// One base URL and its circuit breaker.
@@ -62,6 +64,8 @@ impl UpstreamClient {
         if bases.is_empty() {
             return Err(UpstreamError::InvalidUrl { url: String::new() });
         }
+        let names = NamePolicy::new(&config.allow, &config.deny)
+            .map_err(|e| UpstreamError::InvalidPattern { reason: e.msg })?;
         install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
@@ -84,6 +88,7 @@ impl UpstreamClient {
             endpoints,
             rate_limit: Mutex::new(None),
             stats: UpstreamStats::default(),
+            names,
             http,
             tokens: TokenCache::default(),
         })
@@ -97,6 +102,11 @@ impl UpstreamClient {
     /// The last rate-limit figures the upstream sent (Docker Hub's `ratelimit-*` headers).
     pub fn rate_limit(&self) -> Option<RateLimit> {
         self.rate_limit.lock().ok().and_then(|r| *r)
+    }
+
+    /// Whether this upstream's allow and deny patterns let `repo` be pulled.
+    pub fn permits(&self, repo: &str) -> bool {
+        self.names.permits(repo)
     }
 
     /// Request counts and latencies so far.

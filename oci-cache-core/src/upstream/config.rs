@@ -49,6 +49,11 @@ pub struct UpstreamConfig {
     pub breaker_threshold: u32,
     /// How long an open breaker refuses requests before one probe.
     pub breaker_cooldown: Duration,
+    /// Repository patterns that may be pulled (`*` within a path segment, `**` across
+    /// segments); empty allows every name not denied.
+    pub allow: Vec<String>,
+    /// Repository patterns that may not be pulled; a deny wins over an allow.
+    pub deny: Vec<String>,
 }
 
 impl UpstreamConfig {
@@ -68,6 +73,8 @@ impl UpstreamConfig {
             negative_ttl: Duration::from_secs(30),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(30),
+            allow: Vec::new(),
+            deny: Vec::new(),
         }
     }
 

@@ -52,6 +52,12 @@ pub enum UpstreamError {
         /// What was wrong with it.
         reason: &'static str,
     },
+    /// An allow or deny pattern is invalid.
+    #[error("invalid repository pattern: {reason}")]
+    InvalidPattern {
+        /// The parser's message.
+        reason: &'static str,
+    },
     /// The configured URL is invalid.
     #[error("invalid upstream URL {url:?}")]
     InvalidUrl {

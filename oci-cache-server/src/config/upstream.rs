@@ -32,6 +32,12 @@ pub struct UpstreamEntry {
     pub password_file: Option<PathBuf>,
     /// Who may pull through this upstream.
     pub access: Option<AccessEntry>,
+    /// Repository patterns that may be pulled (`*` within a segment, `**` across).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Repository patterns that may not be pulled (wins over `allow`).
+    #[serde(default)]
+    pub deny: Vec<String>,
     /// Connect timeout in seconds (default 5).
     pub connect_timeout_secs: Option<u64>,
     /// Read timeout (idle time between chunks) in seconds (default 30).
@@ -59,6 +65,8 @@ impl std::fmt::Debug for UpstreamEntry {
             .field("password_env", &self.password_env)
             .field("password_file", &self.password_file)
             .field("access", &self.access)
+            .field("allow", &self.allow)
+            .field("deny", &self.deny)
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +84,8 @@ impl UpstreamEntry {
             password_env: None,
             password_file: None,
             access: None,
+            allow: Vec::new(),
+            deny: Vec::new(),
             connect_timeout_secs: None,
             read_timeout_secs: None,
             first_byte_timeout_secs: None,
@@ -118,6 +128,8 @@ impl UpstreamEntry {
         let mut config = UpstreamConfig::new(&self.name, String::new());
         config.endpoints = endpoints;
         config.hosts.clone_from(&self.hosts);
+        config.allow.clone_from(&self.allow);
+        config.deny.clone_from(&self.deny);
         let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
         config.connect_timeout = secs(self.connect_timeout_secs, config.connect_timeout);
         config.read_timeout = secs(self.read_timeout_secs, config.read_timeout);
