@@ -627,3 +627,57 @@ async fn tags_list_forwards_pagination_and_the_link_header() {
     );
     assert_eq!(fake.count_path("/v2/test/app/tags/list?n=1&last=a"), 1);
 }
+
+#[tokio::test]
+async fn fills_beyond_the_upstreams_limit_wait_for_a_slot() {
+    use std::sync::atomic::AtomicUsize;
+    let blobs: Vec<Vec<u8>> = (20..24).map(|s| data(300_000, s)).collect();
+    let (active, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (b2, a2, p2) = (Arc::new(blobs.clone()), active.clone(), peak.clone());
+    let fake = Fake::start(move |req, mut s| {
+        let (blobs, active, peak) = (b2.clone(), a2.clone(), p2.clone());
+        async move {
+            let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            let blob = blobs
+                .iter()
+                .find(|b| req.path.ends_with(&Digest::sha256_of(b).to_string()))
+                .unwrap()
+                .clone();
+            respond_head_then(&mut s, blob.len(), &blob[..1000]).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = s.write_all(&blob[1000..]).await;
+            let _ = s.shutdown().await;
+            active.fetch_sub(1, Ordering::SeqCst);
+        }
+    })
+    .await;
+    let mut config = oci_cache_core::UpstreamConfig::new("limited", fake.url());
+    config.max_fills = 2;
+    let client = Arc::new(oci_cache_core::UpstreamClient::new(config).unwrap());
+    let (engine, _store, _dir) = engine();
+    let engine = Arc::new(engine);
+    let mut tasks = Vec::new();
+    for blob in &blobs {
+        let (engine, client, digest) = (engine.clone(), client.clone(), Digest::sha256_of(blob));
+        tasks.push(tokio::spawn(async move {
+            collect(
+                engine
+                    .blob(&client, &repo(), &digest, None)
+                    .await
+                    .unwrap()
+                    .body,
+            )
+            .await
+            .0
+        }));
+    }
+    for (t, blob) in tasks.into_iter().zip(&blobs) {
+        assert!(t.await.unwrap() == *blob);
+    }
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        2,
+        "at most max_fills downloads at once"
+    );
+}

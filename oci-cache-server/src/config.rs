@@ -86,6 +86,9 @@ pub struct Config {
     /// the usual AWS environment variables); absent: the filesystem under `data_dir`.
     #[serde(default)]
     pub storage: Option<String>,
+    /// Client connections served at once (default 1024); more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Client access control; absent means every upstream without credentials is open.
     #[serde(default)]
     pub auth: Option<AuthSection>,
@@ -96,6 +99,10 @@ pub struct Config {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 5000))
+}
+
+fn default_max_connections() -> usize {
+    1024
 }
 
 fn default_data_dir() -> PathBuf {
@@ -115,6 +122,7 @@ impl Default for Config {
             listen: default_listen(),
             data_dir: default_data_dir(),
             storage: None,
+            max_connections: default_max_connections(),
             auth: None,
             upstreams: default_upstreams(),
         }

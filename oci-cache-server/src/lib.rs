@@ -16,5 +16,5 @@ mod serve;
 mod service;
 
 pub use error::{error_response, ApiError};
-pub use serve::serve;
+pub use serve::{serve, serve_with_limit};
 pub use service::{Body, BodyError, CacheService};

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use oci_cache_core::{Engine, EngineConfig, Upstreams};
 use oci_cache_server::client_config::{render, ClientKind};
 use oci_cache_server::config::{Config, UpstreamEntry};
-use oci_cache_server::{serve, CacheService};
+use oci_cache_server::{serve_with_limit, CacheService};
 use oci_cache_storage::fs::FsStore;
 use oci_cache_storage::verify::verify_blobs;
 use oci_cache_storage::{BlobStore, TagStore};
@@ -230,7 +230,7 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         "oci-cache listening"
     );
     let service = CacheService::new(engine, upstreams).with_access(access);
-    serve(listener, service, shutdown_signal()).await?;
+    serve_with_limit(listener, service, config.max_connections, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -146,6 +146,7 @@ async fn run(
     slot: &OnceLock<Spool>,
     tx: &watch::Sender<Progress>,
 ) -> Result<u64, EngineError> {
+    let _slot = job.client.fill_slot().await;
     let resp = match job.client.blob(&job.repo, &job.digest).await {
         Err(UpstreamError::NotFound) => {
             return Err(EngineError::BlobUnknown {

@@ -41,6 +41,7 @@ pub struct UpstreamClient {
     rate_limit: Mutex<Option<RateLimit>>,
     stats: UpstreamStats,
     names: NamePolicy,
+    fills: tokio::sync::Semaphore,
 }
 
 /// One base URL and its circuit breaker.
@@ -66,6 +67,7 @@ impl UpstreamClient {
         }
         let names = NamePolicy::new(&config.allow, &config.deny)
             .map_err(|e| UpstreamError::InvalidPattern { reason: e.msg })?;
+        let max_fills = config.max_fills.max(1);
         install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
@@ -89,6 +91,7 @@ impl UpstreamClient {
             rate_limit: Mutex::new(None),
             stats: UpstreamStats::default(),
             names,
+            fills: tokio::sync::Semaphore::new(max_fills),
             http,
             tokens: TokenCache::default(),
         })
@@ -102,6 +105,12 @@ impl UpstreamClient {
     /// The last rate-limit figures the upstream sent (Docker Hub's `ratelimit-*` headers).
     pub fn rate_limit(&self) -> Option<RateLimit> {
         self.rate_limit.lock().ok().and_then(|r| *r)
+    }
+
+    /// Waits for a fill slot of this upstream (`max_fills` run at once); the slot is held
+    /// until the returned permit is dropped.
+    pub async fn fill_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.fills.acquire().await.ok()
     }
 
     /// Whether this upstream's allow and deny patterns let `repo` be pulled.

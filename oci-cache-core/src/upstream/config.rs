@@ -49,6 +49,8 @@ pub struct UpstreamConfig {
     pub breaker_threshold: u32,
     /// How long an open breaker refuses requests before one probe.
     pub breaker_cooldown: Duration,
+    /// Fills (blob downloads) that may run against this upstream at once; more wait.
+    pub max_fills: usize,
     /// Repository patterns that may be pulled (`*` within a path segment, `**` across
     /// segments); empty allows every name not denied.
     pub allow: Vec<String>,
@@ -59,7 +61,7 @@ pub struct UpstreamConfig {
 impl UpstreamConfig {
     /// An anonymous upstream with the defaults: 5 s connect, 30 s read, 20 s to the first
     /// byte; tags fresh for 5 minutes, 404s remembered for 30 s; the breaker opens after 5
-    /// consecutive failures for 30 s.
+    /// consecutive failures for 30 s; at most 32 fills at once.
     pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -73,6 +75,7 @@ impl UpstreamConfig {
             negative_ttl: Duration::from_secs(30),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(30),
+            max_fills: 32,
             allow: Vec::new(),
             deny: Vec::new(),
         }

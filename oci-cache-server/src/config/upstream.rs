@@ -32,6 +32,8 @@ pub struct UpstreamEntry {
     pub password_file: Option<PathBuf>,
     /// Who may pull through this upstream.
     pub access: Option<AccessEntry>,
+    /// Blob downloads from this upstream at once (default 32); more wait for a slot.
+    pub max_fills: Option<usize>,
     /// Repository patterns that may be pulled (`*` within a segment, `**` across).
     #[serde(default)]
     pub allow: Vec<String>,
@@ -84,6 +86,7 @@ impl UpstreamEntry {
             password_env: None,
             password_file: None,
             access: None,
+            max_fills: None,
             allow: Vec::new(),
             deny: Vec::new(),
             connect_timeout_secs: None,
@@ -129,6 +132,7 @@ impl UpstreamEntry {
         config.endpoints = endpoints;
         config.hosts.clone_from(&self.hosts);
         config.allow.clone_from(&self.allow);
+        config.max_fills = self.max_fills.unwrap_or(config.max_fills);
         config.deny.clone_from(&self.deny);
         let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
         config.connect_timeout = secs(self.connect_timeout_secs, config.connect_timeout);
