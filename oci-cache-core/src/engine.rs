@@ -3,8 +3,10 @@
 
 mod batch;
 mod blob;
+mod evict;
 mod feed;
 mod fill;
+mod in_use;
 mod index;
 mod manifest;
 mod negative;
@@ -86,6 +88,8 @@ pub struct Engine {
     revalidations: SingleFlight<TagKey, Result<ManifestResponse, Arc<EngineError>>>,
     missing: NegativeCache,
     stats: Arc<EngineStats>,
+    usage: Arc<in_use::Usage>,
+    refs: evict::RefIndex,
     config: EngineConfig,
 }
 
@@ -107,6 +111,8 @@ impl Engine {
             revalidations: SingleFlight::default(),
             missing: NegativeCache::default(),
             stats: Arc::default(),
+            usage: Arc::default(),
+            refs: evict::RefIndex::default(),
             config,
         }
     }

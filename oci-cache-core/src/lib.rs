@@ -9,6 +9,7 @@
 pub mod auth;
 mod engine;
 mod error;
+pub mod gc;
 pub mod manifest;
 pub mod name;
 pub mod range;

@@ -94,6 +94,34 @@ pub fn inspect(bytes: &[u8], content_type: Option<&str>) -> Result<String, Manif
     Ok(media_type)
 }
 
+#[derive(serde::Deserialize)]
+struct Descriptor {
+    digest: String,
+}
+
+#[derive(serde::Deserialize)]
+struct References {
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+/// The digests a manifest or index refers to (config, layers, child manifests); empty for
+/// anything that is not one.
+pub fn references(bytes: &[u8]) -> Vec<Digest> {
+    let Ok(r) = serde_json::from_slice::<References>(bytes) else {
+        return Vec::new();
+    };
+    r.config
+        .iter()
+        .chain(&r.layers)
+        .chain(&r.manifests)
+        .filter_map(|d| Digest::parse(&d.digest).ok())
+        .collect()
+}
+
 /// True when the media type names an index (OCI index or Docker manifest list).
 pub fn is_index(media_type: &str) -> bool {
     media_type == DOCKER_MANIFEST_LIST_V2 || media_type == MediaType::ImageIndex.to_string()
@@ -124,6 +152,20 @@ mod tests {
             inspect(m, None).unwrap(),
             "application/vnd.oci.image.manifest.v1+json"
         );
+    }
+
+    #[test]
+    fn references_lists_config_layers_and_children() {
+        let a = Digest::sha256_of(b"a");
+        let b = Digest::sha256_of(b"b");
+        let m = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{a}"}},"layers":[{{"digest":"{b}"}}]}}"#
+        );
+        assert_eq!(references(m.as_bytes()), vec![a.clone(), b]);
+        let i = format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{a}"}}]}}"#);
+        assert_eq!(references(i.as_bytes()), vec![a]);
+        assert!(references(b"\x00binary layer").is_empty());
+        assert!(references(br#"{"architecture":"amd64","rootfs":{}}"#).is_empty());
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! data_dir = "./data"
 //! # storage = "s3://my-bucket/oci-cache"  # AWS_* environment for endpoint, region, keys
 //!
+//! [gc]                                    # eviction (runs while serving)
+//! max_bytes = 50_000_000_000               # high/low watermarks 0.9/0.8 of it
+//! max_age_secs = 604800                    # unused images go after 7 days (0: never)
+//!
 //! [auth]                                  # optional client access control
 //! htpasswd = "/etc/oci-cache/htpasswd"    # bcrypt (htpasswd -B)
 //! [[auth.tokens]]
@@ -21,6 +25,7 @@
 //! ```
 
 mod access;
+mod gc;
 mod secret;
 mod upstream;
 
@@ -31,6 +36,7 @@ use oci_cache_core::UpstreamConfig;
 use serde::Deserialize;
 
 pub use access::{AccessEntry, AuthSection, TokenEntry};
+pub use gc::GcSection;
 pub use upstream::UpstreamEntry;
 
 /// Why the configuration cannot be used.
@@ -67,6 +73,9 @@ pub enum ConfigError {
     /// The upstream list is unusable.
     #[error("invalid upstream list: {0}")]
     Upstreams(String),
+    /// The `[gc]` settings are unusable.
+    #[error("gc: {0}")]
+    Gc(String),
     /// The access-control settings are unusable or unsafe.
     #[error("access control: {0}")]
     Access(String),
@@ -89,6 +98,9 @@ pub struct Config {
     /// Client connections served at once (default 1024); more wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Eviction: storage limits and schedule.
+    #[serde(default)]
+    pub gc: GcSection,
     /// Client access control; absent means every upstream without credentials is open.
     #[serde(default)]
     pub auth: Option<AuthSection>,
@@ -123,6 +135,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             storage: None,
             max_connections: default_max_connections(),
+            gc: GcSection::default(),
             auth: None,
             upstreams: default_upstreams(),
         }

@@ -28,9 +28,26 @@ enum Command {
     /// Print the client configuration (containerd, k3s, docker, podman) for the configured
     /// upstreams.
     Config(ClientConfigArgs),
+    /// Show (with --dry-run) or run one eviction pass with the configured `[gc]` limits.
+    Gc(GcArgs),
     /// Re-hash every stored blob; report (or with --remove, delete) those that do not match
     /// their digest. Exits 1 when corrupt blobs remain.
     Verify(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct GcArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Directory of the filesystem storage (default: the config's, else ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Stored bytes allowed (overrides the config's gc.max_bytes).
+    #[arg(long)]
+    max_bytes: Option<u64>,
+    /// Print what would be evicted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(clap::Args)]
@@ -114,6 +131,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => args,
         Command::Config(args) => return print_client_config(&args),
         Command::Verify(args) => return verify(&args),
+        Command::Gc(args) => return gc(&args),
     };
     init_logs(args.log_json);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -143,6 +161,52 @@ fn init_logs(json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+fn gc(args: &GcArgs) -> ExitCode {
+    init_logs(false);
+    let run = async {
+        let mut config = args.source.load()?;
+        if let Some(dir) = &args.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if args.max_bytes.is_some() {
+            config.gc.max_bytes = args.max_bytes;
+        }
+        let policy = config.gc.policy()?;
+        let (blobs, tags) = open_storage(&config).await?;
+        let engine = Engine::new(blobs, tags, EngineConfig::default());
+        let plan = engine.collect_garbage(&policy, args.dry_run).await?;
+        Ok::<_, Box<dyn std::error::Error>>(plan)
+    };
+    match tokio::runtime::Runtime::new().map(|rt| rt.block_on(run)) {
+        Ok(Ok(plan)) => {
+            let verb = if args.dry_run {
+                "would evict"
+            } else {
+                "evicted"
+            };
+            for d in &plan.evict {
+                println!("{verb} {d}");
+            }
+            println!(
+                "{} blobs, {} bytes stored; {verb} {} blobs, {} bytes",
+                plan.objects,
+                plan.total,
+                plan.evict.len(),
+                plan.freed
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("oci-cache gc: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("oci-cache gc: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -222,6 +286,8 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::new(blobs, tags, engine_config));
+    let policy = config.gc.policy()?;
+    spawn_gc(Arc::clone(&engine), policy, config.gc.interval());
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -252,6 +318,22 @@ async fn open_storage(
         #[cfg(not(feature = "s3"))]
         Some(url) => Err(format!("storage {url:?} needs the s3 feature").into()),
     }
+}
+
+/// Runs an eviction pass every `interval` while the cache serves.
+fn spawn_gc(
+    engine: Arc<Engine>,
+    policy: oci_cache_core::gc::GcPolicy,
+    interval: std::time::Duration,
+) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = engine.collect_garbage(&policy, false).await {
+                tracing::warn!(error = %e, "eviction pass failed");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
 }
 
 async fn shutdown_signal() {

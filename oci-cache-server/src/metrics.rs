@@ -166,6 +166,31 @@ impl Collector for EngineCollector {
             "Fills that failed",
             s.fills_failed,
         )?;
+        counter(
+            &mut enc,
+            "oci_cache_evicted_blobs",
+            "Blobs removed by eviction",
+            s.evicted_blobs,
+        )?;
+        counter(
+            &mut enc,
+            "oci_cache_evicted_bytes",
+            "Bytes removed by eviction",
+            s.evicted_bytes,
+        )?;
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        gauge(
+            &mut enc,
+            "oci_cache_stored_bytes",
+            "Bytes stored, as of the last eviction pass",
+            &[(Vec::new(), clamp(s.stored_bytes))],
+        )?;
+        gauge(
+            &mut enc,
+            "oci_cache_stored_objects",
+            "Blobs stored, as of the last eviction pass",
+            &[(Vec::new(), clamp(s.stored_objects))],
+        )?;
         gauge(
             &mut enc,
             "oci_cache_fills_in_flight",

@@ -25,8 +25,11 @@ impl Engine {
         match self.blobs.get(digest, range).await {
             Ok((meta, resolved, body)) => {
                 EngineStats::add(&self.stats.blob_hits, 1);
+                self.usage.touch(&self.blobs, digest);
                 let stats = Arc::clone(&self.stats);
+                let reading = self.usage.reading(digest);
                 let counted = body.map_ok(move |chunk| {
+                    let _held = &reading;
                     EngineStats::add(&stats.bytes_from_cache, chunk.len() as u64);
                     chunk
                 });

@@ -5,22 +5,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use oci_spec::image::ImageIndex;
 
-use crate::manifest::{inspect, Manifest};
+use crate::manifest::{inspect, references, Manifest};
 use crate::name::RepositoryName;
 use crate::{BlobStore, Digest, EngineError, UpstreamClient};
 
 /// The digests of an index's child manifests.
 pub(crate) fn children(index: &Manifest) -> Vec<Digest> {
-    let Ok(parsed) = serde_json::from_slice::<ImageIndex>(&index.bytes) else {
-        return Vec::new();
-    };
-    parsed
-        .manifests()
-        .iter()
-        .filter_map(|d| Digest::parse(d.digest().as_ref()).ok())
-        .collect()
+    references(&index.bytes)
 }
 
 /// Fetches and stores each child that is not stored yet. Failures are logged: the index

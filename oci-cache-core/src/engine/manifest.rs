@@ -161,6 +161,7 @@ impl Engine {
         let bytes: BytesMut = body.try_collect().await?;
         let bytes = bytes.freeze();
         let media_type = inspect(&bytes, None)?;
+        self.usage.touch(&self.blobs, digest);
         Ok(Some(Manifest {
             bytes,
             digest: digest.clone(),

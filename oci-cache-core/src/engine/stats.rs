@@ -14,11 +14,19 @@ pub(crate) struct EngineStats {
     pub(crate) bytes_from_upstream: AtomicU64,
     pub(crate) pass_through_bytes: AtomicU64,
     pub(crate) fills_failed: AtomicU64,
+    pub(crate) evicted_blobs: AtomicU64,
+    pub(crate) evicted_bytes: AtomicU64,
+    pub(crate) stored_bytes: AtomicU64,
+    pub(crate) stored_objects: AtomicU64,
 }
 
 impl EngineStats {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(gauge: &AtomicU64, n: u64) {
+        gauge.store(n, Ordering::Relaxed);
     }
 }
 
@@ -45,6 +53,14 @@ pub struct StatsSnapshot {
     pub fills_failed: u64,
     /// Fills running now.
     pub fills_in_flight: u64,
+    /// Blobs evicted so far.
+    pub evicted_blobs: u64,
+    /// Bytes evicted so far.
+    pub evicted_bytes: u64,
+    /// Bytes stored, as of the last eviction pass.
+    pub stored_bytes: u64,
+    /// Blobs stored, as of the last eviction pass.
+    pub stored_objects: u64,
 }
 
 impl EngineStats {
@@ -61,6 +77,10 @@ impl EngineStats {
             pass_through_bytes: get(&self.pass_through_bytes),
             fills_failed: get(&self.fills_failed),
             fills_in_flight: fills_in_flight as u64,
+            evicted_blobs: get(&self.evicted_blobs),
+            evicted_bytes: get(&self.evicted_bytes),
+            stored_bytes: get(&self.stored_bytes),
+            stored_objects: get(&self.stored_objects),
         }
     }
 }

@@ -1,0 +1,109 @@
+//! Running an eviction pass over storage while the cache serves.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use bytes::BytesMut;
+use futures_util::TryStreamExt;
+
+use super::stats::EngineStats;
+use super::Engine;
+use crate::gc::{plan, GcPlan, GcPolicy, StoredBlob};
+use crate::manifest::{references, MAX_MANIFEST_BYTES};
+use crate::{Digest, EngineError, StorageError};
+
+/// What each stored blob refers to, learned once (blobs never change).
+#[derive(Debug, Default)]
+pub(crate) struct RefIndex {
+    refs: Mutex<HashMap<Digest, Vec<Digest>>>,
+}
+
+impl Engine {
+    /// Scans storage and evicts what `policy` says must go (nothing when `dry_run`);
+    /// returns the plan. Blobs being read are kept.
+    pub async fn collect_garbage(
+        &self,
+        policy: &GcPolicy,
+        dry_run: bool,
+    ) -> Result<GcPlan, EngineError> {
+        let mut stored = Vec::new();
+        let mut after: Option<Digest> = None;
+        loop {
+            let page = self.blobs.list(after.as_ref(), 1000).await?;
+            for meta in page.blobs {
+                let refs = self.references_of(&meta.digest, meta.size).await?;
+                stored.push(StoredBlob {
+                    digest: meta.digest,
+                    size: meta.size,
+                    last_access: meta.last_access,
+                    refs,
+                });
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let decided = plan(&stored, &self.usage.in_use(), policy, SystemTime::now());
+        EngineStats::set(&self.stats.stored_bytes, decided.total);
+        EngineStats::set(&self.stats.stored_objects, decided.objects);
+        if dry_run || decided.evict.is_empty() {
+            return Ok(decided);
+        }
+        let in_use = self.usage.in_use();
+        let sizes: HashMap<&Digest, u64> = stored.iter().map(|b| (&b.digest, b.size)).collect();
+        for digest in decided.evict.iter().filter(|d| !in_use.contains(*d)) {
+            self.blobs.delete(digest).await?;
+            if let Ok(mut r) = self.refs.refs.lock() {
+                r.remove(digest);
+            }
+            EngineStats::add(&self.stats.evicted_blobs, 1);
+            EngineStats::add(
+                &self.stats.evicted_bytes,
+                sizes.get(digest).copied().unwrap_or(0),
+            );
+        }
+        EngineStats::set(&self.stats.stored_bytes, decided.total - decided.freed);
+        EngineStats::set(
+            &self.stats.stored_objects,
+            decided.objects - decided.evict.len() as u64,
+        );
+        tracing::info!(
+            evicted = decided.evict.len(),
+            freed = decided.freed,
+            total = decided.total,
+            "eviction pass"
+        );
+        Ok(decided)
+    }
+
+    /// The digests a stored blob refers to, if it is a manifest (read once, then known).
+    async fn references_of(&self, digest: &Digest, size: u64) -> Result<Vec<Digest>, EngineError> {
+        if let Some(known) = self
+            .refs
+            .refs
+            .lock()
+            .ok()
+            .and_then(|r| r.get(digest).cloned())
+        {
+            return Ok(known);
+        }
+        let refs = if size <= MAX_MANIFEST_BYTES as u64 {
+            match self.blobs.get(digest, None).await {
+                Ok((_, _, body)) => {
+                    let bytes: BytesMut = body.try_collect().await?;
+                    references(&bytes)
+                }
+                Err(StorageError::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            Vec::new()
+        };
+        if let Ok(mut r) = self.refs.refs.lock() {
+            r.insert(digest.clone(), refs.clone());
+        }
+        Ok(refs)
+    }
+}

@@ -1,0 +1,255 @@
+//! Eviction and pass-through: least recently used images go first, whole; a store that
+//! refuses writes never fails a pull.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use oci_cache_core::gc::GcPolicy;
+use oci_cache_core::name::{Reference, RepositoryName};
+use oci_cache_core::{BlobStore, ByteRange, Digest, Engine, EngineConfig, StorageError};
+use oci_cache_storage::memory::MemoryStore;
+use oci_cache_storage::{BlobMeta, BlobStream, BlobWriter, ListPage, ResolvedRange};
+use support::{data, respond, Fake};
+
+fn repo() -> RepositoryName {
+    RepositoryName::parse("test/app").unwrap()
+}
+
+/// An image: a manifest referencing one layer.
+struct Image {
+    tag: String,
+    manifest: Vec<u8>,
+    layer: Vec<u8>,
+}
+
+fn image(n: u8) -> Image {
+    let layer = data(10_000, u64::from(n));
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":0}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":10000}}]}}"#,
+        Digest::sha256_of(b""),
+        Digest::sha256_of(&layer)
+    )
+    .into_bytes();
+    Image {
+        tag: format!("v{n}"),
+        manifest,
+        layer,
+    }
+}
+
+async fn registry(images: &[Image]) -> Fake {
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    for i in images {
+        files.insert(format!("/manifests/{}", i.tag), i.manifest.clone());
+        files.insert(
+            format!("/blobs/{}", Digest::sha256_of(&i.layer)),
+            i.layer.clone(),
+        );
+    }
+    let files = Arc::new(files);
+    Fake::start(move |req, s| {
+        let files = files.clone();
+        async move {
+            match files.iter().find(|(k, _)| req.path.ends_with(k.as_str())) {
+                Some((_, body)) => respond(s, "200 OK", &[], body).await,
+                None => respond(s, "404 Not Found", &[], b"{}").await,
+            }
+        }
+    })
+    .await
+}
+
+async fn pull(engine: &Engine, client: &Arc<oci_cache_core::UpstreamClient>, i: &Image) {
+    let m = engine
+        .manifest(client, &repo(), &Reference::Tag(i.tag.clone()))
+        .await
+        .unwrap();
+    assert_eq!(m.bytes.as_ref(), i.manifest.as_slice());
+    let mut body = engine
+        .blob(client, &repo(), &Digest::sha256_of(&i.layer), None)
+        .await
+        .unwrap()
+        .body;
+    let mut got = Vec::new();
+    while let Some(c) = body.next().await {
+        got.extend_from_slice(&c.unwrap());
+    }
+    assert!(got == i.layer);
+}
+
+#[tokio::test]
+async fn eviction_removes_the_least_recently_used_image_whole() {
+    let images: Vec<Image> = (1..=3).map(image).collect();
+    let fake = registry(&images).await;
+    let (engine, store, _dir) = support::engine();
+    let client = fake.client();
+    for i in &images {
+        pull(&engine, &client, i).await;
+        support::committed_size(store.as_ref(), &Digest::sha256_of(&i.layer))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // Image 1 is used again (by digest, from the cache): now image 2 is the oldest.
+    let m1 = Digest::sha256_of(&images[0].manifest);
+    engine
+        .manifest(&client, &repo(), &Reference::Digest(m1.clone()))
+        .await
+        .unwrap();
+    let l1 = Digest::sha256_of(&images[0].layer);
+    drop(engine.blob(&client, &repo(), &l1, None).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let total: u64 = images
+        .iter()
+        .map(|i| (i.manifest.len() + i.layer.len()) as u64)
+        .sum();
+    let policy = GcPolicy {
+        max_bytes: Some(total - 1),
+        high_watermark: 0.99,
+        low_watermark: 0.7,
+        max_age: None,
+    };
+    let dry = engine.collect_garbage(&policy, true).await.unwrap();
+    assert_eq!(dry.total, total);
+    let m2 = Digest::sha256_of(&images[1].manifest);
+    let l2 = Digest::sha256_of(&images[1].layer);
+    let mut want = vec![m2.clone(), l2.clone()];
+    want.sort();
+    let mut planned = dry.evict.clone();
+    planned.sort();
+    assert_eq!(
+        planned, want,
+        "image 2, the least recently used, goes whole"
+    );
+    assert!(
+        store.head(&m2).await.unwrap().is_some(),
+        "a dry run deletes nothing"
+    );
+
+    engine.collect_garbage(&policy, false).await.unwrap();
+    assert!(store.head(&m2).await.unwrap().is_none() && store.head(&l2).await.unwrap().is_none());
+    for i in [&images[0], &images[2]] {
+        assert!(store
+            .head(&Digest::sha256_of(&i.layer))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(store
+            .head(&Digest::sha256_of(&i.manifest))
+            .await
+            .unwrap()
+            .is_some());
+    }
+    let stats = engine.stats();
+    assert_eq!((stats.evicted_blobs, stats.stored_objects), (2, 4));
+    // A pull of the evicted image fills it again.
+    pull(&engine, &client, &images[1]).await;
+}
+
+#[tokio::test]
+async fn a_blob_being_read_is_not_evicted() {
+    let images = vec![image(7)];
+    let fake = registry(&images).await;
+    let (engine, store, _dir) = support::engine();
+    let client = fake.client();
+    pull(&engine, &client, &images[0]).await;
+    let layer = Digest::sha256_of(&images[0].layer);
+    support::committed_size(store.as_ref(), &layer)
+        .await
+        .unwrap();
+    let reading = engine
+        .blob(&client, &repo(), &layer, Some(ByteRange::From { start: 0 }))
+        .await
+        .unwrap();
+    let policy = GcPolicy {
+        max_bytes: Some(1),
+        high_watermark: 0.5,
+        low_watermark: 0.5,
+        max_age: None,
+    };
+    let plan = engine.collect_garbage(&policy, false).await.unwrap();
+    assert!(!plan.evict.contains(&layer), "the layer's group is in use");
+    assert!(store.head(&layer).await.unwrap().is_some());
+    drop(reading);
+    engine.collect_garbage(&policy, false).await.unwrap();
+    assert!(
+        store.head(&layer).await.unwrap().is_none(),
+        "once nobody reads it, it goes"
+    );
+}
+
+/// A store that holds nothing new: every writer is refused (a full disk).
+#[derive(Debug, Default)]
+struct FullStore {
+    inner: MemoryStore,
+}
+
+#[async_trait]
+impl BlobStore for FullStore {
+    async fn head(&self, d: &Digest) -> Result<Option<BlobMeta>, StorageError> {
+        self.inner.head(d).await
+    }
+    async fn get(
+        &self,
+        d: &Digest,
+        r: Option<ByteRange>,
+    ) -> Result<(BlobMeta, ResolvedRange, BlobStream), StorageError> {
+        self.inner.get(d, r).await
+    }
+    async fn writer(
+        &self,
+        _: &Digest,
+        _: Option<u64>,
+    ) -> Result<Box<dyn BlobWriter>, StorageError> {
+        Err(StorageError::Io {
+            op: "create temp blob",
+            source: std::io::Error::other("No space left on device"),
+        })
+    }
+    async fn delete(&self, d: &Digest) -> Result<(), StorageError> {
+        self.inner.delete(d).await
+    }
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<ListPage, StorageError> {
+        self.inner.list(after, limit).await
+    }
+    async fn touch(&self, d: &Digest) -> Result<(), StorageError> {
+        self.inner.touch(d).await
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_refuses_writes_never_fails_a_pull() {
+    let images = vec![image(9)];
+    let fake = registry(&images).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FullStore::default());
+    let tags = Arc::new(MemoryStore::new());
+    let config = EngineConfig {
+        spool_dir: dir.path().to_owned(),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(store.clone(), tags, config);
+    let client = fake.client();
+    for _ in 0..2 {
+        pull(&engine, &client, &images[0]).await;
+    }
+    let stats = engine.stats();
+    assert_eq!(
+        stats.pass_through_bytes,
+        2 * images[0].layer.len() as u64,
+        "both pulls passed through"
+    );
+    assert!(store
+        .head(&Digest::sha256_of(&images[0].layer))
+        .await
+        .unwrap()
+        .is_none());
+}
