@@ -12,6 +12,7 @@ mod error;
 pub mod gc;
 pub mod manifest;
 pub mod name;
+pub mod prefetch;
 pub mod range;
 pub mod route;
 mod upstream;

@@ -253,3 +253,72 @@ async fn a_store_that_refuses_writes_never_fails_a_pull() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn prefetch_fills_every_platform_of_an_index_and_reports_failures() {
+    let platforms: Vec<Image> = (30..32).map(image).collect();
+    let entries: Vec<String> = platforms
+        .iter()
+        .map(|p| format!(r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{}}}"#, Digest::sha256_of(&p.manifest), p.manifest.len()))
+        .collect();
+    let index = format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#, entries.join(",")).into_bytes();
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    files.insert("/manifests/multi".into(), index.clone());
+    files.insert(format!("/blobs/{}", Digest::sha256_of(b"")), Vec::new());
+    for p in &platforms {
+        files.insert(
+            format!("/manifests/{}", Digest::sha256_of(&p.manifest)),
+            p.manifest.clone(),
+        );
+        files.insert(
+            format!("/blobs/{}", Digest::sha256_of(&p.layer)),
+            p.layer.clone(),
+        );
+    }
+    let files = Arc::new(files);
+    let fake = Fake::start(move |req, s| {
+        let files = files.clone();
+        async move {
+            match files.iter().find(|(k, _)| req.path.ends_with(k.as_str())) {
+                Some((_, body)) => respond(s, "200 OK", &[], body).await,
+                None => respond(s, "404 Not Found", &[], b"{}").await,
+            }
+        }
+    })
+    .await;
+    let (engine, store, _dir) = support::engine();
+    let upstreams = oci_cache_core::Upstreams::new(vec![oci_cache_core::UpstreamConfig::new(
+        "fake.example",
+        fake.url(),
+    )])
+    .unwrap();
+    let events = std::sync::Mutex::new(0usize);
+    let refs = vec![
+        "fake.example/test/app:multi".to_owned(),
+        "fake.example/test/app:missing".to_owned(),
+        "unknown.example/x:1".to_owned(),
+    ];
+    let report = engine
+        .prefetch(&upstreams, &refs, &|_| *events.lock().unwrap() += 1)
+        .await;
+    assert_eq!(report.images, 1);
+    assert_eq!(report.manifests, 3, "the index and both platforms");
+    assert_eq!(report.blobs, 4, "each platform's config and layer");
+    assert_eq!(report.failures.len(), 2, "{:?}", report.failures);
+    assert!(*events.lock().unwrap() >= 8);
+    for p in &platforms {
+        let layer = Digest::sha256_of(&p.layer);
+        assert!(support::committed_size(store.as_ref(), &layer)
+            .await
+            .is_some());
+        assert!(store
+            .head(&Digest::sha256_of(&p.manifest))
+            .await
+            .unwrap()
+            .is_some());
+    }
+    assert_eq!(
+        report.bytes,
+        platforms.iter().map(|p| p.layer.len() as u64).sum::<u64>()
+    );
+}

@@ -12,6 +12,7 @@ mod error;
 mod handler;
 pub mod metrics;
 mod ops;
+pub mod prefetch_cmd;
 mod serve;
 mod service;
 

@@ -89,7 +89,17 @@ impl FsStore {
     /// Opens (creating if needed) a store rooted at `root`, and removes leftovers of writes
     /// that an earlier process did not finish.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
-        let root = root.into();
+        Self::open_with(root.into(), true).await
+    }
+
+    /// Opens a store that another process (a running cache) may be writing to: the same
+    /// layout, but leftovers in `tmp/` are left alone, since they may be that process's
+    /// writes in progress. For one-shot jobs beside a cache (prefetch, gc, verify).
+    pub async fn open_shared(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        Self::open_with(root.into(), false).await
+    }
+
+    async fn open_with(root: PathBuf, sweep_tmp: bool) -> Result<Self, StorageError> {
         let layout = Layout {
             blobs: root.join("blobs"),
             tmp: root.join("tmp"),
@@ -100,7 +110,11 @@ impl FsStore {
             for dir in [&layout.blobs, &layout.tmp, &layout.tags] {
                 std::fs::create_dir_all(dir).map_err(StorageError::io("create store dirs"))?;
             }
-            let swept = sweep(&layout.tmp).map_err(StorageError::io("sweep tmp"))?;
+            let swept = if sweep_tmp {
+                sweep(&layout.tmp).map_err(StorageError::io("sweep tmp"))?
+            } else {
+                0
+            };
             if swept > 0 {
                 tracing::info!(swept, root = %layout.root.display(), "removed leftovers of interrupted writes");
             }

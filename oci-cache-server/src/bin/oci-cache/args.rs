@@ -1,0 +1,109 @@
+//! The command-line arguments of each subcommand.
+
+use std::path::PathBuf;
+
+use oci_cache_server::config::{Config, UpstreamEntry};
+
+#[derive(clap::Args)]
+pub(crate) struct PrefetchArgs {
+    #[command(flatten)]
+    pub(crate) source: Source,
+    /// Directory of the filesystem storage (default: the config's, else ./data).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// A file of image references, one per line.
+    #[arg(long)]
+    pub(crate) file: Option<PathBuf>,
+    /// Image references, e.g. docker.io/library/alpine:3.20.
+    pub(crate) references: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct GcArgs {
+    #[command(flatten)]
+    pub(crate) source: Source,
+    /// Directory of the filesystem storage (default: the config's, else ./data).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Stored bytes allowed (overrides the config's gc.max_bytes).
+    #[arg(long)]
+    pub(crate) max_bytes: Option<u64>,
+    /// Print what would be evicted; delete nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct VerifyArgs {
+    #[command(flatten)]
+    pub(crate) source: Source,
+    /// Directory of the filesystem storage (default: the config's, else ./data).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Delete corrupt blobs instead of only reporting them.
+    #[arg(long)]
+    pub(crate) remove: bool,
+}
+
+/// Where the configuration comes from: a file, overridden by flags.
+#[derive(clap::Args)]
+pub(crate) struct Source {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    pub(crate) config: Option<PathBuf>,
+    /// An upstream as NAME=URL; repeatable; the first is the default. Replaces the
+    /// config file's upstreams.
+    #[arg(long = "upstream", value_name = "NAME=URL")]
+    pub(crate) upstreams: Vec<String>,
+    /// Keep blobs and tags in S3: `s3://BUCKET/PREFIX` (endpoint, region and keys from
+    /// AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...).
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    pub(crate) storage: Option<String>,
+}
+
+impl Source {
+    pub(crate) fn load(&self) -> Result<Config, Box<dyn std::error::Error>> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(storage) = &self.storage {
+            config.storage = Some(storage.clone());
+        }
+        if !self.upstreams.is_empty() {
+            config.upstreams = self
+                .upstreams
+                .iter()
+                .map(|f| UpstreamEntry::from_flag(f))
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(config)
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) source: Source,
+    /// Address to listen on (default 0.0.0.0:5000).
+    #[arg(long)]
+    pub(crate) listen: Option<std::net::SocketAddr>,
+    /// Directory of the filesystem storage and the local spool (default ./data).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub(crate) log_json: bool,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ClientConfigArgs {
+    /// The client: containerd, k3s, docker or podman.
+    #[arg(value_parser = ["containerd", "k3s", "docker", "podman"])]
+    pub(crate) client: String,
+    /// The URL clients reach the cache at.
+    #[arg(long, default_value = "http://localhost:5000")]
+    pub(crate) cache_url: String,
+    #[command(flatten)]
+    pub(crate) source: Source,
+}

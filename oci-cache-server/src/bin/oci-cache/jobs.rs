@@ -1,0 +1,152 @@
+//! One-shot jobs beside a running cache: prefetch, gc, verify, and printing client config.
+
+use std::process::ExitCode;
+
+use oci_cache_core::{Engine, EngineConfig, Upstreams};
+use oci_cache_server::client_config::{render, ClientKind};
+use oci_cache_server::prefetch_cmd;
+use oci_cache_storage::verify::verify_blobs;
+
+use crate::args::{ClientConfigArgs, GcArgs, PrefetchArgs, VerifyArgs};
+use crate::init_logs;
+use crate::storage::open_storage_shared;
+
+/// Runs a job's future on a fresh runtime; prints its error as `oci-cache NAME: ...`.
+fn block_on<T>(
+    name: &str,
+    job: impl std::future::Future<Output = Result<T, Box<dyn std::error::Error>>>,
+) -> Option<T> {
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| -> Box<dyn std::error::Error> { Box::new(e) })
+        .and_then(|rt| rt.block_on(job));
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("oci-cache {name}: {e}");
+            None
+        }
+    }
+}
+
+pub(crate) fn prefetch(args: &PrefetchArgs) -> ExitCode {
+    init_logs(false);
+    let run = async {
+        let mut config = args.source.load()?;
+        if let Some(dir) = &args.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        let refs = prefetch_cmd::references(&args.references, args.file.as_deref())?;
+        if refs.is_empty() {
+            return Err("no image references given".into());
+        }
+        let upstreams = Upstreams::new(config.upstream_configs()?)?;
+        let (blobs, tags) = open_storage_shared(&config).await?;
+        let spool_dir = config.data_dir.join("spool");
+        std::fs::create_dir_all(&spool_dir)?;
+        let engine = Engine::new(
+            blobs,
+            tags,
+            EngineConfig {
+                spool_dir,
+                ..EngineConfig::default()
+            },
+        );
+        Ok::<_, Box<dyn std::error::Error>>(prefetch_cmd::run(&engine, &upstreams, &refs).await)
+    };
+    let Some(report) = block_on("prefetch", run) else {
+        return ExitCode::FAILURE;
+    };
+    print!("{}", prefetch_cmd::summary(&report));
+    if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+pub(crate) fn gc(args: &GcArgs) -> ExitCode {
+    init_logs(false);
+    let run = async {
+        let mut config = args.source.load()?;
+        if let Some(dir) = &args.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if args.max_bytes.is_some() {
+            config.gc.max_bytes = args.max_bytes;
+        }
+        let policy = config.gc.policy()?;
+        let (blobs, tags) = open_storage_shared(&config).await?;
+        let engine = Engine::new(blobs, tags, EngineConfig::default());
+        let plan = engine.collect_garbage(&policy, args.dry_run).await?;
+        Ok::<_, Box<dyn std::error::Error>>(plan)
+    };
+    let Some(plan) = block_on("gc", run) else {
+        return ExitCode::FAILURE;
+    };
+    let verb = if args.dry_run {
+        "would evict"
+    } else {
+        "evicted"
+    };
+    for d in &plan.evict {
+        println!("{verb} {d}");
+    }
+    println!(
+        "{} blobs, {} bytes stored; {verb} {} blobs, {} bytes",
+        plan.objects,
+        plan.total,
+        plan.evict.len(),
+        plan.freed
+    );
+    ExitCode::SUCCESS
+}
+
+pub(crate) fn verify(args: &VerifyArgs) -> ExitCode {
+    init_logs(false);
+    let run = async {
+        let mut config = args.source.load()?;
+        if let Some(dir) = &args.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        let (blobs, _) = open_storage_shared(&config).await?;
+        let report = verify_blobs(blobs.as_ref(), args.remove).await?;
+        Ok::<_, Box<dyn std::error::Error>>(report)
+    };
+    let Some(report) = block_on("verify", run) else {
+        return ExitCode::FAILURE;
+    };
+    for d in &report.corrupt {
+        println!("corrupt {d}{}", if args.remove { " (removed)" } else { "" });
+    }
+    println!(
+        "checked {} blobs, {} bytes: {} corrupt, {} removed",
+        report.checked,
+        report.bytes,
+        report.corrupt.len(),
+        report.removed
+    );
+    if report.corrupt.len() as u64 > report.removed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub(crate) fn print_client_config(args: &ClientConfigArgs) -> ExitCode {
+    let kind = match args.client.as_str() {
+        "containerd" => ClientKind::Containerd,
+        "k3s" => ClientKind::K3s,
+        "docker" => ClientKind::Docker,
+        _ => ClientKind::Podman,
+    };
+    match args.source.load() {
+        Ok(config) => {
+            print!("{}", render(kind, &args.cache_url, &config.upstreams));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("oci-cache: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

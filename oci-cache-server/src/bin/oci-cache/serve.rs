@@ -1,0 +1,73 @@
+//! `oci-cache serve`: storage, engine, eviction schedule, listener, graceful shutdown.
+
+use std::sync::Arc;
+
+use oci_cache_core::{Engine, EngineConfig, Upstreams};
+use oci_cache_server::{serve_with_limit, CacheService};
+
+use crate::args::ServeArgs;
+use crate::storage::open_storage;
+
+pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = args.source.load()?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    let access = config.access_policy()?;
+    let upstreams = Arc::new(Upstreams::new(config.upstream_configs()?)?);
+    let (blobs, tags) = open_storage(&config).await?;
+    let spool_dir = config.data_dir.join("spool");
+    std::fs::create_dir_all(&spool_dir)?;
+    let engine_config = EngineConfig {
+        spool_dir,
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Engine::new(blobs, tags, engine_config));
+    let policy = config.gc.policy()?;
+    spawn_gc(Arc::clone(&engine), policy, config.gc.interval());
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        data_dir = %config.data_dir.display(),
+        upstreams = ?upstreams.all().iter().map(|u| u.name().to_owned()).collect::<Vec<_>>(),
+        "oci-cache listening"
+    );
+    let service = CacheService::new(engine, upstreams).with_access(access);
+    serve_with_limit(listener, service, config.max_connections, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Runs an eviction pass every `interval` while the cache serves.
+fn spawn_gc(
+    engine: Arc<Engine>,
+    policy: oci_cache_core::gc::GcPolicy,
+    interval: std::time::Duration,
+) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = engine.collect_garbage(&policy, false).await {
+                tracing::warn!(error = %e, "eviction pass failed");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
