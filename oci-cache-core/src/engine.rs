@@ -127,6 +127,11 @@ impl Engine {
         self.fills.len()
     }
 
+    /// The `n` images (`upstream/repository:tag`) pulled most by tag, most first.
+    pub fn most_pulled(&self, n: usize) -> Vec<(String, u64)> {
+        self.stats.most_pulled(n)
+    }
+
     /// The engine's counters now.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot(self.fills.len())

@@ -88,6 +88,10 @@ pub struct Config {
     /// Address to listen on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// A second address for the operator endpoints (`/metrics`, `/readyz`, the status page
+    /// at `/`); when set, the main listener serves the API and `/healthz` only.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
     /// Directory of the filesystem storage, and of the local spool in every case.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -132,6 +136,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            admin_listen: None,
             data_dir: default_data_dir(),
             storage: None,
             max_connections: default_max_connections(),

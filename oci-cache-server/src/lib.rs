@@ -15,7 +15,8 @@ mod ops;
 pub mod prefetch_cmd;
 mod serve;
 mod service;
+mod status;
 
 pub use error::{error_response, ApiError};
 pub use serve::{serve, serve_with_limit};
-pub use service::{Body, BodyError, CacheService};
+pub use service::{Body, BodyError, CacheService, Role};

@@ -9,6 +9,7 @@ use oci_cache_core::{Digest, Engine, Upstreams};
 
 use crate::metrics::Metrics;
 use crate::service::{full_body, Body};
+use crate::status::{status_html, status_json};
 
 /// The probe blob `/readyz` writes (committing it again is a no-op success).
 const PROBE: &[u8] = b"oci-cache readiness probe\n";
@@ -20,9 +21,23 @@ pub(crate) async fn handle_ops(
     engine: &Engine,
     upstreams: &Upstreams,
     metrics: &Metrics,
+    max_bytes: Option<u64>,
 ) -> Option<Response<Body>> {
     match parts.uri.path() {
         "/healthz" => Some(text(StatusCode::OK, "text/plain", "ok\n")),
+        "/" | "/status" => {
+            let status = status_json(engine, upstreams, max_bytes);
+            Some(text(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                status_html(&status),
+            ))
+        }
+        "/status.json" => Some(text(
+            StatusCode::OK,
+            "application/json",
+            status_json(engine, upstreams, max_bytes).to_string(),
+        )),
         "/readyz" => Some(readyz(engine, upstreams).await),
         "/metrics" => {
             let openmetrics = parts
@@ -52,6 +67,7 @@ pub(crate) async fn handle_ops(
 pub(crate) fn route_label(path: &str) -> &'static str {
     match path {
         "/healthz" | "/readyz" => return "health",
+        "/" | "/status" | "/status.json" => return "status",
         "/metrics" => return "metrics",
         _ => {}
     }

@@ -14,10 +14,11 @@ use http_body_util::{BodyExt, Full};
 use oci_cache_core::{Engine, Upstreams};
 
 use crate::auth::AccessPolicy;
-use crate::error::error_response;
+use crate::error::{error_response, ApiError};
 use crate::handler::{handle, LogInfo};
 use crate::metrics::Metrics;
 use crate::ops::{handle_ops, route_label};
+use oci_cache_core::route::RouteParseError;
 
 /// The error type of a response body: a body that fails is cut, never completed.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -31,6 +32,18 @@ pub(crate) fn full_body(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// The API and the operator endpoints (metrics, health, status).
+    #[default]
+    Both,
+    /// The API and `/healthz` only (the operator endpoints are on an admin listener).
+    Api,
+    /// The operator endpoints only.
+    Admin,
+}
+
 /// The OCI distribution API (pull side) over an [`Engine`] and its [`Upstreams`].
 #[derive(Debug, Clone)]
 pub struct CacheService {
@@ -38,6 +51,8 @@ pub struct CacheService {
     upstreams: Arc<Upstreams>,
     access: Arc<AccessPolicy>,
     metrics: Arc<Metrics>,
+    role: Role,
+    max_bytes: Option<u64>,
 }
 
 impl CacheService {
@@ -49,7 +64,23 @@ impl CacheService {
             upstreams,
             access: Arc::default(),
             metrics,
+            role: Role::Both,
+            max_bytes: None,
         }
+    }
+
+    /// The same service in another [`Role`] (sharing engine and metrics).
+    #[must_use]
+    pub fn with_role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// The storage limit the status page shows.
+    #[must_use]
+    pub fn with_storage_limit(mut self, max_bytes: Option<u64>) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// The same service with client access control.
@@ -64,10 +95,23 @@ impl CacheService {
         let started = Instant::now();
         let (parts, _body) = req.into_parts();
         let path = parts.uri.path();
-        let ops = handle_ops(&parts, &self.engine, &self.upstreams, &self.metrics).await;
-        let mut resp = match ops {
-            Some(resp) => resp,
-            None => match handle(&self.engine, &self.upstreams, &self.access, &parts).await {
+        let ops = match self.role {
+            Role::Api if path != "/healthz" => None,
+            _ => {
+                handle_ops(
+                    &parts,
+                    &self.engine,
+                    &self.upstreams,
+                    &self.metrics,
+                    self.max_bytes,
+                )
+                .await
+            }
+        };
+        let mut resp = match (ops, self.role) {
+            (Some(resp), _) => resp,
+            (None, Role::Admin) => error_response(&ApiError::Path(RouteParseError::NotFound)),
+            (None, _) => match handle(&self.engine, &self.upstreams, &self.access, &parts).await {
                 Ok(resp) => resp,
                 Err(e) => {
                     tracing::debug!(error = %e, "request failed");

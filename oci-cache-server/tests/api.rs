@@ -361,3 +361,57 @@ async fn a_denied_repository_is_403_denied_without_asking_the_upstream() {
     .await;
     assert_eq!(s, StatusCode::OK, "an allowed name is served");
 }
+
+#[tokio::test]
+async fn status_page_shows_hit_ratio_limit_and_most_pulled_and_roles_split_listeners() {
+    let api = api();
+    let api = Api {
+        service: api.service.clone().with_storage_limit(Some(1_000_000)),
+        ..api
+    };
+    let d = seeded(&api, b"some layer").await;
+    for _ in 0..3 {
+        call(&api, Method::GET, &format!("/v2/library/x/blobs/{d}"), None).await;
+    }
+    // A tag request counts as a pull even when the upstream is down.
+    call(&api, Method::GET, "/v2/library/app/manifests/v1", None).await;
+    let (s, h, body) = call(&api, Method::GET, "/status.json", None).await;
+    assert_eq!(
+        (s, h["content-type"].to_str().unwrap()),
+        (StatusCode::OK, "application/json")
+    );
+    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status["max_bytes"], 1_000_000);
+    assert_eq!(status["blob_hits"], 3);
+    assert_eq!(status["hit_ratio"], 1.0);
+    assert_eq!(
+        status["most_pulled"][0]["image"],
+        "docker.io/library/app:v1"
+    );
+    assert_eq!(status["upstreams"][0]["name"], "docker.io");
+    let (s, h, body) = call(&api, Method::GET, "/", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        html.contains("docker.io/library/app:v1") && html.contains("Hit ratio: 1"),
+        "{html}"
+    );
+
+    let api_only = api.service.clone().with_role(oci_cache_server::Role::Api);
+    let admin = api.service.clone().with_role(oci_cache_server::Role::Admin);
+    let get = |svc: &CacheService, uri: &str| {
+        let svc = svc.clone();
+        let req = Request::builder().uri(uri).body(()).unwrap();
+        async move { svc.call_request(req).await.status() }
+    };
+    assert_eq!(get(&api_only, "/metrics").await, StatusCode::NOT_FOUND);
+    assert_eq!(get(&api_only, "/healthz").await, StatusCode::OK);
+    assert_eq!(get(&api_only, "/v2/").await, StatusCode::OK);
+    assert_eq!(get(&admin, "/metrics").await, StatusCode::OK);
+    assert_eq!(get(&admin, "/v2/").await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&admin, &format!("/v2/library/x/blobs/{d}")).await,
+        StatusCode::NOT_FOUND
+    );
+}

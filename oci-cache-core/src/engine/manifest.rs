@@ -40,6 +40,8 @@ impl Engine {
                     repository: repo.as_str().to_owned(),
                     tag: tag.clone(),
                 };
+                self.stats
+                    .pulled(format!("{}/{}:{}", key.namespace, key.repository, key.tag));
                 if self.missing.contains(&key) {
                     return Err(EngineError::ManifestUnknown);
                 }

@@ -1,6 +1,11 @@
 //! Counters of what the engine did, read by the server's metrics.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Images counted for "most pulled" at most; later new ones are not counted.
+const MAX_COUNTED_IMAGES: usize = 10_000;
 
 /// Live counters; cheap to update from any task.
 #[derive(Debug, Default)]
@@ -18,6 +23,7 @@ pub(crate) struct EngineStats {
     pub(crate) evicted_bytes: AtomicU64,
     pub(crate) stored_bytes: AtomicU64,
     pub(crate) stored_objects: AtomicU64,
+    pulls: Mutex<HashMap<String, u64>>,
 }
 
 impl EngineStats {
@@ -27,6 +33,27 @@ impl EngineStats {
 
     pub(crate) fn set(gauge: &AtomicU64, n: u64) {
         gauge.store(n, Ordering::Relaxed);
+    }
+
+    /// Counts a pull of `image` (`upstream/repository:tag`).
+    pub(crate) fn pulled(&self, image: String) {
+        if let Ok(mut p) = self.pulls.lock() {
+            if p.len() < MAX_COUNTED_IMAGES || p.contains_key(&image) {
+                *p.entry(image).or_default() += 1;
+            }
+        }
+    }
+
+    /// The `n` most pulled images, most first.
+    pub(crate) fn most_pulled(&self, n: usize) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = self
+            .pulls
+            .lock()
+            .map(|p| p.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
     }
 }
 

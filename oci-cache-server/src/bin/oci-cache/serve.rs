@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use oci_cache_core::{Engine, EngineConfig, Upstreams};
-use oci_cache_server::{serve_with_limit, CacheService};
+use oci_cache_server::{serve_with_limit, CacheService, Role};
 
 use crate::args::ServeArgs;
 use crate::storage::open_storage;
@@ -35,8 +35,39 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
         upstreams = ?upstreams.all().iter().map(|u| u.name().to_owned()).collect::<Vec<_>>(),
         "oci-cache listening"
     );
-    let service = CacheService::new(engine, upstreams).with_access(access);
-    serve_with_limit(listener, service, config.max_connections, shutdown_signal()).await?;
+    let service = CacheService::new(engine, upstreams)
+        .with_access(access)
+        .with_storage_limit(config.gc.max_bytes);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let main_service = match config.admin_listen {
+        Some(addr) => {
+            let admin = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(addr = %admin.local_addr()?, "admin listener (metrics, readiness, status)");
+            let admin_service = service.clone().with_role(Role::Admin);
+            tokio::spawn(serve_with_limit(
+                admin,
+                admin_service,
+                64,
+                stopped(stop_rx.clone()),
+            ));
+            service.with_role(Role::Api)
+        }
+        None => service,
+    };
+    serve_with_limit(
+        listener,
+        main_service,
+        config.max_connections,
+        stopped(stop_rx),
+    )
+    .await?;
     Ok(())
 }
 

@@ -1,0 +1,5 @@
+//! stub
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
+#[test]
+fn stub() {}
