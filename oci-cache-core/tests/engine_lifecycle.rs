@@ -322,3 +322,151 @@ async fn prefetch_fills_every_platform_of_an_index_and_reports_failures() {
         platforms.iter().map(|p| p.layer.len() as u64).sum::<u64>()
     );
 }
+
+/// A filesystem store whose writers fail after `limit` bytes (a disk filling up mid-fill).
+#[derive(Debug)]
+struct FillingUpStore {
+    inner: oci_cache_storage::fs::FsStore,
+    limit: u64,
+}
+
+struct FailingWriter {
+    inner: Box<dyn BlobWriter>,
+    written: u64,
+    limit: u64,
+}
+
+#[async_trait]
+impl BlobWriter for FailingWriter {
+    async fn write(&mut self, chunk: bytes::Bytes) -> Result<(), StorageError> {
+        self.written += chunk.len() as u64;
+        if self.written > self.limit {
+            return Err(StorageError::Io {
+                op: "write blob",
+                source: std::io::Error::other("No space left on device"),
+            });
+        }
+        self.inner.write(chunk).await
+    }
+    async fn commit(self: Box<Self>) -> Result<oci_cache_storage::CommitOutcome, StorageError> {
+        self.inner.commit().await
+    }
+    async fn abort(self: Box<Self>) -> Result<(), StorageError> {
+        self.inner.abort().await
+    }
+    fn local_file(&self) -> Option<std::fs::File> {
+        self.inner.local_file()
+    }
+    async fn flush(&mut self) -> Result<(), StorageError> {
+        self.inner.flush().await
+    }
+}
+
+#[async_trait]
+impl BlobStore for FillingUpStore {
+    async fn head(&self, d: &Digest) -> Result<Option<BlobMeta>, StorageError> {
+        self.inner.head(d).await
+    }
+    async fn get(
+        &self,
+        d: &Digest,
+        r: Option<ByteRange>,
+    ) -> Result<(BlobMeta, ResolvedRange, BlobStream), StorageError> {
+        self.inner.get(d, r).await
+    }
+    async fn writer(
+        &self,
+        d: &Digest,
+        size: Option<u64>,
+    ) -> Result<Box<dyn BlobWriter>, StorageError> {
+        let inner = self.inner.writer(d, size).await?;
+        Ok(Box::new(FailingWriter {
+            inner,
+            written: 0,
+            limit: self.limit,
+        }))
+    }
+    async fn delete(&self, d: &Digest) -> Result<(), StorageError> {
+        self.inner.delete(d).await
+    }
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<ListPage, StorageError> {
+        self.inner.list(after, limit).await
+    }
+    async fn touch(&self, d: &Digest) -> Result<(), StorageError> {
+        self.inner.touch(d).await
+    }
+}
+
+#[tokio::test]
+async fn a_disk_filling_up_during_a_fill_never_fails_its_readers() {
+    let blob = data(3 * 1024 * 1024, 77);
+    let digest = Digest::sha256_of(&blob);
+    let b2 = Arc::new(blob.clone());
+    let fake = Fake::start(move |_r, mut s| {
+        let blob = b2.clone();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            support::respond_head_then(&mut s, blob.len(), &[]).await;
+            for piece in blob.chunks(256 * 1024) {
+                let _ = s.write_all(piece).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let _ = s.shutdown().await;
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = oci_cache_storage::fs::FsStore::open(dir.path().join("store"))
+        .await
+        .unwrap();
+    let store = Arc::new(FillingUpStore {
+        inner: fs,
+        limit: 1024 * 1024,
+    });
+    let config = EngineConfig {
+        spool_dir: dir.path().to_owned(),
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        Arc::new(MemoryStore::new()),
+        config,
+    ));
+    let client = fake.client();
+    let mut readers = Vec::new();
+    for start in [0u64, 2 * 1024 * 1024] {
+        let (engine, client, digest) = (engine.clone(), client.clone(), digest.clone());
+        readers.push(tokio::spawn(async move {
+            let range = (start > 0).then_some(ByteRange::From { start });
+            let mut body = engine
+                .blob(&client, &repo(), &digest, range)
+                .await
+                .unwrap()
+                .body;
+            let mut got = Vec::new();
+            while let Some(c) = body.next().await {
+                got.extend_from_slice(&c.unwrap());
+            }
+            got
+        }));
+    }
+    let full = readers.remove(0).await.unwrap();
+    let tail = readers.remove(0).await.unwrap();
+    assert!(
+        full == blob,
+        "the whole blob, verified, although storage failed at 1 MiB"
+    );
+    assert!(tail == blob[2 * 1024 * 1024..], "a range reader too");
+    assert!(
+        store.head(&digest).await.unwrap().is_none(),
+        "nothing stored"
+    );
+    assert_eq!(engine.stats().pass_through_bytes, blob.len() as u64);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("store/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "the failed temp file is gone"
+    );
+}

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::batch::next_batch;
 use super::feed::StorageFeed;
-use super::spool::Spool;
+use super::spool::{Spool, SpoolSlot};
 use super::stats::EngineStats;
 use crate::{BlobStore, Digest, EngineError, UpstreamClient, UpstreamError};
 
@@ -42,7 +42,7 @@ pub(crate) enum Progress {
 #[derive(Debug, Clone)]
 pub(crate) struct FillHandle {
     /// Set by the fill before it reports [`Progress::Streaming`].
-    pub(crate) spool: Arc<OnceLock<Spool>>,
+    pub(crate) spool: SpoolSlot,
     pub(crate) progress: watch::Receiver<Progress>,
 }
 
@@ -83,7 +83,7 @@ impl FillRegistry {
         if let Some(handle) = self.get(&job.digest) {
             return Ok((handle, true));
         }
-        let spool = Arc::new(OnceLock::new());
+        let spool: SpoolSlot = Arc::new(RwLock::new(None));
         let (tx, rx) = watch::channel(Progress::Connecting);
         let handle = FillHandle {
             spool: Arc::clone(&spool),
@@ -143,7 +143,7 @@ enum Sink {
 /// Downloads, verifies and commits one blob; returns its size.
 async fn run(
     job: &FillJob,
-    slot: &OnceLock<Spool>,
+    slot: &SpoolSlot,
     tx: &watch::Sender<Progress>,
 ) -> Result<u64, EngineError> {
     let _slot = job.client.fill_slot().await;
@@ -173,7 +173,8 @@ async fn run(
             Sink::Spooled(writer.map(|w| StorageFeed::start(w, job.digest.clone()))),
         ),
     };
-    let _ = slot.set(spool.clone());
+    let mut spool = spool;
+    set_spool(slot, &spool);
     tx.send_replace(Progress::Streaming { size, written: 0 });
     let mut verifier = job.digest.verifier();
     let mut body = resp.bytes_stream().fuse();
@@ -189,8 +190,20 @@ async fn run(
         verifier.update(&batch);
         match &mut sink {
             Sink::Direct(w) => {
-                w.write(batch).await?;
-                w.flush().await?;
+                let stored = match w.write(batch.clone()).await {
+                    Ok(()) => w.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = stored {
+                    // The storage file failed (a full disk): go on from a spool copy of what
+                    // arrived so far, serving without storing.
+                    tracing::warn!(digest = %job.digest, error = %e, "storage write failed; serving without storing");
+                    spool = spool.copy_prefix(&job.spool_dir, written).await?;
+                    spool.write_at(written, batch).await?;
+                    set_spool(slot, &spool);
+                    EngineStats::add(&job.stats.pass_through_bytes, written);
+                    sink = Sink::Spooled(None);
+                }
             }
             Sink::Spooled(feed) => {
                 spool.write_at(written, batch.clone()).await?;
@@ -236,6 +249,12 @@ async fn run(
         tracing::warn!(digest = %job.digest, error = %e, "storage commit failed; blob served but not stored");
     }
     Ok(written)
+}
+
+fn set_spool(slot: &SpoolSlot, spool: &Spool) {
+    if let Ok(mut s) = slot.write() {
+        *s = Some(spool.clone());
+    }
 }
 
 fn no_writer() -> EngineError {

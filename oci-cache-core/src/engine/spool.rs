@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
@@ -27,6 +27,28 @@ impl Spool {
         Ok(Self {
             file: Arc::new(file),
         })
+    }
+
+    /// A copy of this spool's first `len` bytes in a new anonymous file in `dir` (used when
+    /// the storage file a fill was writing into fails).
+    pub(crate) async fn copy_prefix(&self, dir: &Path, len: u64) -> Result<Self, EngineError> {
+        let copy = Self::create(dir)?;
+        let (from, to) = (Arc::clone(&self.file), Arc::clone(&copy.file));
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut buf = vec![0u8; 1024 * 1024];
+            let mut pos = 0u64;
+            while pos < len {
+                let n = (len - pos).min(buf.len() as u64) as usize;
+                from.read_exact_at(&mut buf[..n], pos)?;
+                to.write_all_at(&buf[..n], pos)?;
+                pos += n as u64;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| EngineError::Spool(std::io::Error::other(e)))?
+        .map_err(EngineError::Spool)?;
+        Ok(copy)
     }
 
     /// Uses a file some other writer fills (a storage backend's temp file).
@@ -57,8 +79,12 @@ impl Spool {
     }
 }
 
+/// Where a fill's readers read: set before the fill reports streaming; replaced (with a
+/// copy) if the storage file the fill wrote into fails.
+pub(crate) type SpoolSlot = Arc<RwLock<Option<Spool>>>;
+
 struct ReadState {
-    spool: Arc<OnceLock<Spool>>,
+    spool: SpoolSlot,
     progress: watch::Receiver<Progress>,
     pos: u64,
     end: Option<u64>,
@@ -70,7 +96,7 @@ struct ReadState {
 /// final byte of the blob is only released once the fill has verified the digest, so a
 /// client never receives a complete-looking body that failed verification.
 pub(crate) fn read(
-    spool: Arc<OnceLock<Spool>>,
+    spool: SpoolSlot,
     progress: watch::Receiver<Progress>,
     start: u64,
     end: Option<u64>,
@@ -119,9 +145,14 @@ async fn next_chunk(st: &mut ReadState) -> Result<Option<Bytes>, EngineError> {
         let limit = end.map_or(readable, |e| readable.min(e));
         if limit > st.pos {
             let len = (limit - st.pos).min(st.chunk) as usize;
-            let spool = st.spool.get().ok_or_else(|| {
-                EngineError::Spool(std::io::Error::other("fill streaming without a spool"))
-            })?;
+            let spool = st
+                .spool
+                .read()
+                .ok()
+                .and_then(|s| s.clone())
+                .ok_or_else(|| {
+                    EngineError::Spool(std::io::Error::other("fill streaming without a spool"))
+                })?;
             let bytes = spool.read_at(st.pos, len).await?;
             st.pos += len as u64;
             return Ok(Some(bytes));
