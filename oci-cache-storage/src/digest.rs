@@ -191,6 +191,31 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    /// Checks that what was fed is `expected_size` bytes long (when given) and hashes to
+    /// `expected`: the check every backend's commit makes before a blob becomes visible.
+    pub fn check(
+        &self,
+        expected: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<(), crate::StorageError> {
+        if let Some(size) = expected_size.filter(|s| *s != self.len) {
+            return Err(crate::StorageError::SizeMismatch {
+                expected: size,
+                actual: self.len,
+            });
+        }
+        let actual = self.clone().finish();
+        if &actual != expected {
+            return Err(crate::StorageError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")

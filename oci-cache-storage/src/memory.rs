@@ -151,20 +151,7 @@ impl BlobWriter for MemoryWriter {
     }
 
     async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
-        let actual_size = self.verifier.len();
-        if let Some(expected) = self.expected_size.filter(|&e| e != actual_size) {
-            return Err(StorageError::SizeMismatch {
-                expected,
-                actual: actual_size,
-            });
-        }
-        let actual = self.verifier.finish();
-        if actual != self.digest {
-            return Err(StorageError::DigestMismatch {
-                expected: self.digest,
-                actual,
-            });
-        }
+        self.verifier.check(&self.digest, self.expected_size)?;
         let mut blobs = lock(&self.inner.blobs);
         if blobs.contains_key(&self.digest) {
             return Ok(CommitOutcome::AlreadyExists);

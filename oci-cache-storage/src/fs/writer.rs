@@ -104,20 +104,7 @@ impl BlobWriter for FsWriter {
 
     async fn commit(mut self: Box<Self>) -> Result<CommitOutcome, StorageError> {
         self.flush_pending().await?;
-        let actual_size = self.verifier.len();
-        if let Some(expected) = self.expected_size.filter(|&e| e != actual_size) {
-            return Err(StorageError::SizeMismatch {
-                expected,
-                actual: actual_size,
-            });
-        }
-        let actual = self.verifier.clone().finish();
-        if actual != self.digest {
-            return Err(StorageError::DigestMismatch {
-                expected: self.digest.clone(),
-                actual,
-            });
-        }
+        self.verifier.check(&self.digest, self.expected_size)?;
         let file = self.file.take().ok_or_else(broken)?;
         let (temp, target) = (self.temp.clone(), self.target.clone());
         let outcome = blocking("commit blob", move || {

@@ -79,25 +79,6 @@ impl S3Writer {
             }
         }
     }
-
-    /// Checks the size and digest of everything written.
-    fn verify(&self) -> Result<(), StorageError> {
-        let actual_size = self.verifier.len();
-        if let Some(expected) = self.expected_size.filter(|e| *e != actual_size) {
-            return Err(StorageError::SizeMismatch {
-                expected,
-                actual: actual_size,
-            });
-        }
-        let actual = self.verifier.clone().finish();
-        if actual != self.digest {
-            return Err(StorageError::DigestMismatch {
-                expected: self.digest.clone(),
-                actual,
-            });
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -115,7 +96,7 @@ impl BlobWriter for S3Writer {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<CommitOutcome, StorageError> {
-        if let Err(e) = self.verify() {
+        if let Err(e) = self.verifier.check(&self.digest, self.expected_size) {
             self.abort_upload().await;
             return Err(e);
         }
