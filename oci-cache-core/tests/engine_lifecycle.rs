@@ -186,51 +186,15 @@ async fn a_blob_being_read_is_not_evicted() {
     );
 }
 
-/// A store that holds nothing new: every writer is refused (a full disk).
-#[derive(Debug, Default)]
-struct FullStore {
-    inner: MemoryStore,
-}
-
-#[async_trait]
-impl BlobStore for FullStore {
-    async fn head(&self, d: &Digest) -> Result<Option<BlobMeta>, StorageError> {
-        self.inner.head(d).await
-    }
-    async fn get(
-        &self,
-        d: &Digest,
-        r: Option<ByteRange>,
-    ) -> Result<(BlobMeta, ResolvedRange, BlobStream), StorageError> {
-        self.inner.get(d, r).await
-    }
-    async fn writer(
-        &self,
-        _: &Digest,
-        _: Option<u64>,
-    ) -> Result<Box<dyn BlobWriter>, StorageError> {
-        Err(StorageError::Io {
-            op: "create temp blob",
-            source: std::io::Error::other("No space left on device"),
-        })
-    }
-    async fn delete(&self, d: &Digest) -> Result<(), StorageError> {
-        self.inner.delete(d).await
-    }
-    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<ListPage, StorageError> {
-        self.inner.list(after, limit).await
-    }
-    async fn touch(&self, d: &Digest) -> Result<(), StorageError> {
-        self.inner.touch(d).await
-    }
-}
-
 #[tokio::test]
 async fn a_store_that_refuses_writes_never_fails_a_pull() {
     let images = vec![image(9)];
     let fake = registry(&images).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(FullStore::default());
+    let store = Arc::new(FaultyStore {
+        inner: Arc::new(MemoryStore::new()),
+        fault: Fault::RefuseWriters,
+    });
     let tags = Arc::new(MemoryStore::new());
     let config = EngineConfig {
         spool_dir: dir.path().to_owned(),
@@ -323,80 +287,6 @@ async fn prefetch_fills_every_platform_of_an_index_and_reports_failures() {
     );
 }
 
-/// A filesystem store whose writers fail after `limit` bytes (a disk filling up mid-fill).
-#[derive(Debug)]
-struct FillingUpStore {
-    inner: oci_cache_storage::fs::FsStore,
-    limit: u64,
-}
-
-struct FailingWriter {
-    inner: Box<dyn BlobWriter>,
-    written: u64,
-    limit: u64,
-}
-
-#[async_trait]
-impl BlobWriter for FailingWriter {
-    async fn write(&mut self, chunk: bytes::Bytes) -> Result<(), StorageError> {
-        self.written += chunk.len() as u64;
-        if self.written > self.limit {
-            return Err(StorageError::Io {
-                op: "write blob",
-                source: std::io::Error::other("No space left on device"),
-            });
-        }
-        self.inner.write(chunk).await
-    }
-    async fn commit(self: Box<Self>) -> Result<oci_cache_storage::CommitOutcome, StorageError> {
-        self.inner.commit().await
-    }
-    async fn abort(self: Box<Self>) -> Result<(), StorageError> {
-        self.inner.abort().await
-    }
-    fn local_file(&self) -> Option<std::fs::File> {
-        self.inner.local_file()
-    }
-    async fn flush(&mut self) -> Result<(), StorageError> {
-        self.inner.flush().await
-    }
-}
-
-#[async_trait]
-impl BlobStore for FillingUpStore {
-    async fn head(&self, d: &Digest) -> Result<Option<BlobMeta>, StorageError> {
-        self.inner.head(d).await
-    }
-    async fn get(
-        &self,
-        d: &Digest,
-        r: Option<ByteRange>,
-    ) -> Result<(BlobMeta, ResolvedRange, BlobStream), StorageError> {
-        self.inner.get(d, r).await
-    }
-    async fn writer(
-        &self,
-        d: &Digest,
-        size: Option<u64>,
-    ) -> Result<Box<dyn BlobWriter>, StorageError> {
-        let inner = self.inner.writer(d, size).await?;
-        Ok(Box::new(FailingWriter {
-            inner,
-            written: 0,
-            limit: self.limit,
-        }))
-    }
-    async fn delete(&self, d: &Digest) -> Result<(), StorageError> {
-        self.inner.delete(d).await
-    }
-    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<ListPage, StorageError> {
-        self.inner.list(after, limit).await
-    }
-    async fn touch(&self, d: &Digest) -> Result<(), StorageError> {
-        self.inner.touch(d).await
-    }
-}
-
 #[tokio::test]
 async fn a_disk_filling_up_during_a_fill_never_fails_its_readers() {
     let blob = data(3 * 1024 * 1024, 77);
@@ -419,9 +309,9 @@ async fn a_disk_filling_up_during_a_fill_never_fails_its_readers() {
     let fs = oci_cache_storage::fs::FsStore::open(dir.path().join("store"))
         .await
         .unwrap();
-    let store = Arc::new(FillingUpStore {
-        inner: fs,
-        limit: 1024 * 1024,
+    let store = Arc::new(FaultyStore {
+        inner: Arc::new(fs),
+        fault: Fault::FailAfter(1024 * 1024),
     });
     let config = EngineConfig {
         spool_dir: dir.path().to_owned(),
@@ -469,4 +359,95 @@ async fn a_disk_filling_up_during_a_fill_never_fails_its_readers() {
         0,
         "the failed temp file is gone"
     );
+}
+
+/// How a [`FaultyStore`] fails.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Every writer is refused (a full disk before the fill starts).
+    RefuseWriters,
+    /// Writers fail once this many bytes were written (a disk filling up mid-fill).
+    FailAfter(u64),
+}
+
+/// A store wrapper that fails writes on purpose; everything else goes to `inner`.
+struct FaultyStore {
+    inner: Arc<dyn BlobStore>,
+    fault: Fault,
+}
+
+struct FailingWriter {
+    inner: Box<dyn BlobWriter>,
+    written: u64,
+    limit: u64,
+}
+
+fn no_space() -> StorageError {
+    StorageError::Io {
+        op: "write blob",
+        source: std::io::Error::other("No space left on device"),
+    }
+}
+
+#[async_trait]
+impl BlobWriter for FailingWriter {
+    async fn write(&mut self, chunk: bytes::Bytes) -> Result<(), StorageError> {
+        self.written += chunk.len() as u64;
+        if self.written > self.limit {
+            return Err(no_space());
+        }
+        self.inner.write(chunk).await
+    }
+    async fn commit(self: Box<Self>) -> Result<oci_cache_storage::CommitOutcome, StorageError> {
+        self.inner.commit().await
+    }
+    async fn abort(self: Box<Self>) -> Result<(), StorageError> {
+        self.inner.abort().await
+    }
+    fn local_file(&self) -> Option<std::fs::File> {
+        self.inner.local_file()
+    }
+    async fn flush(&mut self) -> Result<(), StorageError> {
+        self.inner.flush().await
+    }
+}
+
+#[async_trait]
+impl BlobStore for FaultyStore {
+    async fn head(&self, d: &Digest) -> Result<Option<BlobMeta>, StorageError> {
+        self.inner.head(d).await
+    }
+    async fn get(
+        &self,
+        d: &Digest,
+        r: Option<ByteRange>,
+    ) -> Result<(BlobMeta, ResolvedRange, BlobStream), StorageError> {
+        self.inner.get(d, r).await
+    }
+    async fn writer(
+        &self,
+        d: &Digest,
+        size: Option<u64>,
+    ) -> Result<Box<dyn BlobWriter>, StorageError> {
+        match self.fault {
+            Fault::RefuseWriters => Err(no_space()),
+            Fault::FailAfter(limit) => {
+                let inner = self.inner.writer(d, size).await?;
+                Ok(Box::new(FailingWriter {
+                    inner,
+                    written: 0,
+                    limit,
+                }))
+            }
+        }
+    }
+    async fn delete(&self, d: &Digest) -> Result<(), StorageError> {
+        self.inner.delete(d).await
+    }
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<ListPage, StorageError> {
+        self.inner.list(after, limit).await
+    }
+    async fn touch(&self, d: &Digest) -> Result<(), StorageError> {
+        self.inner.touch(d).await
+    }
 }
