@@ -68,6 +68,9 @@ pub struct EngineConfig {
     pub fill_idle_timeout: Duration,
     /// Size of the chunks sent to clients.
     pub chunk_size: usize,
+    /// When the disk is full (no spool file can be written), a fill spools in memory up to
+    /// this many bytes; a larger blob then fails rather than exhaust memory.
+    pub memory_spool_limit: u64,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +79,7 @@ impl Default for EngineConfig {
             spool_dir: std::env::temp_dir(),
             fill_idle_timeout: Duration::from_secs(60),
             chunk_size: 256 * 1024,
+            memory_spool_limit: 256 * 1024 * 1024,
         }
     }
 }

@@ -289,6 +289,17 @@ async fn prefetch_fills_every_platform_of_an_index_and_reports_failures() {
 
 #[tokio::test]
 async fn a_disk_filling_up_during_a_fill_never_fails_its_readers() {
+    disk_fills_up_during_a_fill(true).await;
+}
+
+#[tokio::test]
+async fn with_no_room_for_a_spool_file_either_the_fill_spools_in_memory() {
+    disk_fills_up_during_a_fill(false).await;
+}
+
+/// Storage fails at 1 MiB into a 3 MiB fill; `spool_usable: false` puts the spool directory
+/// where no file can be made, as on a full disk.
+async fn disk_fills_up_during_a_fill(spool_usable: bool) {
     let blob = data(3 * 1024 * 1024, 77);
     let digest = Digest::sha256_of(&blob);
     let b2 = Arc::new(blob.clone());
@@ -313,8 +324,13 @@ async fn a_disk_filling_up_during_a_fill_never_fails_its_readers() {
         inner: Arc::new(fs),
         fault: Fault::FailAfter(1024 * 1024),
     });
+    let spool_dir = if spool_usable {
+        dir.path().to_owned()
+    } else {
+        dir.path().join("no-such-dir")
+    };
     let config = EngineConfig {
-        spool_dir: dir.path().to_owned(),
+        spool_dir,
         ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::new(

@@ -1,5 +1,775 @@
-//! stub
+//! End to end: the storage lifecycle of the `oci-cache` binary with real
+//! software around it. Eviction passes run while the cache serves (least
+//! recently used images go first, whole; a blob being read stays), a full
+//! filesystem never fails a pull, and `oci-cache prefetch` fills a data
+//! directory that then serves every platform with the upstream gone. A real
+//! registry (CNCF distribution behind a real token server) is the upstream;
+//! skopeo, containerd and reqwest are the clients; the registry's request log,
+//! the cache's `/metrics` and the data directory say what happened.
+
+// Test helpers outside `#[test]` functions panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use support::big_blob::{push_blob_file, random_file};
+use support::cache::run_cli;
+use support::cache_home::{stored_blob_path, CacheHome};
+use support::lifecycle::{
+    metric, oci_cache_output, push_multilayer, scrape_metrics, set_mtime, stored_blob_bytes,
+    PausedDownload, PushedImage, TmpfsMount,
+};
+use support::{
+    fetch, free_port, http_status, sha256_bytes, short_tempdir, skopeo_copy_to_dir,
+    skopeo_copy_to_oci_dir, skopeo_inspect_raw, wait_until, write_hosts_toml, Auth, AuthRegistry,
+    Cache, Containerd, SeedOptions, PUSH_CREDS,
+};
+
+const MIB: u64 = 1024 * 1024;
+const EVICTED_BLOBS: &str = "oci_cache_evicted_blobs_total";
+const EVICTED_BYTES: &str = "oci_cache_evicted_bytes_total";
+const STORED_BYTES: &str = "oci_cache_stored_bytes";
+const PASS_THROUGH: &str = "oci_cache_pass_through_bytes_total";
+const BLOB_HITS: &str = "oci_cache_lookups_total{kind=\"blob\",result=\"hit\"}";
+const FILLS_IN_FLIGHT: &str = "oci_cache_fills_in_flight";
+
+/// A cache config: one upstream (the default) with extra keys, and a `[gc]` section.
+fn config(name: &str, url: &str, upstream_extra: &str, gc: &str) -> String {
+    format!("[[upstreams]]\nname = \"{name}\"\nurl = \"{url}\"\n{upstream_extra}\n\n[gc]\n{gc}\n")
+}
+
+/// `max_bytes * fraction` as the eviction planner computes it.
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_truncation
+)]
+fn watermark(max_bytes: u64, fraction: f64) -> u64 {
+    (max_bytes as f64 * fraction) as u64
+}
+
+/// Copies `image` through the cache into a fresh OCI layout under `out`
+/// (blobs verified) and checks the manifest digest.
+fn pull_through(
+    cache: &Cache,
+    image: &PushedImage,
+    out: &Path,
+    what: &str,
+    logs: &dyn Fn() -> String,
+) {
+    let dest = out.join(format!("{what}-{}", image.name.replace('/', "_")));
+    let digest = skopeo_copy_to_oci_dir(&cache.docker_ref(&image.name_tag()), &dest, false, None)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{what}: pulling {} through the cache failed: {e}\n{}",
+                image.name,
+                logs()
+            )
+        });
+    assert_eq!(
+        digest, image.digest,
+        "{what}: {} changed on the way",
+        image.name
+    );
+}
+
+/// Which of `paths` exist.
+fn present(paths: &[std::path::PathBuf]) -> Vec<bool> {
+    paths.iter().map(|p| p.is_file()).collect()
+}
+
 #[test]
-fn stub() {}
+fn eviction_shrinks_to_the_low_watermark_least_recently_used_first() {
+    const IMAGES: usize = 4;
+    const HIGH: f64 = 0.9;
+    const LOW: f64 = 0.6;
+    let auth = AuthRegistry::start(&[]);
+    let reg = &auth.registry;
+    // Four distinct images (two random 1 MiB layers each, other seeds, other names).
+    let images: Vec<PushedImage> = (0..IMAGES)
+        .map(|i| {
+            push_multilayer(
+                reg,
+                Some(PUSH_CREDS),
+                &format!("test/lru{i}"),
+                900 + i as u64,
+                2,
+                1024,
+            )
+        })
+        .collect();
+    let distinct: BTreeSet<&String> = images
+        .iter()
+        .flat_map(|i| i.blobs.iter().map(|(d, _)| d))
+        .collect();
+    assert_eq!(distinct.len(), IMAGES * 4, "the images must share no blob");
+    let sizes: Vec<u64> = images.iter().map(PushedImage::size).collect();
+    let all: u64 = sizes.iter().sum();
+
+    // max_bytes = everything: the last pull crosses the high watermark (90 %), the
+    // first three pulls do not; shrinking to 60 % takes the two oldest images.
+    let max_bytes = all;
+    let (high, low) = (watermark(max_bytes, HIGH), watermark(max_bytes, LOW));
+    let first_three: u64 = sizes[..3].iter().sum();
+    assert!(
+        first_three <= high && all > high,
+        "precondition: sizes {sizes:?}, high {high}"
+    );
+    assert!(
+        all - sizes[0] > low && all - sizes[0] - sizes[1] <= low,
+        "precondition: sizes {sizes:?}, low {low}"
+    );
+    eprintln!(
+        "image sizes {sizes:?}: {all} bytes in all; max_bytes {max_bytes}, high {high}, low {low}"
+    );
+
+    let cache = Cache::start_with_config(
+        &config(
+            "upstream",
+            &reg.url(),
+            "",
+            &format!("max_bytes = {max_bytes}\nhigh_watermark = {HIGH}\nlow_watermark = {LOW}\nmax_age_secs = 0\ninterval_secs = 1"),
+        ),
+        &[],
+    );
+    let store = cache.data_dir().join("store");
+    let logs = || format!("{}\n{}", cache.log_tail(), auth.logs());
+    let out = short_tempdir("e2e-lru-");
+    let metrics = || scrape_metrics(&cache.url());
+
+    // The first three, one after another; each stored whole before the next.
+    for img in &images[..3] {
+        pull_through(&cache, img, out.path(), "first", &logs);
+        let paths = img.paths(&store);
+        wait_until(
+            &format!("every blob of {} stored", img.name),
+            Duration::from_secs(30),
+            || paths.iter().all(|p| p.is_file()).then_some(()),
+            logs,
+        );
+    }
+    // Make the order explicit: image i was last used (3 - i) x 10 minutes ago.
+    let now = SystemTime::now();
+    for (i, img) in images[..3].iter().enumerate() {
+        let age = Duration::from_secs(600 * (3 - i as u64));
+        for p in img.paths(&store) {
+            set_mtime(&p, now - age);
+        }
+    }
+    assert_eq!(
+        stored_blob_bytes(&store),
+        first_three,
+        "stored after three pulls"
+    );
+    assert_eq!(
+        metric(&metrics(), EVICTED_BLOBS),
+        0,
+        "nothing may go below the high watermark"
+    );
+
+    // The fourth pull crosses the high watermark: the next pass shrinks the store.
+    let t_last = Instant::now();
+    pull_through(&cache, &images[3], out.path(), "first", &logs);
+    let expected_freed = sizes[0] + sizes[1];
+    wait_until(
+        "an eviction pass after the fourth pull",
+        Duration::from_secs(30),
+        || {
+            // The gauge is "as of the last pass": a pass may run before the last commit
+            // of the pull lands (the config is committed after its bytes are served), so
+            // wait for a pass that saw everything.
+            let m = metrics();
+            (metric(&m, EVICTED_BYTES) >= expected_freed
+                && metric(&m, FILLS_IN_FLIGHT) == 0
+                && metric(&m, STORED_BYTES) == stored_blob_bytes(&store))
+            .then_some(())
+        },
+        || format!("{}\n{}", metrics(), logs()),
+    );
+    eprintln!(
+        "eviction done {:?} after the fourth pull began",
+        t_last.elapsed()
+    );
+    let m = metrics();
+    let on_disk = stored_blob_bytes(&store);
+    eprintln!(
+        "after the pass: {on_disk} bytes on disk (low {low}); metrics: evicted {} blobs / {} bytes, stored {}",
+        metric(&m, EVICTED_BLOBS),
+        metric(&m, EVICTED_BYTES),
+        metric(&m, STORED_BYTES)
+    );
+    assert!(
+        on_disk <= low,
+        "stored {on_disk} bytes, above the low watermark {low}\n{}",
+        logs()
+    );
+    assert_eq!(
+        on_disk,
+        sizes[2] + sizes[3],
+        "exactly the two newest images stay"
+    );
+    assert_eq!(
+        metric(&m, STORED_BYTES),
+        on_disk,
+        "oci_cache_stored_bytes\n{m}"
+    );
+    assert_eq!(metric(&m, EVICTED_BYTES), expected_freed, "{m}");
+    assert_eq!(
+        metric(&m, EVICTED_BLOBS),
+        8,
+        "two images of four blobs each\n{m}"
+    );
+    for (i, img) in images.iter().enumerate() {
+        let want = i >= 2;
+        assert_eq!(
+            present(&img.paths(&store)),
+            vec![want; 4],
+            "image {i} ({}, blobs {:?}): expected {}",
+            img.name,
+            img.blobs,
+            if want {
+                "every blob stored"
+            } else {
+                "every blob evicted"
+            }
+        );
+    }
+
+    // `oci-cache gc --dry-run` on the same data dir agrees: nothing left to evict ...
+    let (config_path, data_dir) = (cache.config_path(), cache.data_dir());
+    let dry = |extra: &[&str]| {
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("gc"),
+            OsStr::new("--config"),
+            config_path.as_os_str(),
+            OsStr::new("--data-dir"),
+            data_dir.as_os_str(),
+            OsStr::new("--dry-run"),
+        ];
+        let owned: Vec<std::ffi::OsString> = extra.iter().map(Into::into).collect();
+        args.extend(owned.iter().map(std::ffi::OsString::as_os_str));
+        run_cli(&args).unwrap_or_else(|e| panic!("oci-cache gc --dry-run: {e}"))
+    };
+    let text = dry(&[]);
+    eprintln!("gc --dry-run:\n{text}");
+    assert!(
+        text.contains(&format!(
+            "8 blobs, {on_disk} bytes stored; would evict 0 blobs, 0 bytes"
+        )),
+        "gc --dry-run disagrees with the cache:\n{text}"
+    );
+    assert!(!text.contains("would evict sha256:"), "{text}");
+    // ... and with a smaller limit it names the least recently used image left (2), deleting nothing.
+    let smaller = all / 2;
+    assert!(sizes[2] + sizes[3] > watermark(smaller, HIGH) && sizes[3] <= watermark(smaller, LOW));
+    let text = dry(&["--max-bytes", &smaller.to_string()]);
+    eprintln!("gc --dry-run --max-bytes {smaller}:\n{text}");
+    let named: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("would evict sha256:"))
+        .map(|hex| format!("sha256:{hex}"))
+        .collect();
+    let third: BTreeSet<String> = images[2].blobs.iter().map(|(d, _)| d.clone()).collect();
+    assert_eq!(named, third, "gc --dry-run --max-bytes {smaller}:\n{text}");
+    assert!(
+        text.contains(&format!("would evict 4 blobs, {} bytes", sizes[2])),
+        "{text}"
+    );
+    assert_eq!(
+        stored_blob_bytes(&store),
+        on_disk,
+        "a dry run deleted something"
+    );
+
+    // The survivor pulls again without one upstream blob GET.
+    let before = reg.blob_gets(None);
+    pull_through(&cache, &images[3], out.path(), "again", &logs);
+    assert_eq!(
+        reg.blob_gets(None),
+        before,
+        "pulling the newest image again reached upstream\n{}",
+        reg.request_summary()
+    );
+
+    // The evicted images pull again correctly: fetched from upstream once more.
+    for img in &images[..2] {
+        pull_through(&cache, img, out.path(), "refetch", &logs);
+        for layer in img.layers() {
+            assert_eq!(
+                reg.blob_gets(Some(&layer)),
+                2,
+                "{} layer {layer}: one GET per fill\n{}",
+                img.name,
+                reg.request_summary()
+            );
+        }
+    }
+    // Back over the high watermark: now images 2 and 3 are the least recently used.
+    wait_until(
+        "the pass after the refetch",
+        Duration::from_secs(30),
+        || {
+            let m = metrics();
+            (metric(&m, EVICTED_BYTES) >= expected_freed + sizes[2] + sizes[3]
+                && metric(&m, FILLS_IN_FLIGHT) == 0)
+                .then_some(())
+        },
+        || format!("{}\n{}", metrics(), logs()),
+    );
+    for (i, img) in images.iter().enumerate() {
+        let want = i < 2;
+        assert_eq!(
+            present(&img.paths(&store)),
+            vec![want; 4],
+            "after the refetch, image {i}"
+        );
+    }
+    assert!(stored_blob_bytes(&store) <= low);
+}
+
+#[test]
+fn a_pull_running_during_eviction_completes_with_the_right_digest() {
+    let auth = AuthRegistry::start(&[]);
+    let reg = &auth.registry;
+    let files = short_tempdir("e2e-big-");
+    let big_path = files.path().join("big");
+    let small_path = files.path().join("small");
+    let (big_len, small_len) = (128 * MIB, 32 * MIB);
+    let big = random_file(&big_path, big_len);
+    let small = random_file(&small_path, small_len);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        oci_cache_core::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .expect("reqwest client");
+        push_blob_file(&client, reg, Some(&auth.token), "test/big", &big_path, &big).await;
+        push_blob_file(
+            &client,
+            reg,
+            Some(&auth.token),
+            "test/big",
+            &small_path,
+            &small,
+        )
+        .await;
+    });
+    let gc = |max: u64| {
+        format!("max_bytes = {max}\nhigh_watermark = 0.9\nlow_watermark = 0.8\nmax_age_secs = 0\ninterval_secs = 1")
+    };
+
+    // 1. max_bytes (64 MiB) below the blob: a cold pull, paused halfway, while passes run.
+    {
+        let cache =
+            Cache::start_with_config(&config("upstream", &reg.url(), "", &gc(64 * MIB)), &[]);
+        let store = cache.data_dir().join("store");
+        let url = format!("{}/v2/test/big/blobs/{big}", cache.url());
+        let reader = PausedDownload::start(&url, big_len / 2);
+        let at = reader.wait_paused(Duration::from_secs(120));
+        // The fill goes on without the client; once committed, the blob is over the
+        // limit: a pass either evicts it or (were the reader protecting it) reports it.
+        let outcome = wait_until(
+            "a pass seeing the committed blob",
+            Duration::from_secs(120),
+            || {
+                let m = scrape_metrics(&cache.url());
+                if metric(&m, FILLS_IN_FLIGHT) != 0 {
+                    return None;
+                }
+                if metric(&m, EVICTED_BYTES) >= big_len {
+                    Some("evicted")
+                } else if metric(&m, STORED_BYTES) >= big_len {
+                    Some("kept")
+                } else {
+                    None
+                }
+            },
+            || format!("{}\n{}", scrape_metrics(&cache.url()), cache.log_tail()),
+        );
+        // Two more passes while the client still waits.
+        std::thread::sleep(Duration::from_millis(2500));
+        let file_there = stored_blob_path(&store, &big).is_file();
+        eprintln!("cold read paused at {at} bytes; a pass {outcome} the blob; stored file present: {file_there}");
+        let (n, digest) = reader
+            .finish(Duration::from_secs(300))
+            .unwrap_or_else(|e| panic!("the paused cold pull failed: {e}\n{}", cache.log_tail()));
+        assert_eq!(n, big_len, "the cold pull was cut short");
+        assert_eq!(digest, big, "the cold pull got other bytes");
+        let m = scrape_metrics(&cache.url());
+        eprintln!(
+            "cold pull complete; evicted {} bytes",
+            metric(&m, EVICTED_BYTES)
+        );
+        assert_eq!(reg.blob_gets(Some(&big)), 1, "{}", reg.request_summary());
+    }
+
+    // 2. A stored blob read slowly while a pass must shrink the store: the reader's
+    // blob is the least recently used, yet the pass takes the newer one instead.
+    let cache = Cache::start_with_config(&config("upstream", &reg.url(), "", &gc(160 * MIB)), &[]);
+    let store = cache.data_dir().join("store");
+    let big_file = stored_blob_path(&store, &big);
+    let small_file = stored_blob_path(&store, &small);
+    let big_url = format!("{}/v2/test/big/blobs/{big}", cache.url());
+    let small_url = format!("{}/v2/test/big/blobs/{small}", cache.url());
+    let logs = || format!("{}\n{}", scrape_metrics(&cache.url()), cache.log_tail());
+    let a = fetch("GET", &big_url, Auth::None);
+    assert_eq!(a.status, 200, "{}", a.describe());
+    assert_eq!(sha256_bytes(&a.body), big);
+    drop(a);
+    wait_until(
+        "the big blob stored",
+        Duration::from_secs(60),
+        || big_file.is_file().then_some(()),
+        logs,
+    );
+    set_mtime(&big_file, SystemTime::now() - Duration::from_secs(3600));
+    let hits = metric(&scrape_metrics(&cache.url()), BLOB_HITS);
+    let reader = PausedDownload::start(&big_url, 16 * MIB);
+    reader.wait_paused(Duration::from_secs(60));
+    assert_eq!(
+        metric(&scrape_metrics(&cache.url()), BLOB_HITS),
+        hits + 1,
+        "the slow read must be a storage hit"
+    );
+    // 160 MiB stored (over 90 % of 160 MiB): a pass must shrink to 128 MiB.
+    let a = fetch("GET", &small_url, Auth::None);
+    assert_eq!(a.status, 200, "{}", a.describe());
+    assert_eq!(sha256_bytes(&a.body), small);
+    wait_until(
+        "a pass evicting while the big blob is read",
+        Duration::from_secs(60),
+        || (metric(&scrape_metrics(&cache.url()), EVICTED_BLOBS) >= 1).then_some(()),
+        logs,
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let m = scrape_metrics(&cache.url());
+    eprintln!(
+        "while the big blob was read: big stored {}, small stored {}, evicted {} bytes",
+        big_file.is_file(),
+        small_file.is_file(),
+        metric(&m, EVICTED_BYTES)
+    );
+    assert!(
+        big_file.is_file(),
+        "the blob being read was evicted\n{}",
+        logs()
+    );
+    assert!(
+        !small_file.is_file(),
+        "the pass should have taken the newer blob\n{}",
+        logs()
+    );
+    assert_eq!(metric(&m, EVICTED_BYTES), small_len, "{m}");
+    let (n, digest) = reader
+        .finish(Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("the paused warm pull failed: {e}\n{}", cache.log_tail()));
+    assert_eq!(
+        (n, digest.as_str()),
+        (big_len, big.as_str()),
+        "the warm pull"
+    );
+
+    // Read done: the next time the store is over, the big blob (least recently used) goes.
+    let a = fetch("GET", &small_url, Auth::None);
+    assert_eq!(sha256_bytes(&a.body), small);
+    wait_until(
+        "the big blob evicted once nobody reads it",
+        Duration::from_secs(60),
+        // A pass deletes the file, then counts it: wait for both.
+        || {
+            (!big_file.is_file()
+                && metric(&scrape_metrics(&cache.url()), EVICTED_BYTES) >= small_len + big_len)
+                .then_some(())
+        },
+        logs,
+    );
+    assert!(small_file.is_file(), "the newer blob went too\n{}", logs());
+    assert_eq!(
+        metric(&scrape_metrics(&cache.url()), EVICTED_BYTES),
+        small_len + big_len
+    );
+}
+
+#[test]
+fn a_full_disk_never_fails_a_pull() {
+    // The whole data directory (store and spool) on a full filesystem.
+    full_disk_pulls(FullDisk::DataDir);
+}
+
+#[test]
+fn a_full_store_filesystem_passes_pulls_through_and_stores_again_once_freed() {
+    // Only DATA_DIR/store on a full filesystem; the spool (DATA_DIR/spool) has room.
+    full_disk_pulls(FullDisk::StoreOnly);
+}
+
+/// Which directory the tiny filesystem is mounted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FullDisk {
+    DataDir,
+    StoreOnly,
+}
+
+/// A cache whose data (or store) directory is a 16 MiB tmpfs that a filler file
+/// has filled: a ~6 MiB image pulls with the right digests, nothing stored and
+/// `oci_cache_pass_through_bytes_total` > 0; with the filler gone, the next
+/// image is stored.
+fn full_disk_pulls(which: FullDisk) {
+    let auth = AuthRegistry::start(&[]);
+    let reg = &auth.registry;
+    let first = push_multilayer(reg, Some(PUSH_CREDS), "test/full", 1101, 2, 3 * 1024);
+    let second = push_multilayer(reg, Some(PUSH_CREDS), "test/roomy", 1102, 2, 3 * 1024);
+    let mut home = CacheHome::new(&config("upstream", &reg.url(), "", "max_age_secs = 0"));
+    let mount_point = match which {
+        FullDisk::DataDir => home.data_dir(),
+        FullDisk::StoreOnly => home.store_dir(),
+    };
+    let mount = TmpfsMount::mount(&mount_point, 16 * MIB)
+        .unwrap_or_else(|e| panic!("cannot give the cache a tiny filesystem: {e}"));
+    let run = home.start();
+    let filled = mount.fill("filler");
+    eprintln!(
+        "{which:?}: tmpfs of 16 MiB on {}; the filler took {filled} bytes",
+        mount_point.display()
+    );
+    let cache_ref =
+        |img: &PushedImage| format!("docker://127.0.0.1:{}/{}", run.port, img.name_tag());
+    let logs = || format!("{}\n{}", run.log_tail(), auth.logs());
+    let store = home.store_dir();
+    let out = short_tempdir("e2e-full-");
+
+    let digest = skopeo_copy_to_oci_dir(&cache_ref(&first), &out.path().join("full"), false, None)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{which:?}: a pull through a cache on a full disk failed: {e}\n{}",
+                logs()
+            )
+        });
+    assert_eq!(digest, first.digest);
+    let m = scrape_metrics(&run.url());
+    let passed = metric(&m, PASS_THROUGH);
+    eprintln!("{which:?}: full disk: pass-through {passed} bytes");
+    let layer_bytes: u64 = first.blobs[2..].iter().map(|(_, n)| n).sum();
+    assert!(
+        passed >= layer_bytes,
+        "every layer byte ({layer_bytes}) went through unstored\n{m}"
+    );
+    for layer in first.layers() {
+        assert!(
+            !stored_blob_path(&store, &layer).is_file(),
+            "{layer} stored on a full disk?"
+        );
+    }
+
+    // Room again: the next pull is stored.
+    std::fs::remove_file(mount.path().join("filler")).expect("remove the filler");
+    let digest =
+        skopeo_copy_to_oci_dir(&cache_ref(&second), &out.path().join("roomy"), false, None)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{which:?}: a pull after freeing space failed: {e}\n{}",
+                    logs()
+                )
+            });
+    assert_eq!(digest, second.digest);
+    let paths = second.paths(&store);
+    wait_until(
+        "the second image stored",
+        Duration::from_secs(30),
+        || paths.iter().all(|p| p.is_file()).then_some(()),
+        logs,
+    );
+    assert_eq!(
+        metric(&scrape_metrics(&run.url()), PASS_THROUGH),
+        passed,
+        "stored bytes counted as pass-through"
+    );
+    // The cache stops before the filesystem goes.
+    drop(run);
+    drop(mount);
+}
+
+#[test]
+fn prefetched_multi_platform_image_pulls_every_platform_offline() {
+    let mut auth = AuthRegistry::start(&[]);
+    let seeded = auth.seed_with(SeedOptions {
+        seed: 1201,
+        layers: 1,
+        layer_kib: 64,
+    });
+    let reg_url = auth.registry.url();
+    let images = [&seeded.index, &seeded.index_docker];
+    // Every blob of both images, as the registry serves them.
+    let mut manifests: BTreeSet<String> = BTreeSet::new();
+    let mut blobs: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for img in images {
+        let raw = skopeo_inspect_raw(&auth.registry.docker_ref(&img.name_tag()), None)
+            .expect("inspect upstream");
+        manifests.insert(img.digest.clone());
+        let v: serde_json::Value = serde_json::from_slice(&raw).expect("index JSON");
+        for child in v["manifests"].as_array().expect("an index") {
+            let d = child["digest"].as_str().expect("child digest");
+            manifests.insert(d.to_owned());
+            let raw = skopeo_inspect_raw(
+                &auth.registry.docker_ref(&format!("{}@{d}", img.name)),
+                None,
+            )
+            .expect("inspect a child upstream");
+            for (digest, size) in support::lifecycle::manifest_blobs(d, &raw)
+                .into_iter()
+                .skip(1)
+            {
+                blobs.insert(digest, size);
+            }
+        }
+    }
+    assert_eq!(manifests.len(), 6, "two indexes of two platforms each");
+    let blob_bytes: u64 = blobs.values().sum();
+
+    // Prefetch both into a data directory, no cache running.
+    let mut home = CacheHome::new(&config(
+        "docker.io",
+        &reg_url,
+        "tag_ttl_secs = 0",
+        "max_age_secs = 0",
+    ));
+    let upstream_flag = format!("docker.io={reg_url}");
+    let data_dir = home.data_dir();
+    let prefetch = |what: &str| {
+        let out = oci_cache_output(
+            &[
+                OsStr::new("prefetch"),
+                OsStr::new("--upstream"),
+                OsStr::new(&upstream_flag),
+                OsStr::new("--data-dir"),
+                data_dir.as_os_str(),
+                OsStr::new("docker.io/test/index:latest"),
+                OsStr::new("docker.io/test/index-docker:latest"),
+            ],
+            Duration::from_secs(120),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!(
+            "{what} prefetch: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "{what} prefetch failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let text = prefetch("first");
+    let expected =
+        format!("prefetched 2 images (6 manifests, 8 blobs), downloaded {blob_bytes} bytes in ");
+    assert!(
+        text.contains(&expected) && text.trim_end().ends_with("; 0 failed"),
+        "expected {expected:?}...\n{text}"
+    );
+    let store = home.store_dir();
+    for d in manifests.iter().chain(blobs.keys()) {
+        assert!(stored_blob_path(&store, d).is_file(), "{d} not prefetched");
+    }
+
+    // A cache on that data directory; prefetching again beside it downloads nothing.
+    let run = home.start();
+    let text = prefetch("second");
+    assert!(
+        text.contains("prefetched 2 images (6 manifests, 8 blobs), downloaded 0 bytes in "),
+        "{text}"
+    );
+
+    // The upstream goes away.
+    auth.registry.stop();
+    assert_eq!(
+        http_status(auth.registry.port, "/v2/"),
+        None,
+        "the registry still answers"
+    );
+    let logs = || run.log_tail();
+
+    // skopeo copies every platform.
+    let out = short_tempdir("e2e-prefetched-");
+    let cache_ref = |name_tag: &str| format!("docker://127.0.0.1:{}/{name_tag}", run.port);
+    let digest = skopeo_copy_to_oci_dir(
+        &cache_ref(&seeded.index.name_tag()),
+        &out.path().join("index"),
+        true,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("offline skopeo copy --all of the index: {e}\n{}", logs()));
+    assert_eq!(digest, seeded.index.digest);
+    let dir = out.path().join("index-docker");
+    skopeo_copy_to_dir(
+        &cache_ref(&seeded.index_docker.name_tag()),
+        &dir,
+        true,
+        None,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "offline skopeo copy --all of the manifest list: {e}\n{}",
+            logs()
+        )
+    });
+    let list = std::fs::read(dir.join("manifest.json")).expect("manifest.json of the dir: copy");
+    assert_eq!(sha256_bytes(&list), seeded.index_docker.digest);
+
+    // containerd pulls every platform (its fallback server is a dead port).
+    let ctrd = Containerd::start();
+    let hosts = ctrd.hosts_dir("hosts");
+    let dead_server = format!("http://127.0.0.1:{}", free_port());
+    write_hosts_toml(&hosts, "docker.io", &run.url(), &dead_server);
+    for img in images {
+        let image_ref = format!("docker.io/{}", img.name_tag());
+        ctrd.pull(&image_ref, &hosts, true).unwrap_or_else(|e| {
+            panic!(
+                "offline ctr pull --all-platforms {image_ref}: {e}\n{}\n{}",
+                ctrd.log_tail(),
+                logs()
+            )
+        });
+        assert_eq!(
+            ctrd.image_digest(&image_ref).as_deref(),
+            Some(img.digest.as_str()),
+            "{image_ref}"
+        );
+    }
+    let content = ctrd.content_digests();
+    for d in manifests.iter().chain(blobs.keys()) {
+        assert!(
+            content.contains(d),
+            "{d} missing from containerd's content store"
+        );
+    }
+    assert!(
+        run.log()
+            .contains("upstream unavailable; serving the cached tag"),
+        "the cache never said it served a stale tag\n{}",
+        logs()
+    );
+    // Nothing was fetched on demand: every blob came from the prefetch.
+    let cache_blob_gets: Vec<_> = auth
+        .registry
+        .blob_get_records(None)
+        .into_iter()
+        .filter(|r| r.user_agent.starts_with("oci-cache"))
+        .collect();
+    assert_eq!(
+        cache_blob_gets.len(),
+        blobs.len(),
+        "only the first prefetch downloads blobs\n{}",
+        auth.registry.request_summary()
+    );
+}

@@ -55,6 +55,7 @@ impl Engine {
             blobs: Arc::clone(&self.blobs),
             idle_timeout: self.config.fill_idle_timeout,
             spool_dir: self.config.spool_dir.clone(),
+            memory_spool_limit: self.config.memory_spool_limit,
             stats: Arc::clone(&self.stats),
         };
         EngineStats::add(&self.stats.blob_misses, 1);

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use oci_cache_storage::BlobWriter;
 use tokio::sync::watch;
@@ -54,6 +55,7 @@ pub(crate) struct FillJob {
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) idle_timeout: Duration,
     pub(crate) spool_dir: PathBuf,
+    pub(crate) memory_spool_limit: u64,
     pub(crate) stats: Arc<EngineStats>,
 }
 
@@ -169,7 +171,10 @@ async fn run(
             Sink::Direct(writer.ok_or_else(no_writer)?),
         ),
         None => (
-            Spool::create(&job.spool_dir)?,
+            Spool::create(&job.spool_dir).unwrap_or_else(|e| {
+                tracing::warn!(digest = %job.digest, error = %e, "no spool file (disk full?); spooling in memory");
+                Spool::memory(job.memory_spool_limit)
+            }),
             Sink::Spooled(writer.map(|w| StorageFeed::start(w, job.digest.clone()))),
         ),
     };
@@ -198,15 +203,18 @@ async fn run(
                     // The storage file failed (a full disk): go on from a spool copy of what
                     // arrived so far, serving without storing.
                     tracing::warn!(digest = %job.digest, error = %e, "storage write failed; serving without storing");
-                    spool = spool.copy_prefix(&job.spool_dir, written).await?;
-                    spool.write_at(written, batch).await?;
+                    spool = fallback_spool(job, &spool, written, batch).await?;
                     set_spool(slot, &spool);
                     EngineStats::add(&job.stats.pass_through_bytes, written);
                     sink = Sink::Spooled(None);
                 }
             }
             Sink::Spooled(feed) => {
-                spool.write_at(written, batch.clone()).await?;
+                if let Err(e) = spool.write_at(written, batch.clone()).await {
+                    tracing::warn!(digest = %job.digest, error = %e, "spool write failed; spooling in memory");
+                    spool = to_memory(job, &spool, written, batch.clone()).await?;
+                    set_spool(slot, &spool);
+                }
                 if let Some(feed) = feed.as_mut() {
                     feed.send(batch).await;
                 }
@@ -249,6 +257,42 @@ async fn run(
         tracing::warn!(digest = %job.digest, error = %e, "storage commit failed; blob served but not stored");
     }
     Ok(written)
+}
+
+/// A new spool holding `old`'s first `written` bytes and then `batch`: a file in the spool
+/// directory, or, when that disk is full too, memory.
+async fn fallback_spool(
+    job: &FillJob,
+    old: &Spool,
+    written: u64,
+    batch: Bytes,
+) -> Result<Spool, EngineError> {
+    if let Ok(file) = Spool::create(&job.spool_dir) {
+        let filled = match old.copy_into(&file, written).await {
+            Ok(()) => file.write_at(written, batch.clone()).await,
+            Err(e) => Err(e),
+        };
+        match filled {
+            Ok(()) => return Ok(file),
+            Err(e) => {
+                tracing::warn!(digest = %job.digest, error = %e, "spool file failed too; spooling in memory");
+            }
+        }
+    }
+    to_memory(job, old, written, batch).await
+}
+
+/// A memory spool holding `old`'s first `written` bytes and then `batch`.
+async fn to_memory(
+    job: &FillJob,
+    old: &Spool,
+    written: u64,
+    batch: Bytes,
+) -> Result<Spool, EngineError> {
+    let memory = Spool::memory(job.memory_spool_limit);
+    old.copy_into(&memory, written).await?;
+    memory.write_at(written, batch).await?;
+    Ok(memory)
 }
 
 fn set_spool(slot: &SpoolSlot, spool: &Spool) {

@@ -14,68 +14,118 @@ use super::fill::Progress;
 use super::BlobBody;
 use crate::EngineError;
 
-/// The spool file, shared by the fill and its readers.
+/// The spool, shared by the fill and its readers: an anonymous file, or (when the disk is
+/// full) a bounded buffer in memory.
 #[derive(Debug, Clone)]
 pub(crate) struct Spool {
-    file: Arc<File>,
+    backing: Backing,
+}
+
+#[derive(Debug, Clone)]
+enum Backing {
+    File(Arc<File>),
+    Memory {
+        bytes: Arc<RwLock<Vec<u8>>>,
+        limit: u64,
+    },
+}
+
+fn joined(e: tokio::task::JoinError) -> EngineError {
+    EngineError::Spool(std::io::Error::other(e))
 }
 
 impl Spool {
     /// Creates an anonymous (already unlinked) file in `dir`.
     pub(crate) fn create(dir: &Path) -> Result<Self, EngineError> {
         let file = tempfile::tempfile_in(dir).map_err(EngineError::Spool)?;
-        Ok(Self {
-            file: Arc::new(file),
-        })
-    }
-
-    /// A copy of this spool's first `len` bytes in a new anonymous file in `dir` (used when
-    /// the storage file a fill was writing into fails).
-    pub(crate) async fn copy_prefix(&self, dir: &Path, len: u64) -> Result<Self, EngineError> {
-        let copy = Self::create(dir)?;
-        let (from, to) = (Arc::clone(&self.file), Arc::clone(&copy.file));
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut buf = vec![0u8; 1024 * 1024];
-            let mut pos = 0u64;
-            while pos < len {
-                let n = (len - pos).min(buf.len() as u64) as usize;
-                from.read_exact_at(&mut buf[..n], pos)?;
-                to.write_all_at(&buf[..n], pos)?;
-                pos += n as u64;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| EngineError::Spool(std::io::Error::other(e)))?
-        .map_err(EngineError::Spool)?;
-        Ok(copy)
+        Ok(Self::from_file(file))
     }
 
     /// Uses a file some other writer fills (a storage backend's temp file).
     pub(crate) fn from_file(file: File) -> Self {
         Self {
-            file: Arc::new(file),
+            backing: Backing::File(Arc::new(file)),
         }
+    }
+
+    /// A spool in memory that refuses to grow past `limit` bytes: the last resort when the
+    /// disk is full, so a pull is served through rather than failed.
+    pub(crate) fn memory(limit: u64) -> Self {
+        Self {
+            backing: Backing::Memory {
+                bytes: Arc::default(),
+                limit,
+            },
+        }
+    }
+
+    /// Copies this spool's first `len` bytes into `to`.
+    pub(crate) async fn copy_into(&self, to: &Spool, len: u64) -> Result<(), EngineError> {
+        const STEP: u64 = 1024 * 1024;
+        let mut pos = 0;
+        while pos < len {
+            let n = (len - pos).min(STEP);
+            let bytes = self.read_at(pos, n as usize).await?;
+            to.write_at(pos, bytes).await?;
+            pos += n;
+        }
+        Ok(())
     }
 
     /// Writes `chunk` at `offset`.
     pub(crate) async fn write_at(&self, offset: u64, chunk: Bytes) -> Result<(), EngineError> {
-        let file = Arc::clone(&self.file);
-        tokio::task::spawn_blocking(move || file.write_all_at(&chunk, offset))
-            .await
-            .map_err(|e| EngineError::Spool(std::io::Error::other(e)))?
-            .map_err(EngineError::Spool)
+        match &self.backing {
+            Backing::File(file) => {
+                let file = Arc::clone(file);
+                tokio::task::spawn_blocking(move || file.write_all_at(&chunk, offset))
+                    .await
+                    .map_err(joined)?
+                    .map_err(EngineError::Spool)
+            }
+            Backing::Memory { bytes, limit } => {
+                let end = offset + chunk.len() as u64;
+                if end > *limit {
+                    return Err(EngineError::Spool(std::io::Error::other(format!(
+                        "disk full and the blob is larger than the {limit}-byte memory spool"
+                    ))));
+                }
+                let mut buf = bytes.write().map_err(|_| {
+                    EngineError::Spool(std::io::Error::other("spool lock poisoned"))
+                })?;
+                let (start, end) = (offset as usize, end as usize);
+                if buf.len() < end {
+                    buf.resize(end, 0);
+                }
+                buf[start..end].copy_from_slice(&chunk);
+                Ok(())
+            }
+        }
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, EngineError> {
-        let file = Arc::clone(&self.file);
-        tokio::task::spawn_blocking(move || {
-            let mut buf = BytesMut::zeroed(len);
-            file.read_exact_at(&mut buf, offset).map(|()| buf.freeze())
-        })
-        .await
-        .map_err(|e| EngineError::Spool(std::io::Error::other(e)))?
-        .map_err(EngineError::Spool)
+        match &self.backing {
+            Backing::File(file) => {
+                let file = Arc::clone(file);
+                tokio::task::spawn_blocking(move || {
+                    let mut buf = BytesMut::zeroed(len);
+                    file.read_exact_at(&mut buf, offset).map(|()| buf.freeze())
+                })
+                .await
+                .map_err(joined)?
+                .map_err(EngineError::Spool)
+            }
+            Backing::Memory { bytes, .. } => {
+                let buf = bytes.read().map_err(|_| {
+                    EngineError::Spool(std::io::Error::other("spool lock poisoned"))
+                })?;
+                let start = offset as usize;
+                buf.get(start..start + len)
+                    .map(Bytes::copy_from_slice)
+                    .ok_or_else(|| {
+                        EngineError::Spool(std::io::Error::other("read past the memory spool"))
+                    })
+            }
+        }
     }
 }
 

@@ -141,6 +141,7 @@ pub fn engine() -> (Engine, Arc<MemoryStore>, tempfile::TempDir) {
         spool_dir: dir.path().to_owned(),
         fill_idle_timeout: std::time::Duration::from_secs(3),
         chunk_size: 64 * 1024,
+        ..EngineConfig::default()
     };
     (
         Engine::new(store.clone(), store.clone(), config),
@@ -181,6 +182,7 @@ pub async fn fs_engine() -> (
         spool_dir: dir.path().to_owned(),
         fill_idle_timeout: std::time::Duration::from_secs(3),
         chunk_size: 64 * 1024,
+        ..EngineConfig::default()
     };
     (
         Engine::new(store.clone(), store.clone(), config),

@@ -27,6 +27,7 @@ pub mod digest;
 pub mod docker;
 pub mod fault_upstream;
 pub mod fetch;
+pub mod lifecycle;
 pub mod net;
 pub mod process;
 pub mod registry;
