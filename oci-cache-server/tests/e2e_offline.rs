@@ -416,18 +416,9 @@ fn an_index_tag_stores_every_child_so_platforms_pull_offline() {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    support::rt::runtime(2)
 }
 
 fn client() -> reqwest::Client {
-    oci_cache_core::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .expect("reqwest client")
+    support::rt::http_client(Duration::from_secs(60))
 }

@@ -17,20 +17,11 @@ use support::{
 const MIB: usize = 1024 * 1024;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    support::rt::runtime(4)
 }
 
 fn client() -> reqwest::Client {
-    oci_cache_core::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(180))
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .expect("reqwest client")
+    support::rt::http_client(Duration::from_secs(180))
 }
 
 /// The digests of the manifests an index or manifest list points at.

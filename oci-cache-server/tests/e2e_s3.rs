@@ -29,11 +29,7 @@ const MIB: u64 = 1024 * 1024;
 const BUCKET: &str = "oci";
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    support::rt::runtime(4)
 }
 
 fn client(timeout: Duration) -> reqwest::Client {

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::digest::sha256_file;
 use super::registry::Registry;
 use super::token_server::TokenServer;
-use super::upload::fetch_token;
+use super::upload::push_blob_body;
 
 /// Writes `len` random bytes (from /dev/urandom) to `path`; returns their
 /// digest (`sha256:HEX`).
@@ -37,48 +37,6 @@ pub async fn push_blob_file(
     path: &Path,
     digest: &str,
 ) {
-    let bearer = match auth {
-        Some(t) => Some(
-            fetch_token(
-                client,
-                t,
-                &format!("repository:{name}:pull,push"),
-                t.creds(),
-            )
-            .await,
-        ),
-        None => None,
-    };
-    let with_auth = |req: reqwest::RequestBuilder| match &bearer {
-        Some(b) => req.bearer_auth(b),
-        None => req,
-    };
-    let start = with_auth(client.post(format!("{}/v2/{name}/blobs/uploads/", registry.url())))
-        .header("Content-Length", "0")
-        .send()
-        .await
-        .expect("start upload");
-    assert_eq!(
-        start.status().as_u16(),
-        202,
-        "starting the upload failed: {:?}",
-        start.text().await
-    );
-    let location = start
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .expect("upload Location")
-        .to_owned();
-    let mut url = if location.starts_with("http") {
-        location
-    } else {
-        format!("{}{location}", registry.url())
-    };
-    url.push(if url.contains('?') { '&' } else { '?' });
-    url.push_str("digest=");
-    url.push_str(digest);
-
     let len = std::fs::metadata(path).expect("blob file metadata").len();
     let file = tokio::fs::File::open(path)
         .await
@@ -96,18 +54,6 @@ pub async fn push_blob_file(
             Err(e) => Some((Err(e), file)),
         }
     });
-    let put = with_auth(client.put(url))
-        .header("Content-Type", "application/octet-stream")
-        .header("Content-Length", len.to_string())
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .expect("finish upload");
-    let status = put.status().as_u16();
-    assert_eq!(
-        status,
-        201,
-        "finishing the upload failed: {:?}",
-        put.text().await
-    );
+    let body = reqwest::Body::wrap_stream(chunks);
+    push_blob_body(client, registry, auth, name, digest, len, body).await;
 }

@@ -31,6 +31,7 @@ pub mod lifecycle;
 pub mod net;
 pub mod process;
 pub mod registry;
+pub mod rt;
 pub mod s3;
 pub mod seed;
 pub mod skopeo;

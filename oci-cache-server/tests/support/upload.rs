@@ -41,6 +41,30 @@ pub async fn push_blob(
     data: Vec<u8>,
     digest: &str,
 ) {
+    let len = data.len() as u64;
+    push_blob_body(
+        client,
+        registry,
+        auth,
+        name,
+        digest,
+        len,
+        reqwest::Body::from(data),
+    )
+    .await;
+}
+
+/// Uploads `len` bytes from `body` (a buffer or a stream) as the blob `digest` of
+/// repository `name`: POST, then one PUT with the digest.
+pub async fn push_blob_body(
+    client: &reqwest::Client,
+    registry: &Registry,
+    auth: Option<&TokenServer>,
+    name: &str,
+    digest: &str,
+    len: u64,
+    body: reqwest::Body,
+) {
     let bearer = match auth {
         Some(t) => Some(
             fetch_token(
@@ -82,11 +106,10 @@ pub async fn push_blob(
     url.push(if url.contains('?') { '&' } else { '?' });
     url.push_str("digest=");
     url.push_str(digest);
-    let len = data.len();
     let put = with_auth(client.put(url))
         .header("Content-Type", "application/octet-stream")
         .header("Content-Length", len.to_string())
-        .body(data)
+        .body(body)
         .send()
         .await
         .expect("finish upload");
