@@ -168,18 +168,7 @@ fn containerd_pulls_through_cache_with_hosts_toml() {
     ];
     for (img, all) in pulls {
         let image_ref = format!("docker.io/{}", img.name_tag());
-        ctrd.pull(&image_ref, &hosts, all).unwrap_or_else(|e| {
-            panic!(
-                "ctr pull {image_ref} through the cache failed: {e}\n{}\n{}",
-                ctrd.log_tail(),
-                auth.logs()
-            )
-        });
-        assert_eq!(
-            ctrd.image_digest(&image_ref).as_deref(),
-            Some(img.digest.as_str()),
-            "{image_ref}"
-        );
+        ctrd.pull_expecting(&image_ref, &hosts, all, &img.digest, &|| auth.logs());
     }
     let content = ctrd.content_digests();
     for layer in seeded.multilayer.layers.iter().chain(&seeded.index.layers) {

@@ -111,6 +111,31 @@ impl Containerd {
         }
     }
 
+    /// Pulls `image_ref` and checks it resolved to `digest`; panics with containerd's log
+    /// and `context()` (e.g. the cache's log) when either fails.
+    pub fn pull_expecting(
+        &self,
+        image_ref: &str,
+        hosts: &Path,
+        all_platforms: bool,
+        digest: &str,
+        context: &dyn Fn() -> String,
+    ) {
+        if let Err(e) = self.pull(image_ref, hosts, all_platforms) {
+            panic!(
+                "ctr pull {image_ref}: {e}\n{}\n{}",
+                self.log_tail(),
+                context()
+            );
+        }
+        assert_eq!(
+            self.image_digest(image_ref).as_deref(),
+            Some(digest),
+            "{image_ref}\n{}",
+            context()
+        );
+    }
+
     /// The digest `ctr images ls` shows for `image_ref` (e.g.
     /// `docker.io/test/index:latest`), if the image is known.
     pub fn image_digest(&self, image_ref: &str) -> Option<String> {
