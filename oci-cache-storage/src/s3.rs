@@ -141,6 +141,41 @@ impl S3Store {
         self.path(&format!("tags/!h{hash}.json"))
     }
 
+    /// Raises each listed blob's last access to its sidecar's time (one listing of the
+    /// `access/` keys over the page's digest range).
+    async fn merge_access_times(
+        &self,
+        blobs: &mut [BlobMeta],
+        after: Option<&Digest>,
+    ) -> Result<(), StorageError> {
+        let Some(last) = blobs.last().map(|b| b.digest.clone()) else {
+            return Ok(());
+        };
+        let prefix = self.path("access");
+        let offset = after.map(|d| self.access_path(d));
+        let mut listing = match &offset {
+            Some(o) => self.store.list_with_offset(Some(&prefix), o),
+            None => self.store.list(Some(&prefix)),
+        };
+        let mut touched = std::collections::HashMap::new();
+        while let Some(item) = listing.next().await {
+            let meta = item.map_err(backend("list access times"))?;
+            let Some(digest) = Self::digest_of(&meta.location) else {
+                continue;
+            };
+            if digest > last {
+                break;
+            }
+            touched.insert(digest, SystemTime::from(meta.last_modified));
+        }
+        for b in blobs.iter_mut() {
+            if let Some(t) = touched.get(&b.digest) {
+                b.last_access = b.last_access.max(*t);
+            }
+        }
+        Ok(())
+    }
+
     /// The digest named by a blob key, if it is one.
     fn digest_of(location: &Path) -> Option<Digest> {
         let mut parts = location.as_ref().rsplit('/');
@@ -272,6 +307,7 @@ impl BlobStore for S3Store {
         }
         // S3 lists keys in byte order, which is digest order; other stores may not.
         blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+        self.merge_access_times(&mut blobs, after).await?;
         let next = more
             .then(|| blobs.last().map(|b| b.digest.clone()))
             .flatten();

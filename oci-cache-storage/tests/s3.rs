@@ -133,3 +133,31 @@ async fn multipart_blob_round_trips_and_a_wrong_digest_leaves_nothing() {
     let back = oci_cache_storage::conformance::get_all(&store, &digest).await;
     assert!(back == data, "multipart blob reads back identical");
 }
+
+#[tokio::test]
+async fn list_reports_the_last_access_of_touched_blobs() {
+    let (_server, store) = s3_store().await;
+    let mut digests = Vec::new();
+    for seed in 0..3 {
+        let data = oci_cache_storage::conformance::content(100 + seed, 1000);
+        let digest = Digest::sha256_of(&data);
+        write_all(&store, &digest, &data, 1000).await.unwrap();
+        digests.push(digest);
+    }
+    digests.sort();
+    let before = store.list(None, 10).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    store.touch(&digests[1]).await.unwrap();
+    let after = store.list(None, 10).await.unwrap();
+    assert_eq!(after.blobs.len(), 3);
+    assert!(
+        after.blobs[1].last_access > before.blobs[1].last_access,
+        "the touched blob is newer"
+    );
+    assert_eq!(after.blobs[0].last_access, before.blobs[0].last_access);
+    let paged = store.list(Some(&digests[0]), 1).await.unwrap();
+    assert_eq!(
+        paged.blobs[0].last_access, after.blobs[1].last_access,
+        "also on a later page"
+    );
+}
