@@ -11,7 +11,7 @@ use super::stats::EngineStats;
 use super::Engine;
 use crate::gc::{plan, GcPlan, GcPolicy, StoredBlob};
 use crate::manifest::{references, MAX_MANIFEST_BYTES};
-use crate::{Digest, EngineError, StorageError};
+use crate::{ByteRange, Digest, EngineError, StorageError};
 
 /// What each stored blob refers to, learned once (blobs never change).
 #[derive(Debug, Default)]
@@ -78,6 +78,25 @@ impl Engine {
         Ok(decided)
     }
 
+    /// Whether the blob's first byte is `{` (manifests are JSON objects; layers rarely start
+    /// so), read with a one-byte range so layers are not read whole.
+    async fn starts_like_json(&self, digest: &Digest) -> Result<bool, EngineError> {
+        match self
+            .blobs
+            .get(digest, Some(ByteRange::Bounded { start: 0, end: 0 }))
+            .await
+        {
+            Ok((_, _, body)) => {
+                let first: BytesMut = body.try_collect().await?;
+                Ok(first.first() == Some(&b'{'))
+            }
+            Err(StorageError::NotFound { .. } | StorageError::RangeNotSatisfiable { .. }) => {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The digests a stored blob refers to, if it is a manifest (read once, then known).
     async fn references_of(&self, digest: &Digest, size: u64) -> Result<Vec<Digest>, EngineError> {
         if let Some(known) = self
@@ -89,7 +108,7 @@ impl Engine {
         {
             return Ok(known);
         }
-        let refs = if size <= MAX_MANIFEST_BYTES as u64 {
+        let refs = if size <= MAX_MANIFEST_BYTES as u64 && self.starts_like_json(digest).await? {
             match self.blobs.get(digest, None).await {
                 Ok((_, _, body)) => {
                     let bytes: BytesMut = body.try_collect().await?;
