@@ -5,6 +5,9 @@
 //! - `benches/verify.rs`: criterion micro-benchmarks (streaming sha256 `Verifier`,
 //!   `FsStore` write + commit).
 //! - `src/bin/pull_bench.rs`: the end-to-end pull benchmark (registry → cache → clients).
+//! - `src/bin/side_by_side.rs`: oci-cache against CNCF distribution in proxy mode, same
+//!   upstream and content (modules [`load`], [`metrics`], [`procfs`], [`report`], [`rounds`], [`subject`],
+//!   [`upstream`]).
 
 use std::error::Error;
 use std::fs::File;
@@ -16,6 +19,14 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
+
+pub mod load;
+pub mod metrics;
+pub mod procfs;
+pub mod report;
+pub mod rounds;
+pub mod subject;
+pub mod upstream;
 
 /// The error type of the benchmarks.
 pub type BoxError = Box<dyn Error + Send + Sync>;

@@ -1,0 +1,219 @@
+//! Run with: cargo run --release -p oci-cache-benches --bin side_by_side -- [--rounds 3] [--big-mib 1024] [--oci-cache PATH] [--registry PATH]
+//!
+//! oci-cache against CNCF distribution (`docker-registry serve`) in proxy mode, on the
+//! same machine, in front of the same upstream (a third distribution registry), with the
+//! same content. Build the cache first: `cargo build --release -p oci-cache-server`.
+//!
+//! The upstream holds a big random blob (`--big-mib`), a 64 MiB blob, 100 blobs of
+//! 4 KiB and an OCI image manifest tagged `latest` referencing some of them. Each round
+//! measures both caches (alternating which goes first), each with fresh processes and
+//! data directories: cold and warm big-blob GETs (throughput, time to first byte, server
+//! CPU, upstream GETs and bytes from the upstream's log), 20 concurrent cold GETs of the
+//! 64 MiB blob, manifest storms (GET by digest, GET by tag, HEAD by tag; 64 connections,
+//! 2000 requests, 20 s cap), 100 sequential 4 KiB GETs, and peak RSS. Every blob body is
+//! streamed through sha256 and checked. It prints a Markdown table of medians over rounds
+//! with the ratio oci-cache / distribution and writes it to `target/side_by_side.md`,
+//! with a TSV (`target/side_by_side.tsv`). Requests, rounds and the whole run are bounded
+//! in time; child processes are killed when it ends, fails or is interrupted.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_cache_benches::metrics::METRICS;
+use oci_cache_benches::report::Results;
+use oci_cache_benches::rounds::{Bench, Blob, Content};
+use oci_cache_benches::subject::{Binaries, Kind};
+use oci_cache_benches::upstream::oci_manifest;
+use oci_cache_benches::{procfs, transfer_timeout, BoxError, Registry};
+
+const REPO: &str = "bench/app";
+const TAG: &str = "latest";
+const MID_MIB: u64 = 64;
+const SMALL_COUNT: u64 = 100;
+const SMALL_SIZE: u64 = 4096;
+
+const USAGE: &str = "usage: side_by_side [--rounds N (3)] [--big-mib N (1024)] \
+                     [--oci-cache PATH (target/release/oci-cache)] [--registry PATH (docker-registry)]";
+
+#[derive(Debug)]
+struct Args {
+    rounds: usize,
+    big_mib: u64,
+    oci_cache: PathBuf,
+    registry: PathBuf,
+}
+
+fn parse_args() -> Result<Args, BoxError> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("no workspace root")?;
+    let mut args = Args {
+        rounds: 3,
+        big_mib: 1024,
+        oci_cache: workspace.join("target/release/oci-cache"),
+        registry: PathBuf::from("docker-registry"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        match flag.as_str() {
+            "--rounds" => args.rounds = value.parse()?,
+            "--big-mib" => args.big_mib = value.parse()?,
+            "--oci-cache" => args.oci_cache = PathBuf::from(value),
+            "--registry" => args.registry = PathBuf::from(value),
+            _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
+        }
+    }
+    if !(1..=20).contains(&args.rounds) || !(1..=4096).contains(&args.big_mib) {
+        return Err(format!("out of bounds: --rounds 1..=20, --big-mib 1..=4096\n{USAGE}").into());
+    }
+    if !args.oci_cache.is_file() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release -p oci-cache-server`, or pass --oci-cache PATH",
+            args.oci_cache.display()
+        )
+        .into());
+    }
+    Ok(args)
+}
+
+/// Pushes the benchmark's content to the upstream.
+async fn seed(
+    upstream: &mut Registry,
+    client: &reqwest::Client,
+    big_mib: u64,
+) -> Result<Content, BoxError> {
+    let mut push = async |seed: u64, size: u64| -> Result<Blob, BoxError> {
+        let digest = upstream.push_random_blob(client, REPO, seed, size).await?;
+        Ok(Blob { digest, size })
+    };
+    let big = push(1, big_mib << 20).await?;
+    let mid = push(2, MID_MIB << 20).await?;
+    let mut small = Vec::new();
+    for i in 0..SMALL_COUNT {
+        small.push(push(1000 + i, SMALL_SIZE).await?);
+    }
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_size = config.len() as u64;
+    let config_digest = upstream.push_bytes(client, REPO, config.to_vec()).await?;
+    let mut layers = vec![
+        (big.digest.as_str(), big.size),
+        (mid.digest.as_str(), mid.size),
+    ];
+    layers.extend(small.iter().take(8).map(|b| (b.digest.as_str(), b.size)));
+    let manifest = oci_manifest((&config_digest, config_size), &layers);
+    let manifest = upstream.push_manifest(client, REPO, TAG, manifest).await?;
+    Ok(Content {
+        repo: REPO,
+        tag: TAG,
+        big,
+        mid,
+        small,
+        manifest,
+    })
+}
+
+async fn bench(args: Args) -> Result<(), BoxError> {
+    oci_cache_core::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .build()?;
+    let ticks = procfs::clock_ticks()?;
+    let mut upstream = Registry::start(&args.registry, &client).await?;
+    eprintln!(
+        "upstream on {}; seeding ({} MiB big blob)…",
+        upstream.addr, args.big_mib
+    );
+    let content = seed(&mut upstream, &client, args.big_mib).await?;
+    eprintln!("seeded; manifest {}", content.manifest);
+    let mut bench = Bench {
+        client,
+        upstream: &upstream,
+        bins: Binaries {
+            oci_cache: &args.oci_cache,
+            registry: &args.registry,
+        },
+        content: &content,
+        ticks,
+        results: Results::default(),
+    };
+    for round in 0..args.rounds {
+        let order = if round % 2 == 0 {
+            Kind::ALL
+        } else {
+            [Kind::Distribution, Kind::OciCache]
+        };
+        for kind in order {
+            let started = std::time::Instant::now();
+            bench.round(kind).await?;
+            eprintln!(
+                "round {}/{}: {} done in {:.1} s",
+                round + 1,
+                args.rounds,
+                kind.name(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let title = format!(
+        "side_by_side: oci-cache vs CNCF distribution {} (proxy mode); big blob {} MiB; \
+         {} rounds; medians over rounds; {} CPU(s)",
+        registry_version(&args.registry),
+        args.big_mib,
+        args.rounds,
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+    );
+    let table = bench.results.markdown(&title, METRICS);
+    println!("\n{table}");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("no workspace root")?
+        .join("target");
+    std::fs::create_dir_all(&target)?;
+    std::fs::write(target.join("side_by_side.md"), &table)?;
+    std::fs::write(target.join("side_by_side.tsv"), bench.results.tsv(METRICS))?;
+    eprintln!(
+        "wrote {0}/side_by_side.md and {0}/side_by_side.tsv",
+        target.display()
+    );
+    Ok(())
+}
+
+/// `docker-registry --version`'s version word, or `?`.
+fn registry_version(binary: &Path) -> String {
+    std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.split_whitespace().nth(2).map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let args = parse_args().map_err(|e| e.to_string())?;
+    // Per cache and round: about 14 big-blob transfers, 20 × 64 MiB, three capped storms.
+    let big = transfer_timeout(args.big_mib << 20);
+    let per_round =
+        (big * 14 + transfer_timeout(MID_MIB << 20) * 20 + Duration::from_secs(120)) * 2;
+    let limit = per_round * args.rounds as u32 + big * 2;
+    // Dropping the benchmark's future (on Ctrl-C or the time limit) drops the guards that
+    // kill the upstream and the caches.
+    tokio::select! {
+        result = tokio::time::timeout(limit, bench(args)) => match result {
+            Ok(result) => result.map_err(|e| e.to_string().into()),
+            Err(_) => Err(format!("gave up after {limit:?}").into()),
+        },
+        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+    }
+}

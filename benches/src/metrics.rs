@@ -1,0 +1,147 @@
+//! The rows of the side-by-side table: the metric keys [`crate::rounds::Bench::round`]
+//! records, with labels, units and which way is better.
+
+use crate::report::{Better, Metric, Summary};
+
+const fn metric(key: &'static str, label: &'static str, better: Better) -> Metric {
+    Metric {
+        key,
+        label,
+        better,
+        summary: Summary::Median,
+    }
+}
+
+/// The rows of the table, in order .
+pub const METRICS: &[Metric] = &[
+    metric(
+        "warm1_mbs",
+        "warm big blob, 1 client (MB/s)",
+        Better::Higher,
+    ),
+    metric(
+        "warm8_mbs",
+        "warm big blob, 8 clients, aggregate (MB/s)",
+        Better::Higher,
+    ),
+    metric(
+        "warm1_cpu_gib",
+        "warm, 1 client: server CPU (s/GiB)",
+        Better::Lower,
+    ),
+    metric(
+        "warm8_cpu_gib",
+        "warm, 8 clients: server CPU (s/GiB)",
+        Better::Lower,
+    ),
+    metric(
+        "warm_up_gets",
+        "warm: upstream GETs (all 9 warm GETs)",
+        Better::Lower,
+    ),
+    metric("direct_ms", "direct GET from upstream (ms)", Better::Lower),
+    metric("cold_ms", "cold big blob GET (ms)", Better::Lower),
+    metric(
+        "cold_ratio",
+        "cold big blob: time / direct time",
+        Better::Lower,
+    ),
+    metric(
+        "cold_ttfb_ms",
+        "cold big blob: time to first byte (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "cold_up_gets",
+        "cold big blob: upstream GETs",
+        Better::Lower,
+    ),
+    metric("cold_up_mib", "cold big blob: upstream MiB", Better::Lower),
+    metric(
+        "cold_cpu_gib",
+        "cold big blob: server CPU (s/GiB)",
+        Better::Lower,
+    ),
+    metric(
+        "herd_up_gets",
+        "20 concurrent cold 64 MiB GETs: upstream GETs",
+        Better::Lower,
+    ),
+    metric(
+        "herd_up_mib",
+        "20 concurrent cold 64 MiB GETs: upstream MiB",
+        Better::Lower,
+    ),
+    metric(
+        "herd_ms",
+        "20 concurrent cold 64 MiB GETs: wall (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "m_digest_rps",
+        "manifest GET by digest (req/s)",
+        Better::Higher,
+    ),
+    metric(
+        "m_digest_p50",
+        "manifest GET by digest p50 (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "m_digest_p99",
+        "manifest GET by digest p99 (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "m_digest_cpu",
+        "manifest GET by digest: server CPU (µs/req)",
+        Better::Lower,
+    ),
+    metric(
+        "m_digest_up",
+        "manifest GET by digest: upstream req/req",
+        Better::Lower,
+    ),
+    metric("m_tag_rps", "manifest GET by tag (req/s)", Better::Higher),
+    metric("m_tag_p50", "manifest GET by tag p50 (ms)", Better::Lower),
+    metric("m_tag_p99", "manifest GET by tag p99 (ms)", Better::Lower),
+    metric(
+        "m_tag_cpu",
+        "manifest GET by tag: server CPU (µs/req)",
+        Better::Lower,
+    ),
+    metric(
+        "m_tag_up",
+        "manifest GET by tag: upstream req/req",
+        Better::Lower,
+    ),
+    metric("m_head_rps", "manifest HEAD by tag (req/s)", Better::Higher),
+    metric("m_head_p50", "manifest HEAD by tag p50 (ms)", Better::Lower),
+    metric("m_head_p99", "manifest HEAD by tag p99 (ms)", Better::Lower),
+    metric(
+        "m_head_cpu",
+        "manifest HEAD by tag: server CPU (µs/req)",
+        Better::Lower,
+    ),
+    metric(
+        "m_head_up",
+        "manifest HEAD by tag: upstream req/req",
+        Better::Lower,
+    ),
+    metric(
+        "small_ms",
+        "4 KiB blob GET, cached, sequential: median (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "small_up",
+        "4 KiB blob GETs, cached: upstream requests (of 100)",
+        Better::Lower,
+    ),
+    Metric {
+        key: "rss_mib",
+        label: "peak RSS (MiB)",
+        better: Better::Lower,
+        summary: Summary::Max,
+    },
+];

@@ -1,0 +1,271 @@
+//! One round of the side-by-side benchmark for one cache: fresh cache processes, the
+//! measurements, recorded into [`Results`].
+
+use std::time::Duration;
+
+use crate::load::{concurrent_gets, manifest_storm, verified_get, ManifestRequest};
+use crate::report::Results;
+use crate::subject::{Binaries, Kind, Subject};
+use crate::upstream::Traffic;
+use crate::{BoxError, Registry};
+
+/// Time the upstream gets to write its log lines after responses ended.
+const LOG_SETTLE: Duration = Duration::from_millis(300);
+/// Concurrent clients of the warm 8-client measurement.
+const WARM_CLIENTS: usize = 8;
+/// Concurrent clients of the cold thundering-herd measurement.
+const HERD_CLIENTS: usize = 20;
+/// Requests of each manifest storm.
+const STORM_REQUESTS: usize = 2000;
+/// Connections of each manifest storm.
+const STORM_CONNECTIONS: usize = 64;
+/// Time cap of each manifest storm.
+const STORM_CAP: Duration = Duration::from_secs(20);
+/// Bound of the probes of [`Bench::wait_local`] (each about 0.6 s).
+const QUIESCE_TRIES: usize = 100;
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A blob on the upstream.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    /// `sha256:…`.
+    pub digest: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// What was seeded on the upstream.
+#[derive(Debug)]
+pub struct Content {
+    /// Repository of everything.
+    pub repo: &'static str,
+    /// Tag of the manifest.
+    pub tag: &'static str,
+    /// The big blob.
+    pub big: Blob,
+    /// The 64 MiB blob.
+    pub mid: Blob,
+    /// The 4 KiB blobs.
+    pub small: Vec<Blob>,
+    /// Digest of the manifest.
+    pub manifest: String,
+}
+
+/// Everything a round needs.
+#[derive(Debug)]
+pub struct Bench<'a> {
+    /// The HTTP client of all requests.
+    pub client: reqwest::Client,
+    /// The upstream registry.
+    pub upstream: &'a Registry,
+    /// The cache binaries.
+    pub bins: Binaries<'a>,
+    /// The seeded content.
+    pub content: &'a Content,
+    /// `getconf CLK_TCK`.
+    pub ticks: f64,
+    /// Where results go.
+    pub results: Results,
+}
+
+#[allow(clippy::cast_precision_loss, reason = "byte and request counts < 2^52")]
+impl Bench<'_> {
+    fn blob_path(&self, blob: &Blob) -> String {
+        format!("/v2/{}/blobs/{}", self.content.repo, blob.digest)
+    }
+
+    /// Upstream traffic of `path` since `before`, once the log has settled.
+    async fn traffic_since(
+        &self,
+        method: Option<&str>,
+        path: &str,
+        before: Traffic,
+    ) -> Result<Traffic, BoxError> {
+        tokio::time::sleep(LOG_SETTLE).await;
+        Ok(self.upstream.traffic(method, path)?.since(before))
+    }
+
+    /// Waits (bounded) until the cache holds `path` locally: a HEAD of it through the
+    /// cache then causes no upstream request of it and no background fill completes
+    /// meanwhile. Distribution's proxy fills its store with a second, background upstream
+    /// GET, so the upstream traffic of a cold GET is only complete once this returns.
+    async fn wait_local(&self, cache_base: &str, path: &str) -> Result<(), BoxError> {
+        for _ in 0..QUIESCE_TRIES {
+            tokio::time::sleep(LOG_SETTLE).await;
+            let before = self.upstream.traffic(None, path)?;
+            self.client
+                .head(format!("{cache_base}{path}"))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await?;
+            if self.traffic_since(None, path, before).await?.requests == 0 {
+                return Ok(());
+            }
+        }
+        eprintln!("  {path} still not local after {QUIESCE_TRIES} probes");
+        Ok(())
+    }
+
+    /// Measures `kind` once, recording every metric.
+    pub async fn round(&mut self, kind: Kind) -> Result<(), BoxError> {
+        let content = self.content;
+        let big = &content.big;
+        let big_path = self.blob_path(big);
+        let big_gib = big.size as f64 / GIB;
+        let direct = verified_get(
+            &self.client,
+            &format!("http://{}{big_path}", self.upstream.addr),
+            &big.digest,
+            big.size,
+        )
+        .await?;
+
+        let mut cache = Subject::start(kind, &self.bins, self.upstream.addr, &self.client).await?;
+        let base = format!("http://{}", cache.addr());
+        let url = format!("{base}{big_path}");
+
+        // Cold big blob.
+        let before = self.upstream.traffic(Some("GET"), &big_path)?;
+        let cpu = cache.cpu_seconds(self.ticks)?;
+        let cold = verified_get(&self.client, &url, &big.digest, big.size).await?;
+        self.wait_local(&base, &big_path).await?;
+        let traffic = self.traffic_since(Some("GET"), &big_path, before).await?;
+        let cpu = cache.cpu_seconds(self.ticks)? - cpu;
+        let r = &mut self.results;
+        r.add(kind, "direct_ms", direct.total.as_secs_f64() * 1e3);
+        r.add(kind, "cold_ms", cold.total.as_secs_f64() * 1e3);
+        r.add(
+            kind,
+            "cold_ratio",
+            cold.total.as_secs_f64() / direct.total.as_secs_f64(),
+        );
+        r.add(kind, "cold_ttfb_ms", cold.first_byte.as_secs_f64() * 1e3);
+        r.add(kind, "cold_up_gets", traffic.requests as f64);
+        r.add(kind, "cold_up_mib", traffic.bytes as f64 / MIB);
+        r.add(kind, "cold_cpu_gib", cpu / big_gib);
+
+        // Warm big blob: 1 client, then 8.
+        let before = self.upstream.traffic(Some("GET"), &big_path)?;
+        for clients in [1, WARM_CLIENTS] {
+            let cpu = cache.cpu_seconds(self.ticks)?;
+            let wall = concurrent_gets(&self.client, &url, &big.digest, big.size, clients).await?;
+            let cpu = cache.cpu_seconds(self.ticks)? - cpu;
+            let bytes = big.size as f64 * clients as f64;
+            let (mbs, cpu_key) = if clients == 1 {
+                ("warm1_mbs", "warm1_cpu_gib")
+            } else {
+                ("warm8_mbs", "warm8_cpu_gib")
+            };
+            self.results
+                .add(kind, mbs, bytes / wall.as_secs_f64() / 1e6);
+            self.results.add(kind, cpu_key, cpu / (bytes / GIB));
+        }
+        let traffic = self.traffic_since(Some("GET"), &big_path, before).await?;
+        self.results
+            .add(kind, "warm_up_gets", traffic.requests as f64);
+
+        self.manifests(kind, &mut cache, &base).await?;
+
+        // 4 KiB blobs: fetched once (cold), then timed sequentially (cached).
+        for blob in &content.small {
+            let url = format!("{base}{}", self.blob_path(blob));
+            verified_get(&self.client, &url, &blob.digest, blob.size).await?;
+        }
+        // Background fills of 4 KiB blobs are quick; misses show in `small_up`.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let small_prefix = format!("/v2/{}/blobs/", content.repo);
+        let before = self.upstream.traffic(None, &small_prefix)?;
+        let mut latencies = Vec::with_capacity(content.small.len());
+        for blob in &content.small {
+            let url = format!("{base}{}", self.blob_path(blob));
+            latencies.push(
+                verified_get(&self.client, &url, &blob.digest, blob.size)
+                    .await?
+                    .total,
+            );
+        }
+        let traffic = self.traffic_since(None, &small_prefix, before).await?;
+        self.results.add(kind, "small_up", traffic.requests as f64);
+        latencies.sort_unstable();
+        if let Some(median) = latencies.get(latencies.len() / 2) {
+            self.results
+                .add(kind, "small_ms", median.as_secs_f64() * 1e3);
+        }
+        let rss = cache.peak_rss_kib()?;
+        drop(cache);
+
+        // Thundering herd: concurrent cold GETs of the 64 MiB blob, fresh cache.
+        let mut cache = Subject::start(kind, &self.bins, self.upstream.addr, &self.client).await?;
+        let mid = &content.mid;
+        let mid_path = self.blob_path(mid);
+        let url = format!("http://{}{mid_path}", cache.addr());
+        let before = self.upstream.traffic(Some("GET"), &mid_path)?;
+        let wall = concurrent_gets(&self.client, &url, &mid.digest, mid.size, HERD_CLIENTS).await?;
+        self.wait_local(&format!("http://{}", cache.addr()), &mid_path)
+            .await?;
+        let traffic = self.traffic_since(Some("GET"), &mid_path, before).await?;
+        let rss = rss.max(cache.peak_rss_kib()?);
+        let r = &mut self.results;
+        r.add(kind, "herd_up_gets", traffic.requests as f64);
+        r.add(kind, "herd_up_mib", traffic.bytes as f64 / MIB);
+        r.add(kind, "herd_ms", wall.as_secs_f64() * 1e3);
+        r.add(kind, "rss_mib", rss as f64 / 1024.0);
+        Ok(())
+    }
+
+    /// Manifest storms: GET by digest, GET by tag, HEAD by tag.
+    async fn manifests(
+        &mut self,
+        kind: Kind,
+        cache: &mut Subject,
+        base: &str,
+    ) -> Result<(), BoxError> {
+        let content = self.content;
+        let prefix = format!("/v2/{}/manifests/", content.repo);
+        let by_digest = format!("{base}{prefix}{}", content.manifest);
+        let by_tag = format!("{base}{prefix}{}", content.tag);
+        for (key, url, method) in [
+            ("digest", &by_digest, ManifestRequest::Get),
+            ("tag", &by_tag, ManifestRequest::Get),
+            ("head", &by_tag, ManifestRequest::Head),
+        ] {
+            let c = &self.client;
+            let warmup = manifest_storm(c, url, method, &content.manifest, 1, 1, STORM_CAP).await?;
+            if let Some(e) = warmup.first_error {
+                return Err(format!("{} manifest warm-up: {e}", kind.name()).into());
+            }
+            tokio::time::sleep(LOG_SETTLE).await;
+            let before = self.upstream.traffic(None, &prefix)?;
+            let cpu = cache.cpu_seconds(self.ticks)?;
+            let storm = manifest_storm(
+                c,
+                url,
+                method,
+                &content.manifest,
+                STORM_REQUESTS,
+                STORM_CONNECTIONS,
+                STORM_CAP,
+            )
+            .await?;
+            let cpu = cache.cpu_seconds(self.ticks)? - cpu;
+            let traffic = self.traffic_since(None, &prefix, before).await?;
+            if let Some(e) = &storm.first_error {
+                eprintln!(
+                    "  {} {key}: {} errors, first: {e}",
+                    kind.name(),
+                    storm.errors
+                );
+            }
+            let done = storm.latencies.len().max(1) as f64;
+            let r = &mut self.results;
+            r.add(kind, format!("m_{key}_rps"), storm.per_second());
+            r.add(kind, format!("m_{key}_p50"), storm.quantile_ms(0.5));
+            r.add(kind, format!("m_{key}_p99"), storm.quantile_ms(0.99));
+            r.add(kind, format!("m_{key}_cpu"), cpu * 1e6 / done);
+            r.add(kind, format!("m_{key}_up"), traffic.requests as f64 / done);
+            r.add(kind, format!("m_{key}_err"), storm.errors as f64);
+        }
+        Ok(())
+    }
+}
