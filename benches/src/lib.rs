@@ -248,28 +248,7 @@ impl Registry {
         }
         let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
 
-        let base = format!("http://{}", self.addr);
-        let resp = client
-            .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await?;
-        if resp.status() != reqwest::StatusCode::ACCEPTED {
-            return Err(format!("upload POST: {}", resp.status()).into());
-        }
-        let location = resp
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or("upload POST: no Location")?;
-        let mut url = if location.starts_with('/') {
-            format!("{base}{location}")
-        } else {
-            location.to_owned()
-        };
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str("digest=");
-        url.push_str(&digest);
+        let url = upload_url(client, self.addr, repo, &digest).await?;
 
         let body =
             futures_util::stream::iter(random_chunks(seed, size, CHUNK).map(Ok::<_, io::Error>));
@@ -377,29 +356,40 @@ pub async fn timed_get(
     digest: &str,
     size: u64,
 ) -> Result<Duration, BoxError> {
-    let started = Instant::now();
-    let mut resp = client
-        .get(url)
-        .timeout(transfer_timeout(size))
+    Ok(load::verified_get(client, url, digest, size).await?.total)
+}
+
+/// Starts an upload of blob `digest` to `repo` on the registry at `addr` (POST) and
+/// returns the URL its single PUT goes to.
+pub async fn upload_url(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    repo: &str,
+    digest: &str,
+) -> Result<String, BoxError> {
+    let base = format!("http://{addr}");
+    let resp = client
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .timeout(Duration::from_secs(30))
         .send()
         .await?;
-    if resp.status() != reqwest::StatusCode::OK {
-        return Err(format!("GET {url}: {}", resp.status()).into());
+    if resp.status() != reqwest::StatusCode::ACCEPTED {
+        return Err(format!("upload POST: {}", resp.status()).into());
     }
-    let mut hasher = Sha256::new();
-    let mut len = 0u64;
-    while let Some(chunk) = resp.chunk().await? {
-        len += chunk.len() as u64;
-        hasher.update(&chunk);
-    }
-    let elapsed = started.elapsed();
-    let got = format!("sha256:{}", hex::encode(hasher.finalize()));
-    if len != size || got != digest {
-        return Err(
-            format!("GET {url}: got {len} bytes of {got}, want {size} bytes of {digest}").into(),
-        );
-    }
-    Ok(elapsed)
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("upload POST: no Location")?;
+    let mut url = if location.starts_with('/') {
+        format!("{base}{location}")
+    } else {
+        location.to_owned()
+    };
+    url.push(if url.contains('?') { '&' } else { '?' });
+    url.push_str("digest=");
+    url.push_str(digest);
+    Ok(url)
 }
 
 #[cfg(test)]

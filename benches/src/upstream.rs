@@ -12,7 +12,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 
-use crate::{free_port, wait_ready, BoxError, ChildGuard, Registry};
+use crate::{free_port, upload_url, wait_ready, BoxError, ChildGuard, Registry};
 
 /// Requests a registry completed and the body bytes it wrote for them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -73,28 +73,7 @@ impl Registry {
         bytes: Vec<u8>,
     ) -> Result<String, BoxError> {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-        let base = format!("http://{}", self.addr);
-        let resp = client
-            .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await?;
-        if resp.status() != reqwest::StatusCode::ACCEPTED {
-            return Err(format!("upload POST: {}", resp.status()).into());
-        }
-        let location = resp
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or("upload POST: no Location")?;
-        let mut url = if location.starts_with('/') {
-            format!("{base}{location}")
-        } else {
-            location.to_owned()
-        };
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str("digest=");
-        url.push_str(&digest);
+        let url = upload_url(client, self.addr, repo, &digest).await?;
         let resp = client
             .put(url)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
