@@ -112,4 +112,10 @@ pub trait BlobWriter: Send {
     async fn flush(&mut self) -> Result<(), StorageError> {
         Ok(())
     }
+
+    /// Tells the writer that its caller hashes every byte it writes and calls
+    /// [`BlobWriter::commit`] only after that hash matched the digest (as the pull-through
+    /// engine does), so the writer may skip hashing the same bytes a second time. `commit`
+    /// still checks the size. The default ignores it and keeps checking the digest.
+    fn digest_checked_by_caller(&mut self) {}
 }

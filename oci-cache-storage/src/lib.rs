@@ -18,6 +18,7 @@ mod range;
 pub mod s3;
 mod tag;
 pub mod verify;
+mod write_check;
 
 pub use blob::{BlobMeta, BlobStore, BlobStream, BlobWriter, CommitOutcome, ListPage};
 pub use digest::{Algorithm, Digest, DigestError, Verifier};

@@ -9,7 +9,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::publish::{self, Mode};
 use super::{blocking, Layout};
-use crate::{BlobWriter, CommitOutcome, Digest, StorageError, Verifier};
+use crate::write_check::WriteCheck;
+use crate::{BlobWriter, CommitOutcome, Digest, StorageError};
 
 /// Small chunks are gathered up to this many bytes before one write to the file.
 const BUFFER: usize = 256 * 1024;
@@ -27,7 +28,7 @@ pub(super) struct FsWriter {
     target: PathBuf,
     digest: Digest,
     expected_size: Option<u64>,
-    verifier: Verifier,
+    check: WriteCheck,
     /// Set once the temporary file was published or removed.
     finished: bool,
 }
@@ -65,7 +66,7 @@ impl FsWriter {
             target: layout.blob_path(digest),
             digest: digest.clone(),
             expected_size,
-            verifier: digest.verifier(),
+            check: WriteCheck::new(digest),
             finished: false,
         })
     }
@@ -75,8 +76,13 @@ impl FsWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut file = self.file.take().ok_or_else(broken)?;
         let data = self.pending.split().freeze();
+        self.write_out(data).await
+    }
+
+    /// Writes `data` to the file.
+    async fn write_out(&mut self, data: Bytes) -> Result<(), StorageError> {
+        let mut file = self.file.take().ok_or_else(broken)?;
         let file = blocking("write blob", move || {
             file.write_all(&data)
                 .map_err(StorageError::io("write blob"))?;
@@ -94,7 +100,11 @@ impl BlobWriter for FsWriter {
         if self.file.is_none() {
             return Err(broken());
         }
-        self.verifier.update(&chunk);
+        self.check.update(&chunk);
+        if self.pending.is_empty() && chunk.len() >= BUFFER {
+            // A large chunk goes to the file as it is, without a copy.
+            return self.write_out(chunk).await;
+        }
         self.pending.extend_from_slice(&chunk);
         if self.pending.len() >= BUFFER {
             self.flush_pending().await?;
@@ -104,7 +114,7 @@ impl BlobWriter for FsWriter {
 
     async fn commit(mut self: Box<Self>) -> Result<CommitOutcome, StorageError> {
         self.flush_pending().await?;
-        self.verifier.check(&self.digest, self.expected_size)?;
+        self.check.check(&self.digest, self.expected_size)?;
         let file = self.file.take().ok_or_else(broken)?;
         let (temp, target) = (self.temp.clone(), self.target.clone());
         let outcome = blocking("commit blob", move || {
@@ -122,6 +132,10 @@ impl BlobWriter for FsWriter {
 
     async fn flush(&mut self) -> Result<(), StorageError> {
         self.flush_pending().await
+    }
+
+    fn digest_checked_by_caller(&mut self) {
+        self.check.skip_digest();
     }
 
     async fn abort(mut self: Box<Self>) -> Result<(), StorageError> {

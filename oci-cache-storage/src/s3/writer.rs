@@ -11,7 +11,8 @@ use object_store::path::Path;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::backend;
-use crate::{BlobWriter, CommitOutcome, Digest, StorageError, Verifier};
+use crate::write_check::WriteCheck;
+use crate::{BlobWriter, CommitOutcome, Digest, StorageError};
 
 /// Size of a multipart part (S3's minimum is 5 MiB for all but the last).
 const PART: usize = 8 * 1024 * 1024;
@@ -21,7 +22,7 @@ pub(super) struct S3Writer {
     location: Path,
     digest: Digest,
     expected_size: Option<u64>,
-    verifier: Verifier,
+    check: WriteCheck,
     pending: BytesMut,
     upload: Option<Box<dyn MultipartUpload>>,
     /// Set once a part failed: the upload can only be aborted.
@@ -38,7 +39,7 @@ impl S3Writer {
         Self {
             store,
             location,
-            verifier: digest.verifier(),
+            check: WriteCheck::new(&digest),
             digest,
             expected_size,
             pending: BytesMut::new(),
@@ -90,13 +91,17 @@ impl BlobWriter for S3Writer {
                 source: std::io::Error::other("an earlier part upload failed"),
             });
         }
-        self.verifier.update(&chunk);
+        self.check.update(&chunk);
         self.pending.extend_from_slice(&chunk);
         self.send_parts(false).await
     }
 
+    fn digest_checked_by_caller(&mut self) {
+        self.check.skip_digest();
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<CommitOutcome, StorageError> {
-        if let Err(e) = self.verifier.check(&self.digest, self.expected_size) {
+        if let Err(e) = self.check.check(&self.digest, self.expected_size) {
             self.abort_upload().await;
             return Err(e);
         }
