@@ -19,15 +19,15 @@ mod publish;
 mod tags;
 mod writer;
 
-use std::io::{self, ErrorKind, SeekFrom};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::BytesMut;
 use futures_util::stream::{self, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::{
     resolve_request, BlobMeta, BlobStore, BlobStream, BlobWriter, ByteRange, Digest, ListPage,
@@ -35,7 +35,9 @@ use crate::{
 };
 
 /// Size of the chunks `get` streams.
-const CHUNK: u64 = 128 * 1024;
+const CHUNK: u64 = 512 * 1024;
+/// Chunks `get` reads ahead of its consumer.
+const READ_AHEAD: usize = 2;
 
 /// A [`BlobStore`] and [`TagStore`](crate::TagStore) in a directory.
 /// Cheap to clone; clones share the directory.
@@ -152,20 +154,31 @@ fn sweep(tmp: &std::path::Path) -> io::Result<usize> {
     Ok(swept)
 }
 
-/// Streams `len` bytes of `file` from its current position, in chunks of at most [`CHUNK`].
-fn stream_file(file: tokio::fs::File, len: u64) -> BlobStream {
-    stream::try_unfold((file, len), |(mut file, remaining)| async move {
-        if remaining == 0 {
-            return Ok(None);
-        }
-        let want = remaining.min(CHUNK);
-        let mut buf = vec![0; want as usize];
-        file.read_exact(&mut buf)
-            .await
-            .map_err(StorageError::io("read blob"))?;
-        Ok(Some((Bytes::from(buf), (file, remaining - want))))
-    })
-    .boxed()
+/// Streams `len` bytes of `file` from `start`, in chunks of at most [`CHUNK`], with
+/// [`READ_AHEAD`] reads running ahead of the consumer (each one `pread` into a fresh
+/// buffer on the blocking pool, handed on without another copy).
+fn stream_file(file: std::fs::File, start: u64, len: u64) -> BlobStream {
+    let file = Arc::new(file);
+    let end = start + len;
+    let offsets = (0u64..)
+        .map(move |i| start + i * CHUNK)
+        .take_while(move |offset| *offset < end);
+    stream::iter(offsets)
+        .map(move |offset| {
+            let file = Arc::clone(&file);
+            let n = (end - offset).min(CHUNK);
+            // Allocated here, on a runtime thread, not on the blocking pool: with glibc's
+            // per-thread arenas, buffers allocated by many blocking threads and freed on
+            // the runtime threads stay reserved (2.4x the peak RSS in the benchmark).
+            let mut buf = BytesMut::zeroed(usize::try_from(n).unwrap_or(0));
+            blocking("read blob", move || {
+                file.read_exact_at(&mut buf, offset)
+                    .map_err(StorageError::io("read blob"))?;
+                Ok(buf.freeze())
+            })
+        })
+        .buffered(READ_AHEAD)
+        .boxed()
 }
 
 #[async_trait]
@@ -183,27 +196,28 @@ impl BlobStore for FsStore {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<(BlobMeta, ResolvedRange, BlobStream), StorageError> {
-        let mut file = match tokio::fs::File::open(self.layout.blob_path(digest)).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(StorageError::NotFound {
-                    digest: digest.clone(),
-                })
+        let path = self.layout.blob_path(digest);
+        let opened = blocking("open blob", move || match std::fs::File::open(&path) {
+            Ok(file) => {
+                let md = file.metadata().map_err(StorageError::io("stat blob"))?;
+                Ok(Some((file, md)))
             }
-            Err(e) => return Err(StorageError::io("open blob")(e)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io("open blob")(e)),
+        })
+        .await?;
+        let Some((file, md)) = opened else {
+            return Err(StorageError::NotFound {
+                digest: digest.clone(),
+            });
         };
-        let md = file
-            .metadata()
-            .await
-            .map_err(StorageError::io("stat blob"))?;
         let meta = meta_of(digest, &md)?;
         let resolved = resolve_request(range, meta.size)?;
-        if resolved.start > 0 {
-            file.seek(SeekFrom::Start(resolved.start))
-                .await
-                .map_err(StorageError::io("seek blob"))?;
-        }
-        Ok((meta, resolved, stream_file(file, resolved.len())))
+        Ok((
+            meta,
+            resolved,
+            stream_file(file, resolved.start, resolved.len()),
+        ))
     }
 
     async fn writer(
