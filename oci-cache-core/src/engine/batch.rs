@@ -8,7 +8,7 @@ use futures_util::{FutureExt, StreamExt};
 use crate::{EngineError, UpstreamError};
 
 /// Bytes a fill gathers before writing them on.
-const BATCH: usize = 256 * 1024;
+const BATCH: usize = 1024 * 1024;
 
 /// Collects what the upstream has ready, up to [`BATCH`] bytes, so the spool, the hash
 /// and the storage see few large writes rather than many small ones, without waiting for

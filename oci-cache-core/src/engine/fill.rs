@@ -16,7 +16,7 @@ use super::batch::next_batch;
 use super::feed::StorageFeed;
 use super::spool::{Spool, SpoolSlot};
 use super::stats::EngineStats;
-use crate::{BlobStore, Digest, EngineError, UpstreamClient, UpstreamError};
+use crate::{BlobStore, Digest, EngineError, UpstreamClient, UpstreamError, Verifier};
 
 /// How far a fill has come. Readers watch it.
 #[derive(Debug, Clone)]
@@ -148,6 +148,7 @@ async fn run(
     slot: &SpoolSlot,
     tx: &watch::Sender<Progress>,
 ) -> Result<u64, EngineError> {
+    let started = std::time::Instant::now();
     let _slot = job.client.fill_slot().await;
     let resp = match job.client.blob(&job.repo, &job.digest).await {
         Err(UpstreamError::NotFound) => {
@@ -158,8 +159,13 @@ async fn run(
         other => other?,
     };
     let size = resp.content_length();
+    tracing::debug!(digest = %job.digest, ?size, elapsed = ?started.elapsed(), "fill: upstream answered");
     let writer = match job.blobs.writer(&job.digest, size).await {
-        Ok(w) => Some(w),
+        Ok(mut w) => {
+            // This fill hashes every byte and commits only a match.
+            w.digest_checked_by_caller();
+            Some(w)
+        }
         Err(e) => {
             tracing::warn!(digest = %job.digest, error = %e, "storage refused a writer; serving without storing");
             None
@@ -192,33 +198,16 @@ async fn run(
                 actual: written + len,
             });
         }
-        verifier.update(&batch);
-        match &mut sink {
-            Sink::Direct(w) => {
-                let stored = match w.write(batch.clone()).await {
-                    Ok(()) => w.flush().await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = stored {
-                    // The storage file failed (a full disk): go on from a spool copy of what
-                    // arrived so far, serving without storing.
-                    tracing::warn!(digest = %job.digest, error = %e, "storage write failed; serving without storing");
-                    spool = fallback_spool(job, &spool, written, batch).await?;
-                    set_spool(slot, &spool);
-                    EngineStats::add(&job.stats.pass_through_bytes, written);
-                    sink = Sink::Spooled(None);
-                }
-            }
-            Sink::Spooled(feed) => {
-                if let Err(e) = spool.write_at(written, batch.clone()).await {
-                    tracing::warn!(digest = %job.digest, error = %e, "spool write failed; spooling in memory");
-                    spool = to_memory(job, &spool, written, batch.clone()).await?;
-                    set_spool(slot, &spool);
-                }
-                if let Some(feed) = feed.as_mut() {
-                    feed.send(batch).await;
-                }
-            }
+        // Hash on the blocking pool while the batch is stored.
+        let (hashed, stored) = tokio::join!(
+            hash(verifier, batch.clone()),
+            store(job, slot, &mut spool, &mut sink, written, batch.clone())
+        );
+        verifier = hashed?;
+        stored?;
+        spool.remember(written, batch);
+        if written == 0 {
+            tracing::debug!(digest = %job.digest, elapsed = ?started.elapsed(), "fill: first batch stored");
         }
         written += len;
         EngineStats::add(&job.stats.bytes_from_upstream, len);
@@ -257,6 +246,56 @@ async fn run(
         tracing::warn!(digest = %job.digest, error = %e, "storage commit failed; blob served but not stored");
     }
     Ok(written)
+}
+
+/// Adds `batch` to the verifier, off the async threads.
+async fn hash(mut verifier: Verifier, batch: Bytes) -> Result<Verifier, EngineError> {
+    tokio::task::spawn_blocking(move || {
+        verifier.update(&batch);
+        verifier
+    })
+    .await
+    .map_err(|e| EngineError::Spool(std::io::Error::other(e)))
+}
+
+/// Stores `batch`, which starts at `written`, where the fill keeps its bytes; on a storage
+/// failure switches to serving without storing.
+async fn store(
+    job: &FillJob,
+    slot: &SpoolSlot,
+    spool: &mut Spool,
+    sink: &mut Sink,
+    written: u64,
+    batch: Bytes,
+) -> Result<(), EngineError> {
+    match sink {
+        Sink::Direct(w) => {
+            let stored = match w.write(batch.clone()).await {
+                Ok(()) => w.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = stored {
+                // The storage file failed (a full disk): go on from a spool copy of what
+                // arrived so far, serving without storing.
+                tracing::warn!(digest = %job.digest, error = %e, "storage write failed; serving without storing");
+                *spool = fallback_spool(job, spool, written, batch).await?;
+                set_spool(slot, spool);
+                EngineStats::add(&job.stats.pass_through_bytes, written);
+                *sink = Sink::Spooled(None);
+            }
+        }
+        Sink::Spooled(feed) => {
+            if let Err(e) = spool.write_at(written, batch.clone()).await {
+                tracing::warn!(digest = %job.digest, error = %e, "spool write failed; spooling in memory");
+                *spool = to_memory(job, spool, written, batch.clone()).await?;
+                set_spool(slot, spool);
+            }
+            if let Some(feed) = feed.as_mut() {
+                feed.send(batch).await;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A new spool holding `old`'s first `written` bytes and then `batch`: a file in the spool

@@ -1,10 +1,11 @@
 //! A fill's spool: an anonymous file the fill appends to and every reader reads from at its
 //! own offset, so any number of clients follow one upstream download as it grows.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
@@ -19,6 +20,18 @@ use crate::EngineError;
 #[derive(Debug, Clone)]
 pub(crate) struct Spool {
     backing: Backing,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// Bytes of the latest batches a file spool keeps in memory.
+const RECENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The latest batches written to a file spool, kept so readers that keep up with the fill
+/// take them as they are instead of reading them back from the file.
+#[derive(Debug, Default)]
+struct Recent {
+    batches: VecDeque<(u64, Bytes)>,
+    bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +58,7 @@ impl Spool {
     pub(crate) fn from_file(file: File) -> Self {
         Self {
             backing: Backing::File(Arc::new(file)),
+            recent: Arc::default(),
         }
     }
 
@@ -56,7 +70,40 @@ impl Spool {
                 bytes: Arc::default(),
                 limit,
             },
+            recent: Arc::default(),
         }
+    }
+
+    /// Keeps `batch`, just written at `offset`, in memory for the readers that follow
+    /// (file spools only; the oldest batches are dropped past [`RECENT_BYTES`]).
+    pub(crate) fn remember(&self, offset: u64, batch: Bytes) {
+        if matches!(self.backing, Backing::Memory { .. }) {
+            return;
+        }
+        let Ok(mut recent) = self.recent.lock() else {
+            return;
+        };
+        recent.bytes += batch.len();
+        recent.batches.push_back((offset, batch));
+        while recent.bytes > RECENT_BYTES && recent.batches.len() > 1 {
+            if let Some((_, old)) = recent.batches.pop_front() {
+                recent.bytes -= old.len();
+            }
+        }
+    }
+
+    /// The bytes from `pos` up to `limit` (or the end of their batch, if sooner) when they
+    /// are still in memory.
+    fn recall(&self, pos: u64, limit: u64) -> Option<Bytes> {
+        let recent = self.recent.lock().ok()?;
+        let (offset, batch) = recent
+            .batches
+            .iter()
+            .find(|(offset, batch)| *offset <= pos && pos < offset + batch.len() as u64)?;
+        let end = limit.min(offset + batch.len() as u64);
+        let from = usize::try_from(pos - offset).ok()?;
+        let to = usize::try_from(end - offset).ok()?;
+        (from < to).then(|| batch.slice(from..to))
     }
 
     /// Copies this spool's first `len` bytes into `to`.
@@ -106,8 +153,9 @@ impl Spool {
         match &self.backing {
             Backing::File(file) => {
                 let file = Arc::clone(file);
+                // Allocated on this (runtime) thread: see the fs backend's `stream_file`.
+                let mut buf = BytesMut::zeroed(len);
                 tokio::task::spawn_blocking(move || {
-                    let mut buf = BytesMut::zeroed(len);
                     file.read_exact_at(&mut buf, offset).map(|()| buf.freeze())
                 })
                 .await
@@ -203,8 +251,11 @@ async fn next_chunk(st: &mut ReadState) -> Result<Option<Bytes>, EngineError> {
                 .ok_or_else(|| {
                     EngineError::Spool(std::io::Error::other("fill streaming without a spool"))
                 })?;
-            let bytes = spool.read_at(st.pos, len).await?;
-            st.pos += len as u64;
+            let bytes = match spool.recall(st.pos, limit) {
+                Some(bytes) => bytes,
+                None => spool.read_at(st.pos, len).await?,
+            };
+            st.pos += bytes.len() as u64;
             return Ok(Some(bytes));
         }
         if done {
