@@ -6,6 +6,7 @@ mod blob;
 mod evict;
 mod feed;
 mod fill;
+mod hot;
 mod in_use;
 mod index;
 mod manifest;
@@ -94,6 +95,7 @@ pub struct Engine {
     stats: Arc<EngineStats>,
     usage: Arc<in_use::Usage>,
     refs: evict::RefIndex,
+    hot: hot::Hot,
     config: EngineConfig,
 }
 
@@ -117,6 +119,7 @@ impl Engine {
             stats: Arc::default(),
             usage: Arc::default(),
             refs: evict::RefIndex::default(),
+            hot: hot::Hot::default(),
             config,
         }
     }

@@ -55,6 +55,7 @@ impl Engine {
         let sizes: HashMap<&Digest, u64> = stored.iter().map(|b| (&b.digest, b.size)).collect();
         for digest in decided.evict.iter().filter(|d| !in_use.contains(*d)) {
             self.blobs.delete(digest).await?;
+            self.hot.forget_manifest(digest);
             if let Ok(mut r) = self.refs.refs.lock() {
                 r.remove(digest);
             }

@@ -45,7 +45,10 @@ impl Engine {
                 if self.missing.contains(&key) {
                     return Err(EngineError::ManifestUnknown);
                 }
-                let record = self.tags.get(&key).await?;
+                let record = match self.hot.tag(&key).filter(|r| is_fresh(r, client)) {
+                    Some(hot) => Some(hot),
+                    None => self.stored_tag(&key).await?,
+                };
                 if let Some(rec) = record.as_ref().filter(|r| is_fresh(r, client)) {
                     if let Some(m) = self.stored_manifest(&rec.digest).await? {
                         EngineStats::add(&self.stats.manifest_hits, 1);
@@ -58,9 +61,9 @@ impl Engine {
                     .run(flight, || async {
                         // A revalidation that ended just before this one started may have
                         // refreshed the record meanwhile: look again before asking upstream.
-                        let record = match self.tags.get(&key).await {
+                        let record = match self.stored_tag(&key).await {
                             Ok(r) => r,
-                            Err(e) => return Err(Arc::new(e.into())),
+                            Err(e) => return Err(Arc::new(e)),
                         };
                         if let Some(rec) = record.as_ref().filter(|r| is_fresh(r, client)) {
                             match self.stored_manifest(&rec.digest).await {
@@ -91,6 +94,7 @@ impl Engine {
             Err(EngineError::ManifestUnknown) => {
                 self.missing
                     .insert(key.clone(), client.config().negative_ttl);
+                self.hot.forget_tag(key);
                 if let Err(e) = self.tags.delete(key).await {
                     tracing::warn!(error = %e, "could not delete a tag record");
                 }
@@ -145,13 +149,27 @@ impl Engine {
             media_type: m.media_type.clone(),
             fetched_at: SystemTime::now(),
         };
+        self.hot.keep_tag(key, &record);
         if let Err(e) = self.tags.put(key, &record).await {
             tracing::warn!(error = %e, "could not store a tag record");
         }
     }
 
-    /// A manifest from storage, if it is there.
+    /// The tag's record from the tag store (kept hot).
+    async fn stored_tag(&self, key: &TagKey) -> Result<Option<TagRecord>, EngineError> {
+        let record = self.tags.get(key).await?;
+        if let Some(r) = &record {
+            self.hot.keep_tag(key, r);
+        }
+        Ok(record)
+    }
+
+    /// A manifest from storage (or its hot copy), if it is there.
     async fn stored_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, EngineError> {
+        if let Some(m) = self.hot.manifest(digest) {
+            self.usage.touch(&self.blobs, digest);
+            return Ok(Some(m));
+        }
         let (meta, _, body) = match self.blobs.get(digest, None).await {
             Ok(found) => found,
             Err(StorageError::NotFound { .. }) => return Ok(None),
@@ -164,11 +182,13 @@ impl Engine {
         let bytes = bytes.freeze();
         let media_type = inspect(&bytes, None)?;
         self.usage.touch(&self.blobs, digest);
-        Ok(Some(Manifest {
+        let m = Manifest {
             bytes,
             digest: digest.clone(),
             media_type,
-        }))
+        };
+        self.hot.keep_manifest(&m);
+        Ok(Some(m))
     }
 
     /// Fetches a manifest from upstream, verifies it (against `expected` when asked by
@@ -199,6 +219,7 @@ impl Engine {
             digest,
             media_type,
         };
+        self.hot.keep_manifest(&m);
         if is_index(&m.media_type) {
             let kids = children(&m);
             if !kids.is_empty() {
