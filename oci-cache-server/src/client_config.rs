@@ -10,8 +10,10 @@ use crate::config::UpstreamEntry;
 pub enum ClientKind {
     /// containerd `hosts.toml` files (one per upstream, under `certs.d`).
     Containerd,
-    /// k3s / rke2 `registries.yaml`.
+    /// k3s `registries.yaml`.
     K3s,
+    /// rke2 `registries.yaml` (the k3s format, at rke2's path).
+    Rke2,
     /// docker `daemon.json` (docker mirrors docker.io only).
     Docker,
     /// podman / CRI-O `registries.conf` (mirrors by path prefix).
@@ -40,8 +42,19 @@ pub fn render(kind: ClientKind, cache_url: &str, upstreams: &[UpstreamEntry]) ->
                 );
             }
         }
-        ClientKind::K3s => {
-            out.push_str("# /etc/rancher/k3s/registries.yaml\nmirrors:\n");
+        ClientKind::K3s | ClientKind::Rke2 => {
+            let dist = if kind == ClientKind::K3s {
+                "k3s"
+            } else {
+                "rke2"
+            };
+            let _ = write!(
+                out,
+                "# /etc/rancher/{dist}/registries.yaml\n\
+                 # When the cache is down, {dist} falls back to each registry itself (unless\n\
+                 # started with --disable-default-registry-endpoint).\n\
+                 mirrors:\n"
+            );
             for u in upstreams {
                 let _ = write!(
                     out,

@@ -9,6 +9,10 @@
 //! max_bytes = 50_000_000_000               # high/low watermarks 0.9/0.8 of it
 //! max_age_secs = 604800                    # unused images go after 7 days (0: never)
 //!
+//! [tls]                                   # optional: HTTPS, files reloaded on change
+//! cert_file = "/etc/oci-cache/tls.crt"
+//! key_file = "/etc/oci-cache/tls.key"
+//!
 //! [auth]                                  # optional client access control
 //! htpasswd = "/etc/oci-cache/htpasswd"    # bcrypt (htpasswd -B)
 //! [[auth.tokens]]
@@ -27,6 +31,7 @@
 mod access;
 mod gc;
 mod secret;
+mod tls;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -37,6 +42,7 @@ use serde::Deserialize;
 
 pub use access::{AccessEntry, AuthSection, TokenEntry};
 pub use gc::GcSection;
+pub use tls::TlsSection;
 pub use upstream::UpstreamEntry;
 
 /// Why the configuration cannot be used.
@@ -108,6 +114,9 @@ pub struct Config {
     /// Client access control; absent means every upstream without credentials is open.
     #[serde(default)]
     pub auth: Option<AuthSection>,
+    /// HTTPS on the listeners; absent means plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
     /// Upstreams; the first is the default.
     #[serde(default = "default_upstreams")]
     pub upstreams: Vec<UpstreamEntry>,
@@ -142,6 +151,7 @@ impl Default for Config {
             max_connections: default_max_connections(),
             gc: GcSection::default(),
             auth: None,
+            tls: None,
             upstreams: default_upstreams(),
         }
     }

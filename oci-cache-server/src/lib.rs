@@ -16,7 +16,8 @@ pub mod prefetch_cmd;
 mod serve;
 mod service;
 mod status;
+pub mod tls;
 
 pub use error::{error_response, ApiError};
-pub use serve::{serve, serve_with_limit};
+pub use serve::{serve, serve_with, serve_with_limit, ServeOptions};
 pub use service::{Body, BodyError, CacheService, Role};

@@ -50,7 +50,8 @@ pub use registry::Registry;
 pub use seed::{seed_images, Image, SeedOptions, Seeded};
 pub use skopeo::{
     skopeo_copy, skopeo_copy_to_dir, skopeo_copy_to_oci_dir, skopeo_inspect_digest,
-    skopeo_inspect_raw, verify_dir_transport, verify_oci_dir,
+    skopeo_inspect_raw, skopeo_inspect_raw_verified, skopeo_inspect_raw_with_registries_conf,
+    verify_dir_transport, verify_oci_dir,
 };
 pub use token_server::{TokenOptions, TokenServer};
 pub use tools::{require_root, require_tool, short_tempdir};

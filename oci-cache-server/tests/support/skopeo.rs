@@ -159,3 +159,27 @@ pub fn verify_dir_transport(dir: &Path) -> usize {
     }
     n
 }
+
+/// The raw manifest bytes of `docker://HOST/NAME:TAG` over verified TLS, trusting only the
+/// CA certificates (`*.crt`) in `cert_dir`.
+pub fn skopeo_inspect_raw_verified(reference: &str, cert_dir: &Path) -> Result<Vec<u8>, String> {
+    let mut cmd = skopeo();
+    cmd.args(["inspect", "--raw", "--tls-verify=true", "--cert-dir"])
+        .arg(cert_dir)
+        .arg(reference);
+    run_ok(&mut cmd, SKOPEO_TIMEOUT)
+}
+
+/// The raw manifest bytes of `reference` as skopeo resolves it through the mirrors of the
+/// `registries.conf` file at `conf` (the file podman and CRI-O read too).
+pub fn skopeo_inspect_raw_with_registries_conf(
+    reference: &str,
+    conf: &Path,
+) -> Result<Vec<u8>, String> {
+    let mut cmd = skopeo();
+    cmd.arg("--registries-conf")
+        .arg(conf)
+        .args(["inspect", "--raw"])
+        .arg(reference);
+    run_ok(&mut cmd, SKOPEO_TIMEOUT)
+}

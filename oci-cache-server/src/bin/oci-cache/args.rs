@@ -91,6 +91,12 @@ pub(crate) struct ServeArgs {
     /// Directory of the filesystem storage and the local spool (default ./data).
     #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key; overrides the config file's `[tls]`).
+    #[arg(long, requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long)]
     pub(crate) log_json: bool,
@@ -98,12 +104,22 @@ pub(crate) struct ServeArgs {
 
 #[derive(clap::Args)]
 pub(crate) struct ClientConfigArgs {
-    /// The client: containerd, k3s, docker or podman.
-    #[arg(value_parser = ["containerd", "k3s", "docker", "podman"])]
+    /// The client: containerd, k3s, rke2, docker or podman.
+    #[arg(value_parser = ["containerd", "k3s", "rke2", "docker", "podman"])]
     pub(crate) client: String,
     /// The URL clients reach the cache at.
     #[arg(long, default_value = "http://localhost:5000")]
     pub(crate) cache_url: String,
     #[command(flatten)]
     pub(crate) source: Source,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct HealthcheckArgs {
+    /// The URL to ask; healthy when it answers 200.
+    #[arg(long, default_value = "http://127.0.0.1:5000/healthz")]
+    pub(crate) url: String,
+    /// Accept any TLS certificate (the listener's name rarely matches 127.0.0.1).
+    #[arg(long)]
+    pub(crate) insecure: bool,
 }

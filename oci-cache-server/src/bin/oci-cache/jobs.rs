@@ -7,7 +7,7 @@ use oci_cache_server::client_config::{render, ClientKind};
 use oci_cache_server::prefetch_cmd;
 use oci_cache_storage::verify::verify_blobs;
 
-use crate::args::{ClientConfigArgs, GcArgs, PrefetchArgs, VerifyArgs};
+use crate::args::{ClientConfigArgs, GcArgs, HealthcheckArgs, PrefetchArgs, VerifyArgs};
 use crate::init_logs;
 use crate::storage::open_storage_shared;
 
@@ -136,6 +136,7 @@ pub(crate) fn print_client_config(args: &ClientConfigArgs) -> ExitCode {
     let kind = match args.client.as_str() {
         "containerd" => ClientKind::Containerd,
         "k3s" => ClientKind::K3s,
+        "rke2" => ClientKind::Rke2,
         "docker" => ClientKind::Docker,
         _ => ClientKind::Podman,
     };
@@ -148,5 +149,27 @@ pub(crate) fn print_client_config(args: &ClientConfigArgs) -> ExitCode {
             eprintln!("oci-cache: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+pub(crate) fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
+    oci_cache_core::install_crypto_provider();
+    let url = args.url.clone();
+    let insecure = args.insecure;
+    let run = async move {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .tls_danger_accept_invalid_certs(insecure)
+            .build()?;
+        let status = client.get(&url).send().await?.status();
+        if status == reqwest::StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("{url} answered {status}").into())
+        }
+    };
+    match block_on("healthcheck", run) {
+        Some(()) => ExitCode::SUCCESS,
+        None => ExitCode::FAILURE,
     }
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use args::{ClientConfigArgs, GcArgs, PrefetchArgs, ServeArgs, VerifyArgs};
+use args::{ClientConfigArgs, GcArgs, HealthcheckArgs, PrefetchArgs, ServeArgs, VerifyArgs};
 
 /// A pull-through cache for OCI and Docker registries.
 #[derive(Parser)]
@@ -24,7 +24,7 @@ struct Cli {
 enum Command {
     /// Run the cache.
     Serve(ServeArgs),
-    /// Print the client configuration (containerd, k3s, docker, podman) for the configured
+    /// Print the client configuration (containerd, k3s, rke2, docker, podman) for the configured
     /// upstreams.
     Config(ClientConfigArgs),
     /// Fill the storage with images (every platform) before they are needed; runs against
@@ -35,6 +35,8 @@ enum Command {
     /// Re-hash every stored blob; report (or with --remove, delete) those that do not match
     /// their digest. Exits 1 when corrupt blobs remain.
     Verify(VerifyArgs),
+    /// Exit 0 when the cache answers its health URL with 200 (for container HEALTHCHECKs).
+    Healthcheck(HealthcheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => return jobs::verify(&args),
         Command::Gc(args) => return jobs::gc(&args),
         Command::Prefetch(args) => return jobs::prefetch(&args),
+        Command::Healthcheck(args) => return jobs::healthcheck(&args),
     };
     init_logs(args.log_json);
     let runtime = match tokio::runtime::Runtime::new() {

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use oci_cache_core::{Engine, EngineConfig, Upstreams};
-use oci_cache_server::{serve_with_limit, CacheService, Role};
+use oci_cache_server::config::TlsSection;
+use oci_cache_server::tls::ReloadingCert;
+use oci_cache_server::{serve_with, CacheService, Role, ServeOptions};
 
 use crate::args::ServeArgs;
 use crate::storage::open_storage;
@@ -16,6 +18,24 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    if let (Some(cert_file), Some(key_file)) = (args.tls_cert, args.tls_key) {
+        let reload_secs = config.tls.as_ref().map_or(30, |t| t.reload_secs);
+        config.tls = Some(TlsSection {
+            cert_file,
+            key_file,
+            reload_secs,
+        });
+    }
+    let tls = match &config.tls {
+        Some(section) => {
+            let cert = ReloadingCert::load(&section.cert_file, &section.key_file)?;
+            if let Some(every) = section.reload_interval() {
+                cert.watch(every);
+            }
+            Some(cert.server_config()?)
+        }
+        None => None,
+    };
     let access = config.access_policy()?;
     let upstreams = Arc::new(Upstreams::new(config.upstream_configs()?)?);
     let (blobs, tags) = open_storage(&config).await?;
@@ -33,6 +53,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
         addr = %listener.local_addr()?,
         data_dir = %config.data_dir.display(),
         upstreams = ?upstreams.all().iter().map(|u| u.name().to_owned()).collect::<Vec<_>>(),
+        tls = tls.is_some(),
         "oci-cache listening"
     );
     let service = CacheService::new(engine, upstreams)
@@ -51,23 +72,25 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
             let admin = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(addr = %admin.local_addr()?, "admin listener (metrics, readiness, status)");
             let admin_service = service.clone().with_role(Role::Admin);
-            tokio::spawn(serve_with_limit(
+            let options = ServeOptions {
+                max_connections: 64,
+                tls: tls.clone(),
+            };
+            tokio::spawn(serve_with(
                 admin,
                 admin_service,
-                64,
+                options,
                 stopped(stop_rx.clone()),
             ));
             service.with_role(Role::Api)
         }
         None => service,
     };
-    serve_with_limit(
-        listener,
-        main_service,
-        config.max_connections,
-        stopped(stop_rx),
-    )
-    .await?;
+    let options = ServeOptions {
+        max_connections: config.max_connections,
+        tls,
+    };
+    serve_with(listener, main_service, options, stopped(stop_rx)).await?;
     Ok(())
 }
 
