@@ -1,4 +1,4 @@
-//! Run with: cargo run -p oci-cache-examples --bin embed -- https://registry-1.docker.io 127.0.0.1:8080
+//! Run with: `cargo run -p oci-cache-examples --bin embed -- https://registry-1.docker.io 127.0.0.1:8080`
 //!
 //! Embedding the pull-through cache in another hyper service. The application answers its
 //! own `/healthz` and hands everything under `/v2/` to `oci_cache_server::CacheService`,

@@ -1,4 +1,4 @@
-//! Run with: cargo run -p oci-cache-examples --bin mirror -- https://registry-1.docker.io 127.0.0.1:5000 [DATA_DIR]
+//! Run with: `cargo run -p oci-cache-examples --bin mirror -- https://registry-1.docker.io 127.0.0.1:5000 [DATA_DIR]`
 //!
 //! A minimal pull-through mirror of ONE upstream, built from the library API: storage
 //! (in memory, or on disk under DATA_DIR when given), the `Engine`, the `Upstreams`, the
