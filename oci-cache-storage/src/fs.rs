@@ -38,6 +38,8 @@ use crate::{
 const CHUNK: u64 = 512 * 1024;
 /// Chunks `get` reads ahead of its consumer.
 const READ_AHEAD: usize = 2;
+/// Blobs and ranges up to this size are read in the same blocking call that opens them.
+const SMALL: usize = 64 * 1024;
 
 /// A [`BlobStore`] and [`TagStore`](crate::TagStore) in a directory.
 /// Cheap to clone; clones share the directory.
@@ -197,27 +199,42 @@ impl BlobStore for FsStore {
         range: Option<ByteRange>,
     ) -> Result<(BlobMeta, ResolvedRange, BlobStream), StorageError> {
         let path = self.layout.blob_path(digest);
-        let opened = blocking("open blob", move || match std::fs::File::open(&path) {
-            Ok(file) => {
-                let md = file.metadata().map_err(StorageError::io("stat blob"))?;
-                Ok(Some((file, md)))
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StorageError::io("open blob")(e)),
+        // Small blobs and ranges (manifests, configs: most requests) are read in the call
+        // that opens the file: one trip to the blocking pool instead of two. The buffer is
+        // allocated here, on a runtime thread (see `stream_file`).
+        let mut small = BytesMut::zeroed(SMALL);
+        let opened = blocking("open blob", move || {
+            let file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(StorageError::io("open blob")(e)),
+            };
+            let md = file.metadata().map_err(StorageError::io("stat blob"))?;
+            let resolved = resolve_request(range, md.len())?;
+            let whole = match usize::try_from(resolved.len()) {
+                Ok(n) if n <= SMALL => {
+                    file.read_exact_at(&mut small[..n], resolved.start)
+                        .map_err(StorageError::io("read blob"))?;
+                    small.truncate(n);
+                    Some(small.freeze())
+                }
+                _ => None,
+            };
+            Ok(Some((file, md, resolved, whole)))
         })
         .await?;
-        let Some((file, md)) = opened else {
+        let Some((file, md, resolved, whole)) = opened else {
             return Err(StorageError::NotFound {
                 digest: digest.clone(),
             });
         };
         let meta = meta_of(digest, &md)?;
-        let resolved = resolve_request(range, meta.size)?;
-        Ok((
-            meta,
-            resolved,
-            stream_file(file, resolved.start, resolved.len()),
-        ))
+        let body = match whole {
+            Some(bytes) if bytes.is_empty() => stream::empty().boxed(),
+            Some(bytes) => stream::once(async move { Ok(bytes) }).boxed(),
+            None => stream_file(file, resolved.start, resolved.len()),
+        };
+        Ok((meta, resolved, body))
     }
 
     async fn writer(
