@@ -20,13 +20,12 @@ mod tags;
 mod writer;
 
 use std::io::{self, ErrorKind};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 
 use crate::{
@@ -168,19 +167,47 @@ fn stream_file(file: std::fs::File, start: u64, len: u64) -> BlobStream {
     stream::iter(offsets)
         .map(move |offset| {
             let file = Arc::clone(&file);
-            let n = (end - offset).min(CHUNK);
+            let n = usize::try_from((end - offset).min(CHUNK)).unwrap_or(0);
             // Allocated here, on a runtime thread, not on the blocking pool: with glibc's
             // per-thread arenas, buffers allocated by many blocking threads and freed on
             // the runtime threads stay reserved (2.4x the peak RSS in the benchmark).
-            let mut buf = BytesMut::zeroed(usize::try_from(n).unwrap_or(0));
+            let mut buf = Vec::with_capacity(n);
             blocking("read blob", move || {
-                file.read_exact_at(&mut buf, offset)
-                    .map_err(StorageError::io("read blob"))?;
-                Ok(buf.freeze())
+                read_at(&file, &mut buf, offset, n)?;
+                Ok(Bytes::from(buf))
             })
         })
         .buffered(READ_AHEAD)
         .boxed()
+}
+
+/// Appends `n` bytes of `file` from `offset` to `buf` (which has room for them), without
+/// zeroing the buffer first.
+fn read_at(
+    file: &std::fs::File,
+    buf: &mut Vec<u8>,
+    offset: u64,
+    n: usize,
+) -> Result<(), StorageError> {
+    let start = buf.len();
+    let target = start + n;
+    while buf.len() < target {
+        if buf.capacity() == buf.len() {
+            buf.reserve(target - buf.len());
+        }
+        let pos = offset + (buf.len() - start) as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(buf), pos) {
+            Ok(0) => {
+                return Err(StorageError::io("read blob")(io::Error::from(
+                    ErrorKind::UnexpectedEof,
+                )))
+            }
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(StorageError::io("read blob")(e.into())),
+        }
+    }
+    buf.truncate(target);
+    Ok(())
 }
 
 #[async_trait]
@@ -202,7 +229,7 @@ impl BlobStore for FsStore {
         // Small blobs and ranges (manifests, configs: most requests) are read in the call
         // that opens the file: one trip to the blocking pool instead of two. The buffer is
         // allocated here, on a runtime thread (see `stream_file`).
-        let mut small = BytesMut::zeroed(SMALL);
+        let mut small = Vec::with_capacity(SMALL);
         let opened = blocking("open blob", move || {
             let file = match std::fs::File::open(&path) {
                 Ok(file) => file,
@@ -213,10 +240,8 @@ impl BlobStore for FsStore {
             let resolved = resolve_request(range, md.len())?;
             let whole = match usize::try_from(resolved.len()) {
                 Ok(n) if n <= SMALL => {
-                    file.read_exact_at(&mut small[..n], resolved.start)
-                        .map_err(StorageError::io("read blob"))?;
-                    small.truncate(n);
-                    Some(small.freeze())
+                    read_at(&file, &mut small, resolved.start, n)?;
+                    Some(Bytes::from(small))
                 }
                 _ => None,
             };
