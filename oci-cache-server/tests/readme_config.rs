@@ -1,5 +1,6 @@
 //! The README's configuration reference matches the configuration types: every key it
-//! lists exists, every field of every section is listed, and its example file parses.
+//! lists exists, every field of every section is listed, its example file parses, and so do
+//! the configurations under `deploy/`.
 
 // Test helpers outside `#[test]` functions panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -111,4 +112,38 @@ fn example_configuration_parses() {
     let config: Config = toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}"));
     assert!(config.upstreams.len() >= 2);
     assert!(config.gc.max_bytes.is_some());
+}
+
+/// The `config.toml` embedded in a Kubernetes ConfigMap (the block under `config.toml: |`).
+fn configmap_toml(yaml: &str) -> String {
+    let mut lines = yaml
+        .lines()
+        .skip_while(|l| !l.trim_end().ends_with("config.toml: |"));
+    lines.next().expect("a config.toml: | block");
+    lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn deployment_configurations_parse() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let systemd = std::path::PathBuf::from(format!("{root}/deploy/systemd/config.toml"));
+    Config::from_file(&systemd).unwrap_or_else(|e| panic!("{e}"));
+    for dir in ["single", "s3"] {
+        let yaml =
+            std::fs::read_to_string(format!("{root}/deploy/kubernetes/{dir}/configmap.yaml"))
+                .unwrap();
+        let text = configmap_toml(&yaml);
+        let config: Config =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("deploy/kubernetes/{dir}: {e}"));
+        assert!(!config.upstreams.is_empty(), "{dir}");
+        assert_eq!(
+            config.data_dir,
+            std::path::Path::new("/var/lib/oci-cache"),
+            "{dir}"
+        );
+    }
 }
