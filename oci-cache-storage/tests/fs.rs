@@ -201,3 +201,29 @@ async fn tag_keys_with_path_traversal_stay_inside_the_tags_directory() {
         assert_eq!(file.extension().unwrap(), "json");
     }
 }
+
+#[tokio::test]
+async fn blob_dropped_from_the_page_cache_reads_back_whole() {
+    // Warm hits are read without waiting for the disk (RWF_NOWAIT); what is not cached is
+    // read on the blocking pool. Dropping the blob's pages from the cache sends a read
+    // down that second path, from the first byte or part way.
+    let dir = TempDir::new().unwrap();
+    let store = FsStore::open(dir.path()).await.unwrap();
+    let data = content(77, 3 * 1024 * 1024 + 12_345);
+    let digest = put(&store, &data).await;
+    let path = files_below(&dir.path().join("blobs")).pop().unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    for keep in [0, 700_000] {
+        // Cache only the first `keep` bytes.
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        if keep > 0 {
+            let mut head = vec![0; keep];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).unwrap();
+        }
+        assert_eq!(
+            get_all(&store, &digest).await,
+            data,
+            "with {keep} bytes cached"
+        );
+    }
+}
