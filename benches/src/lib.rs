@@ -182,6 +182,68 @@ async fn wait_ready(
     }
 }
 
+/// A `docker-registry serve` process on 127.0.0.1 with filesystem storage in a temporary
+/// directory, logging to a file there: the upstream of the benchmarks, or (with a
+/// `proxy` remote) distribution's own pull-through cache.
+pub(crate) struct Distribution {
+    pub(crate) addr: SocketAddr,
+    pub(crate) child: ChildGuard,
+    pub(crate) log: PathBuf,
+    pub(crate) dir: TempDir,
+}
+
+impl Distribution {
+    /// Starts `binary` in a temporary directory named from `prefix`, logging at `level`,
+    /// as a proxy of `proxy_of` when given, and waits until it answers.
+    pub(crate) async fn start(
+        binary: &Path,
+        client: &reqwest::Client,
+        prefix: &str,
+        level: &str,
+        proxy_of: Option<SocketAddr>,
+    ) -> Result<Self, BoxError> {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let proxy = proxy_of.map_or_else(String::new, |up| {
+            format!("proxy:\n  remoteurl: http://{up}\n")
+        });
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\n\
+                 log:\n  level: {level}\n  formatter: text\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  \
+                 maintenance:\n    uploadpurging:\n      enabled: false\n\
+                 http:\n  addr: {addr}\n  secret: oci-cache-bench\n{proxy}",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let log = dir.path().join("registry.log");
+        let name = if proxy_of.is_some() {
+            "docker-registry (proxy)"
+        } else {
+            "docker-registry"
+        };
+        let mut child = ChildGuard::spawn(
+            name,
+            Command::new(binary)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(File::create(&log)?),
+        )?;
+        wait_ready(client, addr, &mut child, &log).await?;
+        Ok(Self {
+            addr,
+            child,
+            log,
+            dir,
+        })
+    }
+}
+
 /// The CNCF distribution registry (`docker-registry serve`), on 127.0.0.1 with filesystem
 /// storage in a temporary directory, logging to a file.
 #[derive(Debug)]
@@ -196,39 +258,12 @@ pub struct Registry {
 impl Registry {
     /// Starts `binary` (normally `docker-registry`) and waits until it answers.
     pub async fn start(binary: &Path, client: &reqwest::Client) -> Result<Self, BoxError> {
-        let dir = tempfile::Builder::new()
-            .prefix("pull-bench-registry-")
-            .tempdir()?;
-        let port = free_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\n\
-                 log:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n  \
-                 maintenance:\n    uploadpurging:\n      enabled: false\n\
-                 http:\n  addr: {addr}\n  secret: pull-bench\n",
-                dir.path().join("data").display()
-            ),
-        )?;
-        let log = dir.path().join("registry.log");
-        let mut child = ChildGuard::spawn(
-            "docker-registry",
-            Command::new(binary)
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&log)?),
-        )?;
-        wait_ready(client, addr, &mut child, &log).await?;
+        let d = Distribution::start(binary, client, "pull-bench-registry-", "info", None).await?;
         Ok(Self {
-            addr,
-            child,
-            log,
-            _dir: dir,
+            addr: d.addr,
+            child: d.child,
+            log: d.log,
+            _dir: d.dir,
         })
     }
 

@@ -2,17 +2,15 @@
 //! (from its log), pushes of small blobs and manifests, and CNCF distribution started in
 //! proxy (pull-through cache) mode.
 
-use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 
-use crate::{free_port, upload_url, wait_ready, BoxError, ChildGuard, Registry};
+use crate::{upload_url, BoxError, ChildGuard, Distribution, Registry};
 
 /// Requests a registry completed and the body bytes it wrote for them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -155,38 +153,18 @@ impl DistProxy {
         upstream: SocketAddr,
         client: &reqwest::Client,
     ) -> Result<Self, BoxError> {
-        let dir = tempfile::Builder::new()
-            .prefix("side-by-side-proxy-")
-            .tempdir()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\n\
-                 log:\n  level: warn\n  formatter: text\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n  \
-                 maintenance:\n    uploadpurging:\n      enabled: false\n\
-                 http:\n  addr: {addr}\n  secret: side-by-side\n\
-                 proxy:\n  remoteurl: http://{upstream}\n",
-                dir.path().join("data").display()
-            ),
-        )?;
-        let log = dir.path().join("proxy.log");
-        let mut child = ChildGuard::spawn(
-            "docker-registry (proxy)",
-            Command::new(binary)
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&log)?),
-        )?;
-        wait_ready(client, addr, &mut child, &log).await?;
+        let d = Distribution::start(
+            binary,
+            client,
+            "side-by-side-proxy-",
+            "warn",
+            Some(upstream),
+        )
+        .await?;
         Ok(Self {
-            addr,
-            child,
-            _dir: dir,
+            addr: d.addr,
+            child: d.child,
+            _dir: d.dir,
         })
     }
 
