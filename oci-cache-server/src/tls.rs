@@ -81,7 +81,12 @@ impl ReloadingCert {
     pub fn load(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Result<Arc<Self>, TlsError> {
         let (cert_path, key_path) = (cert.into(), key.into());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let loaded = load_pair(&cert_path, &key_path, &provider)?;
+        let (cert_pem, key_pem) = (read(&cert_path)?, read(&key_path)?);
+        let key = parse_pair(&cert_path, &cert_pem, &key_path, &key_pem, &provider)?;
+        let loaded = Loaded {
+            key,
+            fingerprint: fingerprint(&cert_pem, &key_pem),
+        };
         Ok(Arc::new(Self {
             cert_path,
             key_path,
@@ -95,34 +100,37 @@ impl ReloadingCert {
     /// `Ok(false)` when they did not change (or are the pair that failed last time). On an
     /// error the previous pair stays in use.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let fingerprint = fingerprint(&self.cert_path, &self.key_path)?;
+        let (cert_pem, key_pem) = (read(&self.cert_path)?, read(&self.key_path)?);
+        let fingerprint = fingerprint(&cert_pem, &key_pem);
+        let known = |d: Option<&Digest>| d == Some(&fingerprint);
         if self
             .current
             .read()
-            .is_ok_and(|c| c.fingerprint == fingerprint)
+            .is_ok_and(|c| known(Some(&c.fingerprint)))
+            || self.rejected.read().is_ok_and(|r| known(r.as_ref()))
         {
             return Ok(false);
         }
-        if self
-            .rejected
-            .read()
-            .is_ok_and(|r| r.as_ref() == Some(&fingerprint))
-        {
-            return Ok(false);
-        }
-        let loaded = match load_pair(&self.cert_path, &self.key_path, &self.provider) {
-            Ok(loaded) => loaded,
+        match parse_pair(
+            &self.cert_path,
+            &cert_pem,
+            &self.key_path,
+            &key_pem,
+            &self.provider,
+        ) {
+            Ok(key) => {
+                if let Ok(mut current) = self.current.write() {
+                    *current = Loaded { key, fingerprint };
+                }
+                Ok(true)
+            }
             Err(e) => {
                 if let Ok(mut r) = self.rejected.write() {
                     *r = Some(fingerprint);
                 }
-                return Err(e);
+                Err(e)
             }
-        };
-        if let Ok(mut current) = self.current.write() {
-            *current = loaded;
         }
-        Ok(true)
     }
 
     /// Checks the files every `every` in a background task, for as long as the returned
@@ -174,37 +182,36 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn fingerprint(cert_path: &Path, key_path: &Path) -> Result<Digest, TlsError> {
-    let mut both = read(cert_path)?;
-    both.extend_from_slice(&read(key_path)?);
-    Ok(Digest::sha256_of(&both))
+/// sha256 of both files' bytes.
+fn fingerprint(cert_pem: &[u8], key_pem: &[u8]) -> Digest {
+    let mut both = cert_pem.to_vec();
+    both.extend_from_slice(key_pem);
+    Digest::sha256_of(&both)
 }
 
-fn load_pair(
+/// The certified key from the PEM bytes of both files.
+fn parse_pair(
     cert_path: &Path,
+    cert_pem: &[u8],
     key_path: &Path,
+    key_pem: &[u8],
     provider: &CryptoProvider,
-) -> Result<Loaded, TlsError> {
-    let (cert_pem, key_pem) = (read(cert_path)?, read(key_path)?);
+) -> Result<Arc<CertifiedKey>, TlsError> {
     let cert_error = |reason: String| TlsError::Certificate {
         path: cert_path.to_owned(),
         reason,
     };
-    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| cert_error(e.to_string()))?;
     if chain.is_empty() {
         return Err(cert_error("none found".to_owned()));
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Key {
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Key {
         path: key_path.to_owned(),
         reason: e.to_string(),
     })?;
-    let key = CertifiedKey::from_der(chain, key, provider).map_err(TlsError::Pair)?;
-    let mut both = cert_pem;
-    both.extend_from_slice(&key_pem);
-    Ok(Loaded {
-        key: Arc::new(key),
-        fingerprint: Digest::sha256_of(&both),
-    })
+    CertifiedKey::from_der(chain, key, provider)
+        .map(Arc::new)
+        .map_err(TlsError::Pair)
 }
