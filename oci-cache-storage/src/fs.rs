@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::stream::{self, StreamExt};
 
 use crate::{
@@ -210,35 +210,6 @@ fn read_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> Result<usiz
     Ok(done)
 }
 
-/// Appends `n` bytes of `file` from `offset` to `buf` (which has room for them), without
-/// zeroing the buffer first.
-fn read_at(
-    file: &std::fs::File,
-    buf: &mut Vec<u8>,
-    offset: u64,
-    n: usize,
-) -> Result<(), StorageError> {
-    let start = buf.len();
-    let target = start + n;
-    while buf.len() < target {
-        if buf.capacity() == buf.len() {
-            buf.reserve(target - buf.len());
-        }
-        let pos = offset + (buf.len() - start) as u64;
-        match rustix::io::pread(file, rustix::buffer::spare_capacity(buf), pos) {
-            Ok(0) => {
-                return Err(StorageError::io("read blob")(io::Error::from(
-                    ErrorKind::UnexpectedEof,
-                )))
-            }
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(StorageError::io("read blob")(e.into())),
-        }
-    }
-    buf.truncate(target);
-    Ok(())
-}
-
 #[async_trait]
 impl BlobStore for FsStore {
     async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>, StorageError> {
@@ -258,7 +229,7 @@ impl BlobStore for FsStore {
         // Small blobs and ranges (manifests, configs: most requests) are read in the call
         // that opens the file: one trip to the blocking pool instead of two. The buffer is
         // allocated here, on a runtime thread (see `stream_file`).
-        let mut small = Vec::with_capacity(SMALL);
+        let mut small = BytesMut::zeroed(SMALL);
         let opened = blocking("open blob", move || {
             let file = match std::fs::File::open(&path) {
                 Ok(file) => file,
@@ -269,8 +240,10 @@ impl BlobStore for FsStore {
             let resolved = resolve_request(range, md.len())?;
             let whole = match usize::try_from(resolved.len()) {
                 Ok(n) if n <= SMALL => {
-                    read_at(&file, &mut small, resolved.start, n)?;
-                    Some(Bytes::from(small))
+                    small.truncate(n);
+                    file.read_exact_at(&mut small, resolved.start)
+                        .map_err(StorageError::io("read blob"))?;
+                    Some(small.freeze())
                 }
                 _ => None,
             };
