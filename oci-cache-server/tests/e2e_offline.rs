@@ -51,19 +51,6 @@ fn heads_and_gets(records: &[AccessRecord]) -> (usize, usize) {
     (heads, gets)
 }
 
-/// The digests of the manifests an index or manifest list points at.
-fn child_manifests(raw: &[u8]) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_slice(raw).expect("manifest JSON");
-    v["manifests"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| m["digest"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Asserts a manifest answer: 200, the digest header, and a body (unless HEAD)
 /// that hashes to `digest`.
 fn assert_manifest(a: &Answer, digest: &str, head: bool, what: &str, logs: &dyn Fn() -> String) {
@@ -360,7 +347,7 @@ fn an_index_tag_stores_every_child_so_platforms_pull_offline() {
         let url = format!("{}/v2/{}/manifests/{}", cache.url(), img.name, img.tag);
         let a = fetch_with("GET", &url, Auth::None, &[("Accept", accept)]);
         assert_manifest(&a, &img.digest, false, &img.name, &|| cache.log_tail());
-        let kids = child_manifests(&a.body);
+        let kids = support::child_manifests(&a.body);
         assert_eq!(kids.len(), 2, "{}: {}", img.name, a.describe());
         for kid in kids {
             children.push((img.name.clone(), kid));

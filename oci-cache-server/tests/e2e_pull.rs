@@ -24,19 +24,6 @@ fn client() -> reqwest::Client {
     support::rt::http_client(Duration::from_secs(180))
 }
 
-/// The digests of the manifests an index or manifest list points at.
-fn child_manifests(raw: &[u8]) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_slice(raw).expect("manifest JSON");
-    v["manifests"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| m["digest"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Copies every seeded image through the cache into `dir` (OCI layouts, and
 /// `dir:` for the Docker list), checking digests and blob contents.
 fn copy_all_through_cache(
@@ -108,7 +95,7 @@ fn skopeo_pulls_small_multilayer_index_and_manifest_list_through_cache() {
             img.name
         );
         assert_eq!(sha256_bytes(&cached), img.digest);
-        for child in child_manifests(&direct) {
+        for child in support::child_manifests(&direct) {
             let by_digest = format!("{}@{child}", img.name);
             let d = skopeo_inspect_raw(&reg.docker_ref(&by_digest), None)
                 .expect("inspect upstream child");

@@ -33,12 +33,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn client(timeout: Duration) -> reqwest::Client {
-    oci_cache_core::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .expect("reqwest client")
+    support::rt::http_client(timeout)
 }
 
 /// An `oci-cache` keeping blobs and tags in `s3://oci/PREFIX` of `s3`, with

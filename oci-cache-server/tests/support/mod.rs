@@ -47,7 +47,7 @@ pub use docker::Dockerd;
 pub use fetch::{fetch, Answer, Auth};
 pub use net::{free_port, http_status, wait_until};
 pub use registry::Registry;
-pub use seed::{seed_images, Image, SeedOptions, Seeded};
+pub use seed::{child_manifests, seed_images, Image, SeedOptions, Seeded};
 pub use skopeo::{
     skopeo_copy, skopeo_copy_to_dir, skopeo_copy_to_oci_dir, skopeo_inspect_digest,
     skopeo_inspect_raw, skopeo_inspect_raw_verified, skopeo_inspect_raw_with_registries_conf,

@@ -165,3 +165,16 @@ pub fn seed_images(registry: &Registry, creds: Option<&str>, opts: SeedOptions) 
         summary,
     }
 }
+
+/// The digests of the manifests an index or manifest list points at.
+pub fn child_manifests(raw: &[u8]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(raw).expect("manifest JSON");
+    v["manifests"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["digest"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
