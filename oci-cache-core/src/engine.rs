@@ -3,12 +3,14 @@
 
 mod batch;
 mod blob;
+mod bounded;
 mod evict;
 mod feed;
 mod fill;
 mod hot;
 mod in_use;
 mod index;
+mod links;
 mod manifest;
 mod negative;
 mod single_flight;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
+use crate::name::RepositoryName;
 use crate::{BlobStore, EngineError, ResolvedRange, TagStore};
 use fill::FillRegistry;
 use negative::NegativeCache;
@@ -95,6 +98,7 @@ pub struct Engine {
     stats: Arc<EngineStats>,
     usage: Arc<in_use::Usage>,
     refs: evict::RefIndex,
+    links: Arc<links::Links>,
     hot: hot::Hot,
     config: EngineConfig,
 }
@@ -110,6 +114,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// An engine over the given stores.
     pub fn new(blobs: Arc<dyn BlobStore>, tags: Arc<dyn TagStore>, config: EngineConfig) -> Self {
+        let links = Arc::new(links::Links::new(Arc::clone(&tags)));
         Self {
             blobs,
             tags,
@@ -119,6 +124,7 @@ impl Engine {
             stats: Arc::default(),
             usage: Arc::default(),
             refs: evict::RefIndex::default(),
+            links,
             hot: hot::Hot::default(),
             config,
         }
@@ -127,6 +133,19 @@ impl Engine {
     /// The blob store.
     pub fn blobs(&self) -> &Arc<dyn BlobStore> {
         &self.blobs
+    }
+
+    /// Declares that `digests` belong to `repo` on the upstream named `upstream`, for
+    /// content placed in storage by other means (an import, a test). A manifest or blob is
+    /// served through an (upstream, repository) only when it belongs there (see
+    /// doc/SEMANTICS.md); pulls through the engine record this themselves.
+    pub async fn link(
+        &self,
+        upstream: &str,
+        repo: &RepositoryName,
+        digests: &[crate::Digest],
+    ) -> Result<(), EngineError> {
+        self.links.learn_now(upstream, repo.as_str(), digests).await
     }
 
     /// Number of fills running now.

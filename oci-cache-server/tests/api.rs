@@ -15,6 +15,7 @@ use oci_cache_storage::BlobStore;
 
 struct Api {
     service: CacheService,
+    engine: Arc<Engine>,
     store: Arc<MemoryStore>,
     _spool: tempfile::TempDir,
 }
@@ -31,7 +32,8 @@ fn api() -> Api {
     dead.connect_timeout = std::time::Duration::from_millis(500);
     let upstreams = Arc::new(Upstreams::new(vec![dead]).unwrap());
     Api {
-        service: CacheService::new(engine, upstreams),
+        service: CacheService::new(engine.clone(), upstreams),
+        engine,
         store,
         _spool: spool,
     }
@@ -61,7 +63,8 @@ fn error_code(body: &[u8]) -> String {
     v["errors"][0]["code"].as_str().unwrap().to_owned()
 }
 
-async fn seeded(api: &Api, bytes: &[u8]) -> Digest {
+/// Stores `bytes` as the cache would after pulling them from docker.io's `repo`.
+async fn seeded(api: &Api, repo: &str, bytes: &[u8]) -> Digest {
     let digest = Digest::sha256_of(bytes);
     let mut w = api
         .store
@@ -70,6 +73,11 @@ async fn seeded(api: &Api, bytes: &[u8]) -> Digest {
         .unwrap();
     w.write(Bytes::copy_from_slice(bytes)).await.unwrap();
     w.commit().await.unwrap();
+    let repo = oci_cache_core::name::RepositoryName::parse(repo).unwrap();
+    api.engine
+        .link("docker.io", &repo, std::slice::from_ref(&digest))
+        .await
+        .unwrap();
     digest
 }
 
@@ -134,7 +142,7 @@ async fn bad_names_digests_and_unknown_namespaces_are_oci_errors() {
 async fn cached_blob_serves_full_ranged_and_head_with_the_right_headers() {
     let api = api();
     let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
-    let d = seeded(&api, &bytes).await;
+    let d = seeded(&api, "library/x", &bytes).await;
     let uri = format!("/v2/library/x/blobs/{d}");
     let (s, h, body) = call(&api, Method::GET, &uri, None).await;
     assert_eq!((s, body.as_ref()), (StatusCode::OK, &bytes[..]));
@@ -163,7 +171,7 @@ async fn cached_blob_serves_full_ranged_and_head_with_the_right_headers() {
 async fn cached_manifest_by_digest_needs_no_upstream() {
     let api = api();
     let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#;
-    let d = seeded(&api, m).await;
+    let d = seeded(&api, "library/alpine", m).await;
     let (s, h, body) = call(
         &api,
         Method::GET,
@@ -225,7 +233,7 @@ async fn call_as(
 #[tokio::test]
 async fn anonymous_clients_get_401_and_nothing_from_storage_when_access_is_on() {
     let api = api_with_access(oci_cache_server::auth::Access::Authenticated);
-    let d = seeded(&api, b"private layer").await;
+    let d = seeded(&api, "library/private", b"private layer").await;
     let uri = format!("/v2/library/private/blobs/{d}");
     let (s, h, body) = call_as(&api, &uri, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -249,7 +257,7 @@ async fn anonymous_clients_get_401_and_nothing_from_storage_when_access_is_on() 
 #[tokio::test]
 async fn users_outside_the_upstreams_list_get_403_denied() {
     let api = api_with_access(oci_cache_server::auth::Access::Users(vec!["alice".into()]));
-    let d = seeded(&api, b"x").await;
+    let d = seeded(&api, "library/private", b"x").await;
     let uri = format!("/v2/library/private/blobs/{d}");
     let (s, _, body) = call_as(&api, &uri, Some("bob-token-0123456789")).await;
     assert_eq!(
@@ -273,7 +281,7 @@ async fn health_readiness_and_metrics_answer_beside_the_api() {
     assert_eq!(ready["upstreams"][0]["name"], "docker.io");
     assert_eq!(ready["upstreams"][0]["endpoints"][0]["circuit"], "closed");
 
-    let d = seeded(&api, b"warm blob").await;
+    let d = seeded(&api, "library/x", b"warm blob").await;
     let uri = format!("/v2/library/x/blobs/{d}");
     let (s, _, _) = call(&api, Method::GET, &uri, None).await;
     assert_eq!(s, StatusCode::OK);
@@ -335,11 +343,12 @@ async fn a_denied_repository_is_403_denied_without_asking_the_upstream() {
     dead.deny = vec!["library/forbidden".into()];
     let upstreams = Arc::new(Upstreams::new(vec![dead]).unwrap());
     let api = Api {
-        service: CacheService::new(engine, upstreams),
+        service: CacheService::new(engine.clone(), upstreams),
+        engine,
         store,
         _spool: spool,
     };
-    let d = seeded(&api, b"cached but denied").await;
+    let d = seeded(&api, "library/allowed", b"cached but denied").await;
     for uri in [
         "/v2/library/forbidden/manifests/latest".to_owned(),
         "/v2/other/app/manifests/latest".to_owned(),
@@ -369,12 +378,31 @@ async fn status_page_shows_hit_ratio_limit_and_most_pulled_and_roles_split_liste
         service: api.service.clone().with_storage_limit(Some(1_000_000)),
         ..api
     };
-    let d = seeded(&api, b"some layer").await;
+    let d = seeded(&api, "library/x", b"some layer").await;
     for _ in 0..3 {
         call(&api, Method::GET, &format!("/v2/library/x/blobs/{d}"), None).await;
     }
-    // A tag request counts as a pull even when the upstream is down.
-    call(&api, Method::GET, "/v2/library/app/manifests/v1", None).await;
+    // Only tags that exist count as pulls: the upstream is down and never saw this one.
+    let (s, _, _) = call(&api, Method::GET, "/v2/library/junk/manifests/v1", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    // A cached tag counts.
+    let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+    let md = seeded(&api, "library/app", m).await;
+    let key = oci_cache_storage::TagKey {
+        namespace: "docker.io".into(),
+        repository: "library/app".into(),
+        tag: "v1".into(),
+    };
+    let record = oci_cache_storage::TagRecord {
+        digest: md,
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        fetched_at: std::time::SystemTime::now(),
+    };
+    oci_cache_storage::TagStore::put(api.store.as_ref(), &key, &record)
+        .await
+        .unwrap();
+    let (s, _, _) = call(&api, Method::GET, "/v2/library/app/manifests/v1", None).await;
+    assert_eq!(s, StatusCode::OK);
     let (s, h, body) = call(&api, Method::GET, "/status.json", None).await;
     assert_eq!(
         (s, h["content-type"].to_str().unwrap()),
@@ -383,6 +411,11 @@ async fn status_page_shows_hit_ratio_limit_and_most_pulled_and_roles_split_liste
     let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status["max_bytes"], 1_000_000);
     assert_eq!(status["blob_hits"], 3);
+    assert_eq!(
+        status["most_pulled"].as_array().unwrap().len(),
+        1,
+        "{status}"
+    );
     assert_eq!(status["hit_ratio"], 1.0);
     assert_eq!(
         status["most_pulled"][0]["image"],

@@ -22,8 +22,15 @@ impl Engine {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<BlobResponse, EngineError> {
+        let linked = self
+            .links
+            .contains(client.name(), repo.as_str(), digest)
+            .await?;
         match self.blobs.get(digest, range).await {
             Ok((meta, resolved, body)) => {
+                if !linked {
+                    self.confirm_blob(client, repo, digest).await?;
+                }
                 EngineStats::add(&self.stats.blob_hits, 1);
                 self.usage.touch(&self.blobs, digest);
                 let stats = Arc::clone(&self.stats);
@@ -42,11 +49,19 @@ impl Engine {
             }
             Err(StorageError::NotFound { .. }) => {}
             Err(StorageError::RangeNotSatisfiable { size }) => {
-                return Err(EngineError::RangeNotSatisfiable { size })
+                if !linked {
+                    self.confirm_blob(client, repo, digest).await?;
+                }
+                return Err(EngineError::RangeNotSatisfiable { size });
             }
             Err(e) => {
                 tracing::warn!(%digest, error = %e, "storage read failed; filling from upstream");
             }
+        }
+        if !linked && self.links.denied(client.name(), repo.as_str(), digest) {
+            return Err(EngineError::BlobUnknown {
+                digest: digest.clone(),
+            });
         }
         let job = FillJob {
             client: Arc::clone(client),
@@ -57,11 +72,16 @@ impl Engine {
             spool_dir: self.config.spool_dir.clone(),
             memory_spool_limit: self.config.memory_spool_limit,
             stats: Arc::clone(&self.stats),
+            links: Arc::clone(&self.links),
         };
         EngineStats::add(&self.stats.blob_misses, 1);
         let (handle, joined) = self.fills.join_or_start(job)?;
         if joined {
             EngineStats::add(&self.stats.coalesced, 1);
+            // A fill of this upstream for another repository proves nothing about this one.
+            if !linked && &*handle.repo != repo.as_str() {
+                self.confirm_blob(client, repo, digest).await?;
+            }
         }
         let mut progress = handle.progress.clone();
         let size = wait_for_size(&mut progress, range.is_some()).await?;
@@ -94,34 +114,69 @@ impl Engine {
         })
     }
 
-    /// The blob's size, without downloading it: from storage, a running fill, or an
-    /// upstream HEAD.
+    /// The blob's size, without downloading it: from storage or a running fill when the
+    /// blob is known to belong to the repository, else from an upstream HEAD (which, when it
+    /// succeeds, makes it known).
     pub async fn blob_size(
         &self,
         client: &UpstreamClient,
         repo: &RepositoryName,
         digest: &Digest,
     ) -> Result<u64, EngineError> {
-        if let Some(meta) = self.blobs.head(digest).await? {
-            return Ok(meta.size);
-        }
-        if let Some(handle) = self.fills.get(digest) {
-            if let Progress::Streaming {
-                size: Some(size), ..
+        let upstream = client.name();
+        let linked = self.links.contains(upstream, repo.as_str(), digest).await?;
+        if linked {
+            if let Some(meta) = self.blobs.head(digest).await? {
+                return Ok(meta.size);
             }
-            | Progress::Done { size } = *handle.progress.borrow()
-            {
-                return Ok(size);
+            if let Some(handle) = self.fills.get(upstream, digest) {
+                if let Progress::Streaming {
+                    size: Some(size), ..
+                }
+                | Progress::Done { size } = *handle.progress.borrow()
+                {
+                    return Ok(size);
+                }
             }
         }
-        match client.blob_size(repo.as_str(), digest).await {
-            Ok(Some(size)) => Ok(size),
-            Ok(None) => Err(EngineError::Upstream(UpstreamError::InvalidResponse {
+        let size = self.confirm_blob(client, repo, digest).await?;
+        if let Some(size) = size {
+            return Ok(size);
+        }
+        match self.blobs.head(digest).await? {
+            Some(meta) => Ok(meta.size),
+            None => Err(EngineError::Upstream(UpstreamError::InvalidResponse {
                 reason: "blob HEAD without Content-Length",
             })),
-            Err(UpstreamError::NotFound) => Err(EngineError::BlobUnknown {
-                digest: digest.clone(),
-            }),
+        }
+    }
+
+    /// Asks the upstream whether `digest` is a blob of `repo` (a HEAD, answered with the
+    /// size it announced); remembers a yes as a link and a no for the upstream's
+    /// `negative_ttl`.
+    async fn confirm_blob(
+        &self,
+        client: &UpstreamClient,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, EngineError> {
+        let upstream = client.name();
+        let unknown = || EngineError::BlobUnknown {
+            digest: digest.clone(),
+        };
+        if self.links.denied(upstream, repo.as_str(), digest) {
+            return Err(unknown());
+        }
+        match client.blob_size(repo.as_str(), digest).await {
+            Ok(size) => {
+                self.links.learn(upstream, repo.as_str(), [digest]);
+                Ok(size)
+            }
+            Err(UpstreamError::NotFound) => {
+                let ttl = client.config().negative_ttl;
+                self.links.deny(upstream, repo.as_str(), digest, ttl);
+                Err(unknown())
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::batch::next_batch;
 use super::feed::StorageFeed;
+use super::links::Links;
 use super::spool::{Spool, SpoolSlot};
 use super::stats::EngineStats;
 use crate::{BlobStore, Digest, EngineError, UpstreamClient, UpstreamError, Verifier};
@@ -42,6 +43,8 @@ pub(crate) enum Progress {
 /// A running fill, as its readers see it.
 #[derive(Debug, Clone)]
 pub(crate) struct FillHandle {
+    /// The repository the fill downloads from (on its upstream).
+    pub(crate) repo: Arc<str>,
     /// Set by the fill before it reports [`Progress::Streaming`].
     pub(crate) spool: SpoolSlot,
     pub(crate) progress: watch::Receiver<Progress>,
@@ -57,12 +60,18 @@ pub(crate) struct FillJob {
     pub(crate) spool_dir: PathBuf,
     pub(crate) memory_spool_limit: u64,
     pub(crate) stats: Arc<EngineStats>,
+    /// Learns that the digest belongs to the repository once the upstream serves it.
+    pub(crate) links: Arc<Links>,
 }
 
-/// The running fills, by digest.
+/// Fills are per upstream: a client of one upstream never waits on, or fails with, a fill
+/// that runs with another upstream's credentials.
+type FillKey = (String, Digest);
+
+/// The running fills, by upstream and digest.
 #[derive(Debug, Default)]
 pub(crate) struct FillRegistry {
-    fills: Mutex<HashMap<Digest, FillHandle>>,
+    fills: Mutex<HashMap<FillKey, FillHandle>>,
 }
 
 impl FillRegistry {
@@ -71,9 +80,13 @@ impl FillRegistry {
         self.fills.lock().map_or(0, |f| f.len())
     }
 
-    /// The running fill of `digest`, if any.
-    pub(crate) fn get(&self, digest: &Digest) -> Option<FillHandle> {
-        self.fills.lock().ok()?.get(digest).cloned()
+    /// The running fill of `digest` from `upstream`, if any.
+    pub(crate) fn get(&self, upstream: &str, digest: &Digest) -> Option<FillHandle> {
+        self.fills
+            .lock()
+            .ok()?
+            .get(&(upstream.to_owned(), digest.clone()))
+            .cloned()
     }
 
     /// Joins the running fill of the job's digest, or starts one in a new task; `true`
@@ -82,12 +95,14 @@ impl FillRegistry {
         self: &Arc<Self>,
         job: FillJob,
     ) -> Result<(FillHandle, bool), EngineError> {
-        if let Some(handle) = self.get(&job.digest) {
+        let key: FillKey = (job.client.name().to_owned(), job.digest.clone());
+        if let Some(handle) = self.get(&key.0, &key.1) {
             return Ok((handle, true));
         }
         let spool: SpoolSlot = Arc::new(RwLock::new(None));
         let (tx, rx) = watch::channel(Progress::Connecting);
         let handle = FillHandle {
+            repo: Arc::from(job.repo.as_str()),
             spool: Arc::clone(&spool),
             progress: rx,
         };
@@ -96,14 +111,14 @@ impl FillRegistry {
                 .fills
                 .lock()
                 .map_err(|_| EngineError::Spool(std::io::Error::other("fill registry poisoned")))?;
-            if let Some(existing) = fills.get(&job.digest) {
+            if let Some(existing) = fills.get(&key) {
                 return Ok((existing.clone(), true));
             }
-            fills.insert(job.digest.clone(), handle.clone());
+            fills.insert(key.clone(), handle.clone());
         }
         let guard = Deregister {
             registry: Arc::clone(self),
-            digest: job.digest.clone(),
+            key,
         };
         tokio::spawn(async move {
             let result = run(&job, &spool, &tx).await;
@@ -124,13 +139,13 @@ impl FillRegistry {
 /// Removes a fill from the registry when its task ends, however it ends.
 struct Deregister {
     registry: Arc<FillRegistry>,
-    digest: Digest,
+    key: FillKey,
 }
 
 impl Drop for Deregister {
     fn drop(&mut self) {
         if let Ok(mut fills) = self.registry.fills.lock() {
-            fills.remove(&self.digest);
+            fills.remove(&self.key);
         }
     }
 }
@@ -158,6 +173,8 @@ async fn run(
         }
         other => other?,
     };
+    // The upstream serves this digest in this repository: it belongs there.
+    job.links.learn(job.client.name(), &job.repo, [&job.digest]);
     let size = resp.content_length();
     tracing::debug!(digest = %job.digest, ?size, elapsed = ?started.elapsed(), "fill: upstream answered");
     let writer = match job.blobs.writer(&job.digest, size).await {

@@ -19,67 +19,116 @@ use crate::name::{Reference, RepositoryName};
 use crate::{Digest, EngineError, StorageError, UpstreamClient, UpstreamError};
 
 impl Engine {
-    /// The manifest `reference` names in `repo` on `client`'s upstream.
+    /// The manifest `reference` names in `repo` on `client`'s upstream. A manifest is
+    /// served through (upstream, repository) only when it belongs there (see `links`).
     pub async fn manifest(
         &self,
         client: &Arc<UpstreamClient>,
         repo: &RepositoryName,
         reference: &Reference,
     ) -> Result<Manifest, EngineError> {
-        match reference {
-            Reference::Digest(digest) => {
-                if let Some(m) = self.stored_manifest(digest).await? {
-                    return Ok(m);
-                }
-                self.fetch_manifest(client, repo, reference, Some(digest))
-                    .await
-            }
+        let m = match reference {
+            Reference::Digest(digest) => self.manifest_by_digest(client, repo, digest).await?,
             Reference::Tag(tag) => {
-                let key = TagKey {
-                    namespace: client.name().to_owned(),
-                    repository: repo.as_str().to_owned(),
-                    tag: tag.clone(),
-                };
+                let m = self.manifest_by_tag(client, repo, tag).await?;
                 self.stats
-                    .pulled(format!("{}/{}:{}", key.namespace, key.repository, key.tag));
-                if self.missing.contains(&key) {
-                    return Err(EngineError::ManifestUnknown);
+                    .pulled(format!("{}/{}:{tag}", client.name(), repo.as_str()));
+                m
+            }
+        };
+        self.links.learn_manifest(client.name(), repo.as_str(), &m);
+        Ok(m)
+    }
+
+    /// A manifest by digest: immutable, so storage first when it belongs to the
+    /// repository; stored but not known there, the upstream confirms it (a HEAD); else it
+    /// is fetched.
+    async fn manifest_by_digest(
+        &self,
+        client: &Arc<UpstreamClient>,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Manifest, EngineError> {
+        let upstream = client.name();
+        let linked = self.links.contains(upstream, repo.as_str(), digest).await?;
+        if !linked && self.links.denied(upstream, repo.as_str(), digest) {
+            return Err(EngineError::ManifestUnknown);
+        }
+        if let Some(m) = self.stored_manifest(digest).await? {
+            if linked {
+                return Ok(m);
+            }
+            return match client
+                .manifest(repo.as_str(), &digest.to_string(), true)
+                .await
+            {
+                Ok(_) => Ok(m),
+                Err(UpstreamError::NotFound) => {
+                    let ttl = client.config().negative_ttl;
+                    self.links.deny(upstream, repo.as_str(), digest, ttl);
+                    Err(EngineError::ManifestUnknown)
                 }
-                let record = match self.hot.tag(&key).filter(|r| is_fresh(r, client)) {
-                    Some(hot) => Some(hot),
-                    None => self.stored_tag(&key).await?,
-                };
-                if let Some(rec) = record.as_ref().filter(|r| is_fresh(r, client)) {
-                    if let Some(m) = self.stored_manifest(&rec.digest).await? {
-                        EngineStats::add(&self.stats.manifest_hits, 1);
-                        return Ok(m);
-                    }
-                }
-                EngineStats::add(&self.stats.manifest_misses, 1);
-                let flight = key.clone();
-                self.revalidations
-                    .run(flight, || async {
-                        // A revalidation that ended just before this one started may have
-                        // refreshed the record meanwhile: look again before asking upstream.
-                        let record = match self.stored_tag(&key).await {
-                            Ok(r) => r,
-                            Err(e) => return Err(Arc::new(e)),
-                        };
-                        if let Some(rec) = record.as_ref().filter(|r| is_fresh(r, client)) {
-                            match self.stored_manifest(&rec.digest).await {
-                                Ok(Some(m)) => return Ok(m),
-                                Ok(None) => {}
-                                Err(e) => return Err(Arc::new(e)),
-                            }
-                        }
-                        self.revalidate(client, repo, &key, record)
-                            .await
-                            .map_err(Arc::new)
-                    })
-                    .await
-                    .map_err(EngineError::Shared)
+                Err(e) => Err(e.into()),
+            };
+        }
+        self.fetch_manifest(
+            client,
+            repo,
+            &Reference::Digest(digest.clone()),
+            Some(digest),
+        )
+        .await
+    }
+
+    /// A manifest by tag: the tag record of (upstream, repository, tag) while fresh, else
+    /// revalidated once for all concurrent requests.
+    async fn manifest_by_tag(
+        &self,
+        client: &Arc<UpstreamClient>,
+        repo: &RepositoryName,
+        tag: &str,
+    ) -> Result<Manifest, EngineError> {
+        let key = TagKey {
+            namespace: client.name().to_owned(),
+            repository: repo.as_str().to_owned(),
+            tag: tag.to_owned(),
+        };
+        if self.missing.contains(&key) {
+            return Err(EngineError::ManifestUnknown);
+        }
+        let record = match self.hot.tag(&key).filter(|r| is_fresh(r, client)) {
+            Some(hot) => Some(hot),
+            None => self.stored_tag(&key).await?,
+        };
+        if let Some(rec) = record.as_ref().filter(|r| is_fresh(r, client)) {
+            if let Some(m) = self.stored_manifest(&rec.digest).await? {
+                EngineStats::add(&self.stats.manifest_hits, 1);
+                return Ok(m);
             }
         }
+        EngineStats::add(&self.stats.manifest_misses, 1);
+        let flight = key.clone();
+        self.revalidations
+            .run(flight, || async {
+                // A revalidation that ended just before this one started may have
+                // refreshed the record meanwhile: look again before asking upstream.
+                let record = match self.stored_tag(&key).await {
+                    Ok(r) => r,
+                    Err(e) => return Err(Arc::new(e)),
+                };
+                if let Some(rec) = record.as_ref().filter(|r| is_fresh(r, client)) {
+                    match self.stored_manifest(&rec.digest).await {
+                        Ok(Some(m)) => return Ok(m),
+                        Ok(None) => {}
+                        Err(e) => return Err(Arc::new(e)),
+                    }
+                }
+                self.revalidate(client, repo, &key, record)
+                    .await
+                    .map_err(Arc::new)
+            })
+            .await
+            .map_err(EngineError::Shared)
     }
 
     /// Asks the upstream about a tag that is stale or unknown.
@@ -220,6 +269,7 @@ impl Engine {
             media_type,
         };
         self.hot.keep_manifest(&m);
+        self.links.learn_manifest(client.name(), repo.as_str(), &m);
         if is_index(&m.media_type) {
             let kids = children(&m);
             if !kids.is_empty() {

@@ -25,6 +25,7 @@ pub mod cache_home;
 pub mod containerd;
 pub mod digest;
 pub mod docker;
+pub mod fake_registry;
 pub mod fault_upstream;
 pub mod fetch;
 pub mod lifecycle;

@@ -1,0 +1,469 @@
+//! Property: content belongs to (upstream, repository), not to the cache. Over random
+//! sequences of requests (identities, routes by default / `?ns=` / path prefix / `Host`,
+//! GET / HEAD / ranges, manifests by tag and digest, blobs) against two honest upstreams
+//! that share a layer, with upstreams going down and coming back, every answer matches a
+//! model: while an upstream is up, 200 exactly when its repository holds the object; while
+//! it is down, 200 for what was served before through that same (upstream, repository) and
+//! never for what that repository does not hold; 401/403 whenever the identity may not pull.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use oci_cache_core::{Digest, Engine, EngineConfig, UpstreamConfig, Upstreams};
+use oci_cache_server::auth::{Access, AccessPolicy, ClientAuth};
+use oci_cache_server::CacheService;
+use oci_cache_storage::memory::MemoryStore;
+use oci_cache_storage::BlobStore;
+use proptest::prelude::*;
+use support::fake_registry::{FakeContent, FakeRegistry};
+
+const UPSTREAMS: [&str; 2] = ["docker.io", "private"];
+const REPOS: [&str; 3] = ["pub/app", "pub/other", "team/secret"];
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-0123456789";
+
+/// Two upstreams: docker.io (anonymous) holds pub/app and pub/other; private (alice only)
+/// holds team/secret. pub/app and team/secret share a layer.
+fn contents() -> [FakeContent; 2] {
+    let mut public = FakeContent::default();
+    let shared = public.blob("pub/app", b"shared base layer");
+    let l1 = public.blob("pub/app", b"public app layer");
+    let c1 = public.blob("pub/app", b"{\"config\":\"app\"}");
+    public.image("pub/app", "v1", &c1, &[&shared, &l1]);
+    let l3 = public.blob("pub/other", b"other layer");
+    let c3 = public.blob("pub/other", b"{\"config\":\"other\"}");
+    public.image("pub/other", "v1", &c3, &[&l3]);
+    let mut private = FakeContent::default();
+    let shared2 = private.blob("team/secret", b"shared base layer");
+    assert_eq!(shared, shared2);
+    let secret = private.blob("team/secret", b"secret layer: do not leak");
+    let c2 = private.blob("team/secret", b"{\"config\":\"secret\"}");
+    private.image("team/secret", "v1", &c2, &[&shared2, &secret]);
+    [public, private]
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    Anonymous,
+    Alice,
+    Bob,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    Default,
+    Ns,
+    Prefix,
+    Host,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Tag,
+    ManifestDigest,
+    Blob,
+    BlobHead,
+    BlobRange,
+    ManifestHead,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Request {
+        who: Who,
+        route: Route,
+        upstream: usize,
+        repo: usize,
+        kind: Kind,
+        object: usize,
+    },
+    Down(usize, bool),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let who = prop_oneof![Just(Who::Anonymous), Just(Who::Alice), Just(Who::Bob)];
+    let route = prop_oneof![
+        Just(Route::Default),
+        Just(Route::Ns),
+        Just(Route::Prefix),
+        Just(Route::Host)
+    ];
+    let kind = prop_oneof![
+        Just(Kind::Tag),
+        Just(Kind::ManifestDigest),
+        Just(Kind::ManifestHead),
+        Just(Kind::Blob),
+        Just(Kind::BlobHead),
+        Just(Kind::BlobRange)
+    ];
+    prop_oneof![
+        8 => (who, route, 0..2usize, 0..REPOS.len(), kind, 0..16usize).prop_map(
+            |(who, route, upstream, repo, kind, object)| Op::Request { who, route, upstream, repo, kind, object }
+        ),
+        1 => (0..2usize, any::<bool>()).prop_map(|(u, d)| Op::Down(u, d)),
+    ]
+}
+
+struct World {
+    service: CacheService,
+    store: Arc<MemoryStore>,
+    registries: Vec<FakeRegistry>,
+    contents: [FakeContent; 2],
+    /// Every digest of both upstreams, sorted: `object` indexes it.
+    objects: Vec<String>,
+    down: [bool; 2],
+    /// (upstream, repo, digest) served before (with refs of served manifests).
+    served: HashSet<(usize, String, String)>,
+    /// (upstream, repo) whose tag v1 was served before.
+    tags_served: HashSet<(usize, String)>,
+    _spool: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let contents = contents();
+    let mut registries = Vec::new();
+    let mut configs = Vec::new();
+    for (i, c) in contents.iter().enumerate() {
+        let reg = FakeRegistry::start(c.clone()).await;
+        let mut config = UpstreamConfig::new(UPSTREAMS[i], reg.url());
+        config.hosts = vec![format!("{}.cache.test", UPSTREAMS[i])];
+        config.connect_timeout = Duration::from_secs(2);
+        config.breaker_threshold = u32::MAX;
+        registries.push(reg);
+        configs.push(config);
+    }
+    let store = Arc::new(MemoryStore::new());
+    let spool = tempfile::tempdir().unwrap();
+    let engine_config = EngineConfig {
+        spool_dir: spool.path().to_owned(),
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Engine::new(store.clone(), store.clone(), engine_config));
+    let upstreams = Arc::new(Upstreams::new(configs).unwrap());
+    let tokens = HashMap::from([
+        (ALICE.to_owned(), "alice".to_owned()),
+        (BOB.to_owned(), "bob".to_owned()),
+    ]);
+    let auth = Arc::new(ClientAuth::new(HashMap::new(), tokens));
+    let rules = HashMap::from([
+        ("docker.io".to_owned(), Access::Anonymous),
+        (
+            "private".to_owned(),
+            Access::Users(vec!["alice".to_owned()]),
+        ),
+    ]);
+    let service =
+        CacheService::new(engine, upstreams).with_access(AccessPolicy::new(Some(auth), rules));
+    let mut objects: Vec<String> = contents
+        .iter()
+        .flat_map(|c| c.objects.keys().cloned())
+        .collect();
+    objects.sort();
+    objects.dedup();
+    World {
+        service,
+        store,
+        registries,
+        contents,
+        objects,
+        down: [false; 2],
+        served: HashSet::new(),
+        tags_served: HashSet::new(),
+        _spool: spool,
+    }
+}
+
+fn uri_and_host(route: Route, upstream: usize, repo: &str, tail: &str) -> (String, Option<String>) {
+    let name = UPSTREAMS[upstream];
+    match route {
+        Route::Default => (format!("/v2/{repo}/{tail}"), None),
+        Route::Ns => (format!("/v2/{repo}/{tail}?ns={name}"), None),
+        Route::Prefix => (format!("/v2/{name}/{repo}/{tail}"), None),
+        Route::Host => (
+            format!("/v2/{repo}/{tail}"),
+            Some(format!("{name}.cache.test:5000")),
+        ),
+    }
+}
+
+impl World {
+    async fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        let Op::Request {
+            who,
+            route,
+            upstream,
+            repo,
+            kind,
+            object,
+        } = op.clone()
+        else {
+            if let Op::Down(u, d) = op {
+                self.down[*u] = *d;
+                self.registries[*u].set_down(*d);
+            }
+            return Ok(());
+        };
+        // The default route is docker.io.
+        let upstream = if matches!(route, Route::Default) {
+            0
+        } else {
+            upstream
+        };
+        let repo = REPOS[repo];
+        let content = &self.contents[upstream];
+        let (tail, digest) = match kind {
+            Kind::Tag => match content.repos.get(repo).and_then(|r| r.tags.get("v1")) {
+                Some(d) => ("manifests/v1".to_owned(), d.clone()),
+                None => ("manifests/v1".to_owned(), String::new()),
+            },
+            Kind::ManifestDigest | Kind::ManifestHead => {
+                let d = self.objects[object % self.objects.len()].clone();
+                (format!("manifests/{d}"), d)
+            }
+            Kind::Blob | Kind::BlobHead | Kind::BlobRange => {
+                let d = self.objects[object % self.objects.len()].clone();
+                (format!("blobs/{d}"), d)
+            }
+        };
+        let (uri, host) = uri_and_host(route, upstream, repo, &tail);
+        let method = if matches!(kind, Kind::BlobHead | Kind::ManifestHead) {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let mut req = Request::builder().method(method.clone()).uri(&uri);
+        if let Some(h) = &host {
+            req = req.header("host", h);
+        }
+        match who {
+            Who::Anonymous => {}
+            Who::Alice => req = req.header("authorization", format!("Bearer {ALICE}")),
+            Who::Bob => req = req.header("authorization", format!("Bearer {BOB}")),
+        }
+        if matches!(kind, Kind::BlobRange) {
+            req = req.header("range", "bytes=0-3");
+        }
+        let resp = self.service.call_request(req.body(()).unwrap()).await;
+        let status = resp.status();
+        let body = tokio::time::timeout(Duration::from_secs(20), resp.into_body().collect())
+            .await
+            .expect("body within 20 s")
+            .map(http_body_util::Collected::to_bytes);
+        let what = format!("{op:?} {method} {uri} host={host:?} -> {status}");
+
+        // Identity first: private is alice's only.
+        if upstream == 1 && !matches!(who, Who::Alice) {
+            let expected = if matches!(who, Who::Anonymous) {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            prop_assert_eq!(status, expected, "{}", what);
+            return Ok(());
+        }
+        let is_manifest_kind =
+            matches!(kind, Kind::Tag | Kind::ManifestDigest | Kind::ManifestHead);
+        // The blobs endpoint serves any object of the repository (manifests too, as real
+        // registries do); the manifests endpoint only manifests.
+        let holds = !digest.is_empty()
+            && content.holds(repo, &digest)
+            && (!is_manifest_kind || content.manifests.contains_key(&digest));
+        let ok = status.is_success();
+        if !holds {
+            prop_assert!(!ok, "served what the repository does not hold: {}", what);
+            return Ok(());
+        }
+        let key = (upstream, repo.to_owned(), digest.clone());
+        if self.down[upstream] {
+            let known = match kind {
+                Kind::Tag => self.tags_served.contains(&(upstream, repo.to_owned())),
+                _ => self.served.contains(&key) && self.stored(&digest).await,
+            };
+            if known {
+                prop_assert!(
+                    ok,
+                    "offline, what was served before through this route fails: {}",
+                    what
+                );
+            }
+        } else {
+            prop_assert!(ok, "the upstream holds it, yet: {}", what);
+        }
+        if ok {
+            let body = body.map_err(|e| TestCaseError::fail(format!("{what}: body {e}")))?;
+            let full = &self.contents[upstream].objects[&digest];
+            let expected: Bytes = match (method == Method::HEAD, kind) {
+                (true, _) => Bytes::new(),
+                (false, Kind::BlobRange) => full.slice(..4.min(full.len())),
+                _ => full.clone(),
+            };
+            prop_assert_eq!(body, expected, "{}", what);
+            self.learn(upstream, repo, &digest, kind).await;
+        }
+        Ok(())
+    }
+
+    /// Records what a success makes known: the object, a manifest's references, a tag.
+    async fn learn(&mut self, upstream: usize, repo: &str, digest: &str, kind: Kind) {
+        self.served
+            .insert((upstream, repo.to_owned(), digest.to_owned()));
+        if matches!(kind, Kind::Tag) {
+            self.tags_served.insert((upstream, repo.to_owned()));
+        }
+        if let Some(_media) = self.contents[upstream].manifests.get(digest) {
+            let bytes = &self.contents[upstream].objects[digest];
+            let refs = oci_cache_core::manifest::references(bytes);
+            for r in refs {
+                self.served
+                    .insert((upstream, repo.to_owned(), r.to_string()));
+            }
+        }
+        // A full blob GET commits in the background: wait for it so the model knows.
+        if matches!(kind, Kind::Blob) {
+            for _ in 0..200 {
+                if self.stored(digest).await {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    async fn stored(&self, digest: &str) -> bool {
+        let d = Digest::parse(digest).unwrap();
+        self.store.head(&d).await.unwrap().is_some()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn content_is_served_only_through_the_repositories_it_belongs_to(ops in proptest::collection::vec(op(), 1..24)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut w = world().await;
+            for op in &ops {
+                w.apply(op).await?;
+            }
+            Ok::<(), TestCaseError>(())
+        })?;
+    }
+}
+
+/// The attack the issue names, step by step: alice pulls the private image; then an
+/// anonymous client asks for its digests through every docker.io route, and bob through
+/// private's.
+#[tokio::test]
+async fn private_layers_stay_private_after_alice_pulls_them() {
+    let mut w = world().await;
+    for kind in [Kind::Tag, Kind::Blob] {
+        for object in 0..w.objects.len() {
+            w.apply(&Op::Request {
+                who: Who::Alice,
+                route: Route::Ns,
+                upstream: 1,
+                repo: 2,
+                kind,
+                object,
+            })
+            .await
+            .unwrap();
+        }
+    }
+    let secret = support::sha256_bytes(b"secret layer: do not leak");
+    assert!(
+        w.stored(&secret).await,
+        "alice's pull stored the secret layer"
+    );
+    let before = w.registries[1].requests();
+    for route in [Route::Default, Route::Ns, Route::Prefix, Route::Host] {
+        for repo in ["pub/app", "team/secret"] {
+            for (method, range) in [("GET", None), ("HEAD", None), ("GET", Some("bytes=0-3"))] {
+                let (uri, host) = uri_and_host(route, 0, repo, &format!("blobs/{secret}"));
+                let mut req = Request::builder().method(method).uri(&uri);
+                if let Some(h) = host {
+                    req = req.header("host", h);
+                }
+                if let Some(r) = range {
+                    req = req.header("range", r);
+                }
+                let resp = w.service.call_request(req.body(()).unwrap()).await;
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri} {range:?}");
+                assert!(
+                    !body.windows(6).any(|w| w == b"secret"),
+                    "{method} {uri}: {body:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        w.registries[1].requests(),
+        before,
+        "docker.io requests reached the private upstream"
+    );
+}
+
+/// The ordinary pull (manifest by tag, then its blobs, same repository) asks the upstream
+/// once per object it lacks and nothing more: a layer already stored for another upstream
+/// is served from storage without a confirmation HEAD, because the manifest names it.
+#[tokio::test]
+async fn an_ordinary_pull_costs_no_extra_upstream_request() {
+    let w = world().await;
+    let get = |uri: String, token: Option<&'static str>| {
+        let svc = w.service.clone();
+        async move {
+            let mut req = Request::builder().uri(uri);
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let resp = svc.call_request(req.body(()).unwrap()).await;
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, body)
+        }
+    };
+    let pull = |repo: &'static str, ns: &'static str, token| {
+        let get = &get;
+        async move {
+            let (status, manifest) = get(format!("/v2/{repo}/manifests/v1?ns={ns}"), token).await;
+            assert_eq!(status, StatusCode::OK, "{repo}");
+            let refs = oci_cache_core::manifest::references(&manifest);
+            assert_eq!(refs.len(), 3);
+            for r in &refs {
+                let (status, _) = get(format!("/v2/{repo}/blobs/{r}?ns={ns}"), token).await;
+                assert_eq!(status, StatusCode::OK, "{repo} {r}");
+            }
+        }
+    };
+    // alice pulls the private image: the shared base layer is stored.
+    pull("team/secret", "private", Some(ALICE)).await;
+    let shared = support::sha256_bytes(b"shared base layer");
+    for _ in 0..200 {
+        if w.stored(&shared).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(w.stored(&shared).await);
+    // The public image names the same layer: its manifest makes it known for pub/app.
+    pull("pub/app", "docker.io", None).await;
+    assert_eq!(
+        w.registries[0].requests(),
+        3,
+        "docker.io: one manifest GET, one GET per blob it lacks, no HEAD for the stored layer"
+    );
+    // Pulled again: nothing goes upstream.
+    pull("pub/app", "docker.io", None).await;
+    assert_eq!(w.registries[0].requests(), 3, "a warm pull asked upstream");
+}
