@@ -153,9 +153,11 @@ impl Engine {
         self.fills.len()
     }
 
-    /// The `n` images (`upstream/repository:tag`) pulled most by tag, most first.
-    pub fn most_pulled(&self, n: usize) -> Vec<(String, u64)> {
-        self.stats.most_pulled(n)
+    /// The `n` images (`upstream/repository:tag`) pulled most by tag, most first, among
+    /// the upstreams whose names `visible` accepts (so that a page shown to a client names
+    /// only what that client may pull). Only tags that exist upstream or in the cache count.
+    pub fn most_pulled(&self, n: usize, visible: impl Fn(&str) -> bool) -> Vec<(String, u64)> {
+        self.stats.most_pulled(n, visible)
     }
 
     /// The engine's counters now.

@@ -7,6 +7,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use oci_cache_core::route::{parse_path, Route};
 use oci_cache_core::{Digest, Engine, Upstreams};
 
+use crate::auth::{AccessPolicy, Identity};
 use crate::metrics::Metrics;
 use crate::service::{full_body, Body};
 use crate::status::{status_html, status_json};
@@ -21,12 +22,14 @@ pub(crate) async fn handle_ops(
     engine: &Engine,
     upstreams: &Upstreams,
     metrics: &Metrics,
+    access: &AccessPolicy,
     max_bytes: Option<u64>,
 ) -> Option<Response<Body>> {
+    let status = |identity: &Identity| status_json(engine, upstreams, access, identity, max_bytes);
     match parts.uri.path() {
         "/healthz" => Some(text(StatusCode::OK, "text/plain", "ok\n")),
         "/" | "/status" => {
-            let status = status_json(engine, upstreams, max_bytes);
+            let status = status(&viewer(access, parts).await);
             Some(text(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
@@ -36,7 +39,7 @@ pub(crate) async fn handle_ops(
         "/status.json" => Some(text(
             StatusCode::OK,
             "application/json",
-            status_json(engine, upstreams, max_bytes).to_string(),
+            status(&viewer(access, parts).await).to_string(),
         )),
         "/readyz" => Some(readyz(engine, upstreams).await),
         "/metrics" => {
@@ -61,6 +64,14 @@ pub(crate) async fn handle_ops(
         }
         _ => None,
     }
+}
+
+/// Who is looking at the status page (anonymous when the credentials do not check out).
+async fn viewer(access: &AccessPolicy, parts: &http::request::Parts) -> Identity {
+    access
+        .identify(&parts.headers)
+        .await
+        .unwrap_or(Identity::Anonymous)
 }
 
 /// The route label of a request path, for metrics.

@@ -103,6 +103,7 @@ impl CacheService {
                     &self.engine,
                     &self.upstreams,
                     &self.metrics,
+                    &self.access,
                     self.max_bytes,
                 )
                 .await

@@ -4,13 +4,22 @@
 use std::fmt::Write as _;
 
 use oci_cache_core::{Engine, Upstreams};
+
+use crate::auth::{AccessPolicy, Identity};
 use serde_json::{json, Value};
 
 /// Images listed as most pulled.
 const TOP: usize = 10;
 
-/// The status as JSON.
-pub(crate) fn status_json(engine: &Engine, upstreams: &Upstreams, max_bytes: Option<u64>) -> Value {
+/// The status as JSON, as `identity` may see it: the most pulled images of upstreams it
+/// may not pull from are left out.
+pub(crate) fn status_json(
+    engine: &Engine,
+    upstreams: &Upstreams,
+    access: &AccessPolicy,
+    identity: &Identity,
+    max_bytes: Option<u64>,
+) -> Value {
     let s = engine.stats();
     let lookups = s.blob_hits + s.blob_misses;
     #[allow(clippy::cast_precision_loss)] // counts far below 2^52
@@ -39,7 +48,7 @@ pub(crate) fn status_json(engine: &Engine, upstreams: &Upstreams, max_bytes: Opt
         })
         .collect();
     let most_pulled: Vec<Value> = engine
-        .most_pulled(TOP)
+        .most_pulled(TOP, |upstream| access.allows(upstream, identity))
         .into_iter()
         .map(|(image, pulls)| json!({"image": image, "pulls": pulls}))
         .collect();

@@ -467,3 +467,68 @@ async fn an_ordinary_pull_costs_no_extra_upstream_request() {
     pull("pub/app", "docker.io", None).await;
     assert_eq!(w.registries[0].requests(), 3, "a warm pull asked upstream");
 }
+
+/// The status page, its JSON and the metrics name a private repository only to a client
+/// that may pull from its upstream; tags that do not exist are not counted.
+#[tokio::test]
+async fn operator_pages_name_private_repositories_only_to_those_allowed() {
+    let w = world().await;
+    let call = |uri: &'static str, token: Option<&'static str>| {
+        let svc = w.service.clone();
+        async move {
+            let mut req = Request::builder().uri(uri);
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let resp = svc.call_request(req.body(()).unwrap()).await;
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (s, _) = call("/v2/team/secret/manifests/v1?ns=private", Some(ALICE)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call("/v2/pub/app/manifests/v1", None).await;
+    assert_eq!(s, StatusCode::OK);
+    for junk in ["/v2/pub/app/manifests/nope", "/v2/pub/junk/manifests/v1"] {
+        let (s, _) = call(junk, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{junk}");
+    }
+    for (who, token) in [
+        ("anonymous", None),
+        ("bob", Some(BOB)),
+        ("wrong token", Some("nope-nope-nope-nope")),
+    ] {
+        for page in ["/", "/status", "/status.json", "/metrics"] {
+            let (s, body) = call(page, token).await;
+            assert_eq!(s, StatusCode::OK, "{who} {page}");
+            assert!(
+                !body.contains("team/secret"),
+                "{who} {page} names the private repository:\n{body}"
+            );
+            assert!(
+                !body.contains("junk") && !body.contains(":nope"),
+                "{who} {page} counts a missing tag:\n{body}"
+            );
+        }
+        let (_, json) = call("/status.json", token).await;
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v["most_pulled"][0]["image"], "docker.io/pub/app:v1",
+            "{who}: {json}"
+        );
+    }
+    let (_, json) = call("/status.json", Some(ALICE)).await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let images: Vec<&str> = v["most_pulled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        images,
+        ["docker.io/pub/app:v1", "private/team/secret:v1"],
+        "{json}"
+    );
+}

@@ -32,7 +32,7 @@ impl Engine {
             Reference::Tag(tag) => {
                 let m = self.manifest_by_tag(client, repo, tag).await?;
                 self.stats
-                    .pulled(format!("{}/{}:{tag}", client.name(), repo.as_str()));
+                    .pulled(client.name(), format!("{}:{tag}", repo.as_str()));
                 m
             }
         };

@@ -23,7 +23,8 @@ pub(crate) struct EngineStats {
     pub(crate) evicted_bytes: AtomicU64,
     pub(crate) stored_bytes: AtomicU64,
     pub(crate) stored_objects: AtomicU64,
-    pulls: Mutex<HashMap<String, u64>>,
+    /// Pulls by (upstream, `repository:tag`).
+    pulls: Mutex<HashMap<(String, String), u64>>,
 }
 
 impl EngineStats {
@@ -35,21 +36,32 @@ impl EngineStats {
         gauge.store(n, Ordering::Relaxed);
     }
 
-    /// Counts a pull of `image` (`upstream/repository:tag`).
-    pub(crate) fn pulled(&self, image: String) {
+    /// Counts a pull of `image` (`repository:tag`) from `upstream`.
+    pub(crate) fn pulled(&self, upstream: &str, image: String) {
         if let Ok(mut p) = self.pulls.lock() {
-            if p.len() < MAX_COUNTED_IMAGES || p.contains_key(&image) {
-                *p.entry(image).or_default() += 1;
+            let key = (upstream.to_owned(), image);
+            if p.len() < MAX_COUNTED_IMAGES || p.contains_key(&key) {
+                *p.entry(key).or_default() += 1;
             }
         }
     }
 
-    /// The `n` most pulled images, most first.
-    pub(crate) fn most_pulled(&self, n: usize) -> Vec<(String, u64)> {
+    /// The `n` most pulled images (`upstream/repository:tag`) of the upstreams `visible`
+    /// accepts, most first.
+    pub(crate) fn most_pulled(
+        &self,
+        n: usize,
+        visible: impl Fn(&str) -> bool,
+    ) -> Vec<(String, u64)> {
         let mut all: Vec<(String, u64)> = self
             .pulls
             .lock()
-            .map(|p| p.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .map(|p| {
+                p.iter()
+                    .filter(|((upstream, _), _)| visible(upstream))
+                    .map(|((upstream, image), v)| (format!("{upstream}/{image}"), *v))
+                    .collect()
+            })
             .unwrap_or_default();
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         all.truncate(n);
