@@ -12,6 +12,7 @@ mod in_use;
 mod index;
 mod links;
 mod manifest;
+mod memory_budget;
 mod negative;
 mod single_flight;
 mod spool;
@@ -72,8 +73,9 @@ pub struct EngineConfig {
     pub fill_idle_timeout: Duration,
     /// Size of the chunks sent to clients.
     pub chunk_size: usize,
-    /// When the disk is full (no spool file can be written), a fill spools in memory up to
-    /// this many bytes; a larger blob then fails rather than exhaust memory.
+    /// When the disk is full (no spool file can be written), fills spool in memory, all of
+    /// them together up to this many bytes; a fill that would go past it fails rather than
+    /// exhaust memory.
     pub memory_spool_limit: u64,
 }
 
@@ -99,6 +101,7 @@ pub struct Engine {
     usage: Arc<in_use::Usage>,
     refs: evict::RefIndex,
     links: Arc<links::Links>,
+    memory_budget: Arc<spool::MemoryBudget>,
     hot: hot::Hot,
     config: EngineConfig,
 }
@@ -125,6 +128,7 @@ impl Engine {
             usage: Arc::default(),
             refs: evict::RefIndex::default(),
             links,
+            memory_budget: spool::MemoryBudget::new(config.memory_spool_limit),
             hot: hot::Hot::default(),
             config,
         }

@@ -53,6 +53,12 @@ pub enum EngineError {
     /// The local spool file of a fill failed.
     #[error("spool I/O error: {0}")]
     Spool(#[source] std::io::Error),
+    /// Too many downloads from this upstream wait already, or none could start in time.
+    #[error("too many downloads from upstream {upstream} wait for a slot")]
+    Busy {
+        /// The upstream's name.
+        upstream: String,
+    },
     /// A fill or revalidation that this request joined failed; the cause is shared by
     /// every request that joined it.
     #[error("{0}")]

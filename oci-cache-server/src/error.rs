@@ -111,6 +111,11 @@ fn classify_engine(e: &EngineError) -> (Code, StatusCode, Extra) {
             UpstreamError::Timeout => (Code::Unavailable, S::GATEWAY_TIMEOUT, None),
             _ => (Code::Unavailable, S::SERVICE_UNAVAILABLE, None),
         },
+        EngineError::Busy { .. } => (
+            Code::Unavailable,
+            S::SERVICE_UNAVAILABLE,
+            Some((header::RETRY_AFTER, "5".to_owned())),
+        ),
         EngineError::Storage(_) | EngineError::Spool(_) | EngineError::Shared(_) => {
             (Code::Unknown, S::INTERNAL_SERVER_ERROR, None)
         }

@@ -70,7 +70,7 @@ impl Engine {
             blobs: Arc::clone(&self.blobs),
             idle_timeout: self.config.fill_idle_timeout,
             spool_dir: self.config.spool_dir.clone(),
-            memory_spool_limit: self.config.memory_spool_limit,
+            memory_budget: Arc::clone(&self.memory_budget),
             stats: Arc::clone(&self.stats),
             links: Arc::clone(&self.links),
         };

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::batch::next_batch;
 use super::feed::StorageFeed;
 use super::links::Links;
-use super::spool::{Spool, SpoolSlot};
+use super::spool::{MemoryBudget, Spool, SpoolSlot};
 use super::stats::EngineStats;
 use crate::{BlobStore, Digest, EngineError, UpstreamClient, UpstreamError, Verifier};
 
@@ -58,7 +58,7 @@ pub(crate) struct FillJob {
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) idle_timeout: Duration,
     pub(crate) spool_dir: PathBuf,
-    pub(crate) memory_spool_limit: u64,
+    pub(crate) memory_budget: Arc<MemoryBudget>,
     pub(crate) stats: Arc<EngineStats>,
     /// Learns that the digest belongs to the repository once the upstream serves it.
     pub(crate) links: Arc<Links>,
@@ -164,7 +164,11 @@ async fn run(
     tx: &watch::Sender<Progress>,
 ) -> Result<u64, EngineError> {
     let started = std::time::Instant::now();
-    let _slot = job.client.fill_slot().await;
+    let Some(_slot) = job.client.fill_slot().await else {
+        return Err(EngineError::Busy {
+            upstream: job.client.name().to_owned(),
+        });
+    };
     let resp = match job.client.blob(&job.repo, &job.digest).await {
         Err(UpstreamError::NotFound) => {
             return Err(EngineError::BlobUnknown {
@@ -196,7 +200,7 @@ async fn run(
         None => (
             Spool::create(&job.spool_dir).unwrap_or_else(|e| {
                 tracing::warn!(digest = %job.digest, error = %e, "no spool file (disk full?); spooling in memory");
-                Spool::memory(job.memory_spool_limit)
+                Spool::memory(&job.memory_budget)
             }),
             Sink::Spooled(writer.map(|w| StorageFeed::start(w, job.digest.clone()))),
         ),
@@ -345,7 +349,7 @@ async fn to_memory(
     written: u64,
     batch: Bytes,
 ) -> Result<Spool, EngineError> {
-    let memory = Spool::memory(job.memory_spool_limit);
+    let memory = Spool::memory(&job.memory_budget);
     old.copy_into(&memory, written).await?;
     memory.write_at(written, batch).await?;
     Ok(memory)

@@ -23,7 +23,11 @@ pub(crate) async fn store_children(
     repo: RepositoryName,
     children: Vec<Digest>,
 ) {
-    for digest in children {
+    let max = client.config().index_children;
+    if children.len() > max {
+        tracing::info!(repo = %repo, children = children.len(), fetched = max, "index has more children than upstreams.index_children; the rest are fetched when asked for");
+    }
+    for digest in children.into_iter().take(max) {
         let result = async {
             if blobs.head(&digest).await?.is_some() {
                 return Ok(());

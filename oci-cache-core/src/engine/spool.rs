@@ -12,6 +12,8 @@ use futures_util::stream;
 use tokio::sync::watch;
 
 use super::fill::Progress;
+use super::memory_budget::Held;
+pub(crate) use super::memory_budget::MemoryBudget;
 use super::BlobBody;
 use crate::EngineError;
 
@@ -39,7 +41,7 @@ enum Backing {
     File(Arc<File>),
     Memory {
         bytes: Arc<RwLock<Vec<u8>>>,
-        limit: u64,
+        held: Arc<Held>,
     },
 }
 
@@ -62,13 +64,14 @@ impl Spool {
         }
     }
 
-    /// A spool in memory that refuses to grow past `limit` bytes: the last resort when the
-    /// disk is full, so a pull is served through rather than failed.
-    pub(crate) fn memory(limit: u64) -> Self {
+    /// A spool in memory that refuses to grow past what `budget` (shared by all memory
+    /// spools) has left: the last resort when the disk is full, so a pull is served through
+    /// rather than failed.
+    pub(crate) fn memory(budget: &Arc<MemoryBudget>) -> Self {
         Self {
             backing: Backing::Memory {
                 bytes: Arc::default(),
-                limit,
+                held: Arc::new(MemoryBudget::hold(budget)),
             },
             recent: Arc::default(),
         }
@@ -129,16 +132,17 @@ impl Spool {
                     .map_err(joined)?
                     .map_err(EngineError::Spool)
             }
-            Backing::Memory { bytes, limit } => {
+            Backing::Memory { bytes, held } => {
                 let end = offset + chunk.len() as u64;
-                if end > *limit {
-                    return Err(EngineError::Spool(std::io::Error::other(format!(
-                        "disk full and the blob is larger than the {limit}-byte memory spool"
-                    ))));
-                }
                 let mut buf = bytes.write().map_err(|_| {
                     EngineError::Spool(std::io::Error::other("spool lock poisoned"))
                 })?;
+                if !held.grow(end.saturating_sub(buf.len() as u64)) {
+                    return Err(EngineError::Spool(std::io::Error::other(format!(
+                        "disk full and the memory spools' budget of {} bytes is spent",
+                        held.limit()
+                    ))));
+                }
                 let (start, end) = (offset as usize, end as usize);
                 if buf.len() < end {
                     buf.resize(end, 0);

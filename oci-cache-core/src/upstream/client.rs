@@ -42,6 +42,8 @@ pub struct UpstreamClient {
     stats: UpstreamStats,
     names: NamePolicy,
     fills: tokio::sync::Semaphore,
+    /// Fills waiting for a slot now.
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 /// One base URL and its circuit breaker.
@@ -92,6 +94,7 @@ impl UpstreamClient {
             stats: UpstreamStats::default(),
             names,
             fills: tokio::sync::Semaphore::new(max_fills),
+            queued: std::sync::atomic::AtomicUsize::new(0),
             http,
             tokens: TokenCache::default(),
         })
@@ -108,9 +111,28 @@ impl UpstreamClient {
     }
 
     /// Waits for a fill slot of this upstream (`max_fills` run at once); the slot is held
-    /// until the returned permit is dropped.
+    /// until the returned permit is dropped. `None` at once when `max_queued_fills` fills
+    /// wait already, or when no slot frees up within `fill_queue_timeout`.
     pub async fn fill_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.fills.acquire().await.ok()
+        use std::sync::atomic::Ordering;
+        if let Ok(permit) = self.fills.try_acquire() {
+            return Some(permit);
+        }
+        struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Queued<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let ahead = self.queued.fetch_add(1, Ordering::AcqRel);
+        let _queued = Queued(&self.queued);
+        if ahead >= self.config.max_queued_fills {
+            return None;
+        }
+        tokio::time::timeout(self.config.fill_queue_timeout, self.fills.acquire())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Whether this upstream's allow and deny patterns let `repo` be pulled.

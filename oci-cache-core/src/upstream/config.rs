@@ -51,6 +51,13 @@ pub struct UpstreamConfig {
     pub breaker_cooldown: Duration,
     /// Fills (blob downloads) that may run against this upstream at once; more wait.
     pub max_fills: usize,
+    /// Fills that may wait for a slot at once; one more fails at once (503).
+    pub max_queued_fills: usize,
+    /// How long a fill waits for a slot before it fails (503).
+    pub fill_queue_timeout: Duration,
+    /// Child manifests of an image index fetched in the background, at most (each is an
+    /// upstream GET, which Docker Hub counts against the pull limit); 0 fetches none.
+    pub index_children: usize,
     /// Repository patterns that may be pulled (`*` within a path segment, `**` across
     /// segments); empty allows every name not denied.
     pub allow: Vec<String>,
@@ -61,7 +68,8 @@ pub struct UpstreamConfig {
 impl UpstreamConfig {
     /// An anonymous upstream with the defaults: 5 s connect, 30 s read, 20 s to the first
     /// byte; tags fresh for 5 minutes, 404s remembered for 30 s; the breaker opens after 5
-    /// consecutive failures for 30 s; at most 32 fills at once.
+    /// consecutive failures for 30 s; at most 32 fills at once, 256 waiting for at most
+    /// 30 s; 16 children of an index fetched in the background.
     pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -76,6 +84,9 @@ impl UpstreamConfig {
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(30),
             max_fills: 32,
+            max_queued_fills: 256,
+            fill_queue_timeout: Duration::from_secs(30),
+            index_children: 16,
             allow: Vec::new(),
             deny: Vec::new(),
         }

@@ -34,6 +34,12 @@ pub struct UpstreamEntry {
     pub access: Option<AccessEntry>,
     /// Blob downloads from this upstream at once (default 32); more wait for a slot.
     pub max_fills: Option<usize>,
+    /// Downloads that may wait for a slot (default 256); more are refused with 503.
+    pub max_queued_fills: Option<usize>,
+    /// Seconds a download waits for a slot before it is refused with 503 (default 30).
+    pub fill_queue_secs: Option<u64>,
+    /// Child manifests of an image index fetched in the background (default 16).
+    pub index_children: Option<usize>,
     /// Repository patterns that may be pulled (`*` within a segment, `**` across).
     #[serde(default)]
     pub allow: Vec<String>,
@@ -87,6 +93,9 @@ impl UpstreamEntry {
             password_file: None,
             access: None,
             max_fills: None,
+            max_queued_fills: None,
+            fill_queue_secs: None,
+            index_children: None,
             allow: Vec::new(),
             deny: Vec::new(),
             connect_timeout_secs: None,
@@ -133,6 +142,8 @@ impl UpstreamEntry {
         config.hosts.clone_from(&self.hosts);
         config.allow.clone_from(&self.allow);
         config.max_fills = self.max_fills.unwrap_or(config.max_fills);
+        config.max_queued_fills = self.max_queued_fills.unwrap_or(config.max_queued_fills);
+        config.index_children = self.index_children.unwrap_or(config.index_children);
         config.deny.clone_from(&self.deny);
         let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
         config.connect_timeout = secs(self.connect_timeout_secs, config.connect_timeout);
@@ -140,6 +151,7 @@ impl UpstreamEntry {
         config.first_byte_timeout = secs(self.first_byte_timeout_secs, config.first_byte_timeout);
         config.tag_ttl = secs(self.tag_ttl_secs, config.tag_ttl);
         config.negative_ttl = secs(self.negative_ttl_secs, config.negative_ttl);
+        config.fill_queue_timeout = secs(self.fill_queue_secs, config.fill_queue_timeout);
         config.breaker_cooldown = secs(self.breaker_cooldown_secs, config.breaker_cooldown);
         config.breaker_threshold = self.breaker_threshold.unwrap_or(config.breaker_threshold);
         let owner = format!("upstream {}", self.name);
