@@ -49,7 +49,10 @@ async fn a_full_fill_queue_answers_busy_at_once_and_a_waiting_fill_gives_up() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let third = engine.blob(&client, &repo(), &digests[2], None).await;
     // Refused at once: the fill that waits in the queue has not given up yet.
-    assert!(!second.is_finished(), "the third fill waited instead of being refused");
+    assert!(
+        !second.is_finished(),
+        "the third fill waited instead of being refused"
+    );
     assert!(
         matches!(
             third.as_ref().map(|_| ()).map_err(EngineError::root),

@@ -14,6 +14,7 @@ use super::tools::short_tempdir;
 pub struct CacheHome {
     dir: tempfile::TempDir,
     runs: usize,
+    env: Vec<(String, String)>,
 }
 
 /// One running cache process of a [`CacheHome`]; SIGTERM (then SIGKILL) on drop.
@@ -40,7 +41,20 @@ impl CacheHome {
     pub fn new(toml: &str) -> CacheHome {
         let dir = short_tempdir("oci-cache-home-");
         std::fs::write(dir.path().join("config.toml"), toml).expect("write the cache's config");
-        CacheHome { dir, runs: 0 }
+        CacheHome {
+            dir,
+            runs: 0,
+            env: Vec::new(),
+        }
+    }
+
+    /// Adds `env` to the environment of every process started from now on (e.g.
+    /// the `AWS_*` variables of an S3 store).
+    #[must_use]
+    pub fn with_env(mut self, env: &[(&str, String)]) -> CacheHome {
+        self.env
+            .extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        self
     }
 
     /// The data directory (`--data-dir`).
@@ -70,6 +84,7 @@ impl CacheHome {
                 .arg(self.data_dir());
             let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
             cmd.env("RUST_LOG", log).env("NO_COLOR", "1");
+            cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
             let name = format!("oci-cache-run{}", self.runs);
             let mut proc = Proc::spawn(&name, cmd, self.dir.path(), true);
             let mut exited = false;
