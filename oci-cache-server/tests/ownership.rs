@@ -532,3 +532,54 @@ async fn operator_pages_name_private_repositories_only_to_those_allowed() {
         "{json}"
     );
 }
+
+/// A fill that runs with the private upstream's credentials and stalls does not hold back a
+/// client of docker.io that asks for the same (shared) layer: it gets its own fill from its
+/// own upstream, whole and verified, while the private one still hangs.
+#[tokio::test]
+async fn a_client_of_one_upstream_never_waits_on_another_upstreams_fill() {
+    let w = world().await;
+    let shared = support::sha256_bytes(b"shared base layer");
+    w.registries[1].stall_blob(&shared);
+    let private = {
+        let svc = w.service.clone();
+        let uri = format!("/v2/team/secret/blobs/{shared}?ns=private");
+        tokio::spawn(async move {
+            let req = Request::builder()
+                .uri(uri)
+                .header("authorization", format!("Bearer {ALICE}"))
+                .body(())
+                .unwrap();
+            let resp = svc.call_request(req).await;
+            resp.into_body().collect().await.map(|c| c.to_bytes())
+        })
+    };
+    // Wait until the private fill has started (its upstream GET arrived).
+    for _ in 0..500 {
+        if w.registries[1].requests() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        w.registries[1].requests() > 0,
+        "the private fill never started"
+    );
+    let req = Request::builder()
+        .uri(format!("/v2/pub/app/blobs/{shared}"))
+        .body(())
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(20), async {
+        let resp = w.service.call_request(req).await;
+        let status = resp.status();
+        (status, resp.into_body().collect().await.unwrap().to_bytes())
+    })
+    .await
+    .expect("the docker.io client waited on the private upstream's stalled fill");
+    assert_eq!(
+        answer,
+        (StatusCode::OK, Bytes::from_static(b"shared base layer"))
+    );
+    assert!(!private.is_finished(), "the private fill should still hang");
+    private.abort();
+}

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -90,6 +91,7 @@ pub struct FakeRegistry {
     pub addr: SocketAddr,
     down: Arc<AtomicBool>,
     requests: Arc<AtomicU64>,
+    stalled: Arc<std::sync::Mutex<BTreeSet<String>>>,
 }
 
 impl FakeRegistry {
@@ -102,18 +104,38 @@ impl FakeRegistry {
         let down = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicU64::new(0));
         let content = Arc::new(content);
-        let (d, r) = (Arc::clone(&down), Arc::clone(&requests));
+        let stalled = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+        let (d, r, st) = (
+            Arc::clone(&down),
+            Arc::clone(&requests),
+            Arc::clone(&stalled),
+        );
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (content, down, requests) =
-                    (Arc::clone(&content), Arc::clone(&d), Arc::clone(&r));
+                let (content, down, requests, stalled) = (
+                    Arc::clone(&content),
+                    Arc::clone(&d),
+                    Arc::clone(&r),
+                    Arc::clone(&st),
+                );
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                         requests.fetch_add(1, Ordering::Relaxed);
+                        let stall = req.method() == Method::GET
+                            && stalled
+                                .lock()
+                                .expect("stalled set")
+                                .iter()
+                                .any(|d| req.uri().path().ends_with(&format!("/blobs/{d}")));
                         let resp = if down.load(Ordering::Relaxed) {
                             status(StatusCode::SERVICE_UNAVAILABLE)
                         } else {
                             answer(&content, &req)
+                        };
+                        let resp = if stall && resp.status() == StatusCode::OK {
+                            stalling(resp)
+                        } else {
+                            resp.map(BodyExt::boxed)
                         };
                         async move { Ok::<_, Infallible>(resp) }
                     });
@@ -127,7 +149,17 @@ impl FakeRegistry {
             addr,
             down,
             requests,
+            stalled,
         }
+    }
+
+    /// From now on, a GET of blob `digest` sends its headers and half its bytes, then
+    /// nothing more.
+    pub fn stall_blob(&self, digest: &str) {
+        self.stalled
+            .lock()
+            .expect("stalled set")
+            .insert(digest.to_owned());
     }
 
     /// Its base URL.
@@ -144,6 +176,24 @@ impl FakeRegistry {
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// The same answer, whose body stops after half its bytes and never ends.
+fn stalling(resp: Response<Full<Bytes>>) -> Response<Body> {
+    let (parts, body) = resp.into_parts();
+    let bytes = futures_util::FutureExt::now_or_never(body.collect())
+        .and_then(Result::ok)
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    let half = bytes.slice(..bytes.len() / 2);
+    let frames = futures_util::stream::iter([Ok::<_, Infallible>(http_body::Frame::data(half))])
+        .chain(futures_util::stream::pending());
+    Response::from_parts(
+        parts,
+        BodyExt::boxed(http_body_util::StreamBody::new(frames)),
+    )
 }
 
 fn status(code: StatusCode) -> Response<Full<Bytes>> {
