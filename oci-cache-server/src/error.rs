@@ -109,6 +109,14 @@ fn classify_engine(e: &EngineError) -> (Code, StatusCode, Extra) {
                 retry_after.map(|d| (header::RETRY_AFTER, d.as_secs().to_string())),
             ),
             UpstreamError::Timeout => (Code::Unavailable, S::GATEWAY_TIMEOUT, None),
+            // The upstream answered, with something the cache will not use.
+            UpstreamError::NotAManifest { .. } => {
+                (Code::Spec(C::ManifestInvalid), S::BAD_GATEWAY, None)
+            }
+            UpstreamError::BodyTooLarge { .. }
+            | UpstreamError::RedirectRefused { .. }
+            | UpstreamError::RealmRefused { .. }
+            | UpstreamError::InvalidResponse { .. } => (Code::Unavailable, S::BAD_GATEWAY, None),
             _ => (Code::Unavailable, S::SERVICE_UNAVAILABLE, None),
         },
         EngineError::Storage(_) | EngineError::Spool(_) | EngineError::Shared(_) => {
