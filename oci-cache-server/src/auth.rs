@@ -85,6 +85,11 @@ impl AccessPolicy {
         }
     }
 
+    /// Whether client authentication is configured.
+    pub fn authenticates(&self) -> bool {
+        self.auth.is_some()
+    }
+
     /// Whether an anonymous client may use at least one upstream (then `GET /v2/` answers
     /// 200 without credentials; else 401, so clients log in).
     pub fn anonymous_welcome(&self) -> bool {

@@ -70,8 +70,8 @@ impl UpstreamClient {
             return Err(UpstreamError::InvalidUrl { url: String::new() });
         }
         let targets = Targets::new(&bases);
-        let names = NamePolicy::new(&config.allow, &config.deny)
-            .map_err(|e| UpstreamError::InvalidPattern { reason: e.msg })?;
+        let names = NamePolicy::new(&config.allow, &config.deny, config.is_docker_hub())
+            .map_err(|reason| UpstreamError::InvalidPattern { reason })?;
         let max_fills = config.max_fills.max(1);
         install_crypto_provider();
         let http = reqwest::Client::builder()

@@ -91,7 +91,7 @@ pub enum UpstreamError {
     /// An allow or deny pattern is invalid.
     #[error("invalid repository pattern: {reason}")]
     InvalidPattern {
-        /// The parser's message.
+        /// What is wrong with it.
         reason: &'static str,
     },
     /// The configured URL is invalid.
