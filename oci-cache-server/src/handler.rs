@@ -34,10 +34,7 @@ pub(crate) async fn handle(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| parts.uri.host());
-    let identity = access
-        .identify(&parts.headers)
-        .await
-        .map_err(|_| ApiError::Unauthenticated)?;
+    let identity = access.identify(&parts.headers).await?;
     let select = |name: &str| select(upstreams, access, &identity, ns.as_deref(), host, name);
 
     match route {
