@@ -24,7 +24,8 @@ pub use oci_cache_storage::{
     BlobStore, ByteRange, Digest, DigestError, ResolvedRange, StorageError, TagStore, Verifier,
 };
 pub use upstream::{
-    install_crypto_provider, Credentials, RateLimit, UpstreamClient, UpstreamConfig, UpstreamError,
-    UpstreamManifest, UpstreamStatsSnapshot, LATENCY_BUCKETS,
+    install_crypto_provider, BodyKind, Credentials, RateLimit, TargetRefusal, UpstreamClient,
+    UpstreamConfig, UpstreamError, UpstreamManifest, UpstreamStatsSnapshot, LATENCY_BUCKETS,
+    MAX_TAG_LIST_BYTES, MAX_TOKEN_BYTES,
 };
 pub use upstreams::{RouteError, Upstreams};

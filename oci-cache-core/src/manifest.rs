@@ -1,12 +1,18 @@
 //! Manifests as the cache sees them: exact bytes (the digest is of those bytes), a media
 //! type, and the few facts the engine needs. OCI image manifest and index and Docker schema 2
-//! manifest and manifest list pass; Docker schema 1 is refused.
+//! manifest and manifest list pass, when their shape says so too (`schemaVersion` 2, `config`
+//! and `layers` for a manifest, `manifests` for an index); Docker schema 1 is refused, and so
+//! is any other JSON.
 //! See the OCI image spec, "Image Manifest" and "Image Index".
 
 use bytes::Bytes;
 use oci_spec::image::MediaType;
 
 use crate::Digest;
+
+mod shape;
+
+use shape::Shape;
 
 /// Largest manifest the cache accepts (the distribution spec's recommended 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -20,6 +26,14 @@ pub const DOCKER_MANIFEST_LIST_V2: &str =
 const DOCKER_SCHEMA1: [&str; 2] = [
     "application/vnd.docker.distribution.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
+];
+
+/// The media types the cache serves.
+const MANIFEST_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    DOCKER_MANIFEST_V2,
+    DOCKER_MANIFEST_LIST_V2,
 ];
 
 /// The `Accept` header the cache sends upstream for manifests.
@@ -45,6 +59,12 @@ pub enum ManifestError {
     /// Docker schema 1, which the cache does not serve.
     #[error("Docker schema 1 manifests are not supported; push the image with schema 2 or OCI")]
     Schema1,
+    /// JSON, but not an OCI or Docker schema 2 manifest or index.
+    #[error("not an OCI or Docker schema 2 manifest: {reason}")]
+    NotAManifest {
+        /// What is missing or wrong.
+        reason: &'static str,
+    },
 }
 
 /// A manifest: its exact bytes, digest and media type.
@@ -64,23 +84,39 @@ struct Probe {
     schema_version: Option<u32>,
     #[serde(rename = "mediaType")]
     media_type: Option<String>,
-    manifests: Option<serde::de::IgnoredAny>,
+    config: Option<Shape>,
+    layers: Option<Shape>,
+    manifests: Option<Shape>,
 }
 
 /// Checks a manifest's bytes and decides its media type: the `mediaType` field when present,
-/// else `content_type` (from the upstream) when it is not generic, else the OCI index type
-/// when the JSON has `manifests`, else the OCI image manifest type.
+/// else `content_type` (from the upstream) when it names a manifest type, else the OCI index
+/// type when the JSON has `manifests`, else the OCI image manifest type. The media type must
+/// be one of the four served, `schemaVersion` must be 2, and the fields the type requires
+/// must be there: `config` (an object) and `layers` (an array) for a manifest, `manifests`
+/// (an array) for an index.
 pub fn inspect(bytes: &[u8], content_type: Option<&str>) -> Result<String, ManifestError> {
     if bytes.len() > MAX_MANIFEST_BYTES {
         return Err(ManifestError::TooLarge);
     }
     let probe: Probe = serde_json::from_slice(bytes).map_err(|_| ManifestError::NotJson)?;
-    let content_type = content_type
-        .map(|c| c.split(';').next().unwrap_or(c).trim())
-        .filter(|c| !c.is_empty() && *c != "application/json" && *c != "text/plain");
+    let content_type = content_type.map(|c| c.split(';').next().unwrap_or(c).trim());
+    if probe.schema_version == Some(1)
+        || probe
+            .media_type
+            .as_deref()
+            .or(content_type)
+            .is_some_and(|t| DOCKER_SCHEMA1.contains(&t))
+    {
+        return Err(ManifestError::Schema1);
+    }
     let media_type = probe
         .media_type
-        .or_else(|| content_type.map(str::to_owned))
+        .or_else(|| {
+            content_type
+                .filter(|c| MANIFEST_TYPES.contains(c))
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| {
             if probe.manifests.is_some() {
                 MediaType::ImageIndex.to_string()
@@ -88,8 +124,19 @@ pub fn inspect(bytes: &[u8], content_type: Option<&str>) -> Result<String, Manif
                 MediaType::ImageManifest.to_string()
             }
         });
-    if probe.schema_version == Some(1) || DOCKER_SCHEMA1.contains(&media_type.as_str()) {
-        return Err(ManifestError::Schema1);
+    let not = |reason| Err(ManifestError::NotAManifest { reason });
+    if !MANIFEST_TYPES.contains(&media_type.as_str()) {
+        return not("media type is not a manifest or index type");
+    }
+    if probe.schema_version != Some(2) {
+        return not("schemaVersion is not 2");
+    }
+    if is_index(&media_type) {
+        if probe.manifests != Some(Shape::Array) {
+            return not("an index needs a manifests array");
+        }
+    } else if probe.config != Some(Shape::Object) || probe.layers != Some(Shape::Array) {
+        return not("an image manifest needs a config object and a layers array");
     }
     Ok(media_type)
 }
@@ -133,11 +180,72 @@ mod tests {
 
     #[test]
     fn media_type_field_wins() {
-        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
+        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{},"layers":[]}"#;
         assert_eq!(
             inspect(m, Some("application/json")).unwrap(),
             DOCKER_MANIFEST_V2
         );
+        let m = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        assert_eq!(
+            inspect(
+                m,
+                Some("application/vnd.docker.distribution.manifest.v2+json")
+            )
+            .unwrap(),
+            DOCKER_MANIFEST_V2,
+            "a manifest type from Content-Type is used when the field is absent"
+        );
+        assert_eq!(
+            inspect(m, Some("text/html; charset=utf-8")).unwrap(),
+            MediaType::ImageManifest.to_string(),
+            "any other Content-Type is ignored"
+        );
+    }
+
+    #[test]
+    fn the_served_types_are_oci_spec_s() {
+        assert!(MANIFEST_TYPES.contains(&MediaType::ImageManifest.to_string().as_str()));
+        assert!(MANIFEST_TYPES.contains(&MediaType::ImageIndex.to_string().as_str()));
+    }
+
+    #[test]
+    fn json_that_is_not_a_manifest_is_refused() {
+        for (json, ct) in [
+            ("{}", None),
+            (
+                r#"{"hello":"world"}"#,
+                Some("application/vnd.oci.image.manifest.v1+json"),
+            ),
+            (r#"{"errors":[{"code":"UNKNOWN"}]}"#, None),
+            (r#"{"schemaVersion":3,"config":{},"layers":[]}"#, None),
+            (r#"{"config":{},"layers":[]}"#, None),
+            (r#"{"schemaVersion":2,"config":{}}"#, None),
+            (r#"{"schemaVersion":2,"layers":[]}"#, None),
+            (r#"{"schemaVersion":2,"config":[],"layers":[]}"#, None),
+            (r#"{"schemaVersion":2,"config":{},"layers":{}}"#, None),
+            (r#"{"schemaVersion":2,"manifests":{}}"#, None),
+            (
+                r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","config":{},"layers":[]}"#,
+                None,
+            ),
+            (
+                r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","manifests":[]}"#,
+                None,
+            ),
+            (
+                r#"{"schemaVersion":2,"mediaType":"text/html","config":{},"layers":[]}"#,
+                None,
+            ),
+        ] {
+            assert!(
+                matches!(
+                    inspect(json.as_bytes(), ct),
+                    Err(ManifestError::NotAManifest { .. })
+                ),
+                "{json}: {:?}",
+                inspect(json.as_bytes(), ct)
+            );
+        }
     }
 
     #[test]

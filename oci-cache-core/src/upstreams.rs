@@ -74,8 +74,27 @@ impl Upstreams {
     }
 
     /// Chooses the upstream for a request (by `?ns=`, path prefix, `Host`, else the
-    /// default) and the repository name to ask it for.
+    /// default) and the repository name to ask it for, refusing a name the upstream's allow
+    /// and deny patterns do not permit.
     pub fn select(
+        &self,
+        ns: Option<&str>,
+        host: Option<&str>,
+        raw_name: &str,
+    ) -> Result<(Arc<UpstreamClient>, RepositoryName), RouteError> {
+        let (client, name) = self.route(ns, host, raw_name)?;
+        if !client.permits(name.as_str()) {
+            return Err(RouteError::Denied {
+                repo: name.as_str().to_owned(),
+            });
+        }
+        Ok((client, name))
+    }
+
+    /// [`Upstreams::select`] without the allow and deny patterns, for a caller that must
+    /// decide who is asking before it reveals whether a name is denied (then
+    /// [`UpstreamClient::permits`] decides).
+    pub fn route(
         &self,
         ns: Option<&str>,
         host: Option<&str>,
@@ -105,11 +124,6 @@ impl Upstreams {
         } else {
             RepositoryName::parse(name)?
         };
-        if !client.permits(name.as_str()) {
-            return Err(RouteError::Denied {
-                repo: name.as_str().to_owned(),
-            });
-        }
         Ok((Arc::clone(client), name))
     }
 }

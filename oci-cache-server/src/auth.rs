@@ -2,10 +2,10 @@
 //! tokens) and whether they may pull through an upstream. Off unless configured.
 
 mod htpasswd;
+mod password;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use base64::prelude::{Engine as _, BASE64_STANDARD};
 use http::HeaderMap;
@@ -13,11 +13,10 @@ use sha2::{Digest as _, Sha256};
 
 pub use htpasswd::{parse_htpasswd, HtpasswdError};
 
+use password::Passwords;
+
 /// The realm of the `WWW-Authenticate: Basic` challenge.
 pub const REALM: &str = "oci-cache";
-/// A successful bcrypt check is remembered this long, so clients that send Basic
-/// credentials on every request do not cost a bcrypt hash each.
-const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
 /// Who made a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +69,7 @@ impl AccessPolicy {
     }
 
     /// Identifies the client (anonymous when client auth is off).
-    pub async fn identify(&self, headers: &HeaderMap) -> Result<Identity, InvalidCredentials> {
+    pub async fn identify(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
         match &self.auth {
             Some(auth) => auth.identify(headers).await,
             None => Ok(Identity::Anonymous),
@@ -85,6 +84,11 @@ impl AccessPolicy {
         }
     }
 
+    /// Whether client authentication is configured.
+    pub fn authenticates(&self) -> bool {
+        self.auth.is_some()
+    }
+
     /// Whether an anonymous client may use at least one upstream (then `GET /v2/` answers
     /// 200 without credentials; else 401, so clients log in).
     pub fn anonymous_welcome(&self) -> bool {
@@ -92,45 +96,54 @@ impl AccessPolicy {
     }
 }
 
-/// Credentials were presented and are wrong.
+/// Why a client could not be identified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("invalid credentials")]
-pub struct InvalidCredentials;
+#[non_exhaustive]
+pub enum AuthError {
+    /// Credentials were presented and are wrong (401).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Every password check slot is busy; the client should retry shortly (429).
+    #[error("too many password checks at once, retry shortly")]
+    Busy,
+}
 
 /// The users and tokens clients may present. `Debug` shows user names only.
-#[derive(Default)]
 pub struct ClientAuth {
-    users: HashMap<String, String>,
+    passwords: Passwords,
     tokens: HashMap<String, String>,
-    verified: Mutex<HashMap<(String, [u8; 32]), Instant>>,
 }
 
 impl std::fmt::Debug for ClientAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientAuth")
-            .field("users", &self.users.keys().collect::<Vec<_>>())
-            .field("tokens", &self.tokens.values().collect::<Vec<_>>())
-            .finish_non_exhaustive()
+            .field("passwords", &self.passwords)
+            .field("token_users", &self.tokens.values().collect::<Vec<_>>())
+            .finish()
     }
 }
 
 impl ClientAuth {
     /// Users from htpasswd entries (user → bcrypt hash) and static tokens (token → user).
+    /// Computes one bcrypt hash (the dummy checked for unknown users; see `password`).
     pub fn new(users: HashMap<String, String>, tokens: HashMap<String, String>) -> Self {
         Self {
-            users,
+            passwords: Passwords::new(users),
             tokens,
-            verified: Mutex::default(),
         }
+    }
+
+    /// bcrypt checks started so far (answers from the caches of right and wrong
+    /// credentials are not checks).
+    pub fn bcrypt_checks(&self) -> u64 {
+        self.passwords.bcrypt_runs()
     }
 
     /// Identifies the client from its `Authorization` header: none is anonymous; Basic is
     /// checked against htpasswd (or a static token given as the password); Bearer against
     /// the static tokens.
-    pub async fn identify(
-        self: &Arc<Self>,
-        headers: &HeaderMap,
-    ) -> Result<Identity, InvalidCredentials> {
+    pub async fn identify(self: &Arc<Self>, headers: &HeaderMap) -> Result<Identity, AuthError> {
+        use AuthError::InvalidCredentials;
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Ok(Identity::Anonymous);
         };
@@ -164,34 +177,8 @@ impl ClientAuth {
             .map(|(_, user)| Identity::User(user.clone()))
     }
 
-    async fn check_password(
-        self: &Arc<Self>,
-        user: &str,
-        password: &str,
-    ) -> Result<Identity, InvalidCredentials> {
-        let hash = self.users.get(user).ok_or(InvalidCredentials)?.clone();
-        let key = (user.to_owned(), Sha256::digest(password.as_bytes()).into());
-        if self
-            .verified
-            .lock()
-            .ok()
-            .and_then(|v| v.get(&key).copied())
-            .is_some_and(|at| at.elapsed() < VERIFIED_TTL)
-        {
-            return Ok(Identity::User(user.to_owned()));
-        }
-        let password = password.to_owned();
-        let ok =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false);
-        if !ok {
-            return Err(InvalidCredentials);
-        }
-        if let Ok(mut v) = self.verified.lock() {
-            v.retain(|_, at| at.elapsed() < VERIFIED_TTL);
-            v.insert(key, Instant::now());
-        }
+    async fn check_password(&self, user: &str, password: &str) -> Result<Identity, AuthError> {
+        self.passwords.check(user, password).await?;
         Ok(Identity::User(user.to_owned()))
     }
 }
@@ -230,7 +217,7 @@ mod tests {
         // alice:wrong
         assert_eq!(
             a.identify(&headers("Basic YWxpY2U6d3Jvbmc=")).await,
-            Err(InvalidCredentials)
+            Err(AuthError::InvalidCredentials)
         );
         assert_eq!(
             a.identify(&headers("Bearer tok-123")).await,
@@ -238,7 +225,7 @@ mod tests {
         );
         assert_eq!(
             a.identify(&headers("Bearer nope")).await,
-            Err(InvalidCredentials)
+            Err(AuthError::InvalidCredentials)
         );
         // ci:tok-123 as Basic
         assert_eq!(
@@ -247,9 +234,13 @@ mod tests {
         );
         assert_eq!(
             a.identify(&headers("Digest x")).await,
-            Err(InvalidCredentials)
+            Err(AuthError::InvalidCredentials)
         );
-        assert!(!format!("{a:?}").contains("tok-123"));
+        let debug = format!("{a:?}");
+        assert!(
+            !debug.contains("tok-123") && !debug.contains("$2"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use oci_cache_core::route::RouteParseError;
 use oci_cache_core::{EngineError, RouteError, UpstreamError};
 use oci_spec::distribution::ErrorCode;
 
-use crate::auth::REALM;
+use crate::auth::{AuthError, REALM};
 use crate::service::{full_body, Body};
 
 /// A failure of one API request, before it is turned into a response.
@@ -30,6 +30,18 @@ pub enum ApiError {
     /// The authenticated client may not pull through this upstream.
     #[error("access to this upstream is denied")]
     Denied,
+    /// Every password check slot is busy.
+    #[error("too many password checks at once, retry shortly")]
+    AuthBusy,
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Busy => ApiError::AuthBusy,
+            _ => ApiError::Unauthenticated,
+        }
+    }
 }
 
 /// An error code: one of the distribution spec's, or one of the two that CNCF distribution
@@ -65,6 +77,11 @@ fn classify(err: &ApiError) -> (Code, StatusCode, Extra) {
             Code::Spec(C::Unauthorized),
             S::UNAUTHORIZED,
             Some((header::WWW_AUTHENTICATE, format!("Basic realm=\"{REALM}\""))),
+        ),
+        ApiError::AuthBusy => (
+            Code::Spec(C::TooManyRequests),
+            S::TOO_MANY_REQUESTS,
+            Some((header::RETRY_AFTER, "1".to_owned())),
         ),
         ApiError::Denied | ApiError::Route(RouteError::Denied { .. }) => {
             (Code::Spec(C::Denied), S::FORBIDDEN, None)
@@ -109,6 +126,14 @@ fn classify_engine(e: &EngineError) -> (Code, StatusCode, Extra) {
                 retry_after.map(|d| (header::RETRY_AFTER, d.as_secs().to_string())),
             ),
             UpstreamError::Timeout => (Code::Unavailable, S::GATEWAY_TIMEOUT, None),
+            // The upstream answered, with something the cache will not use.
+            UpstreamError::NotAManifest { .. } => {
+                (Code::Spec(C::ManifestInvalid), S::BAD_GATEWAY, None)
+            }
+            UpstreamError::BodyTooLarge { .. }
+            | UpstreamError::RedirectRefused { .. }
+            | UpstreamError::RealmRefused { .. }
+            | UpstreamError::InvalidResponse { .. } => (Code::Unavailable, S::BAD_GATEWAY, None),
             _ => (Code::Unavailable, S::SERVICE_UNAVAILABLE, None),
         },
         EngineError::Busy { .. } => (
@@ -143,4 +168,27 @@ pub fn error_response(err: &ApiError) -> Response<Body> {
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_password_checks_are_429_with_retry_after() {
+        let resp = error_response(&ApiError::from(AuthError::Busy));
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let resp = error_response(&ApiError::from(AuthError::InvalidCredentials));
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn an_upstream_answer_that_is_not_a_manifest_is_502() {
+        let not = oci_cache_core::manifest::ManifestError::NotAManifest { reason: "x" };
+        let err = ApiError::Engine(EngineError::Upstream(UpstreamError::NotAManifest {
+            source: not,
+        }));
+        assert_eq!(error_response(&err).status(), StatusCode::BAD_GATEWAY);
+    }
 }

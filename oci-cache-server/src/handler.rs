@@ -1,12 +1,15 @@
 //! One API request: route, choose the upstream, call the engine, build the response.
 
+use std::sync::Arc;
+
 use futures_util::TryStreamExt;
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
+use oci_cache_core::name::RepositoryName;
 use oci_cache_core::range::parse_range;
 use oci_cache_core::route::{parse_path, Route};
-use oci_cache_core::{BlobResponse, Engine, Upstreams};
+use oci_cache_core::{BlobResponse, Engine, RouteError, UpstreamClient, Upstreams};
 
 use crate::auth::{AccessPolicy, Identity};
 use crate::error::ApiError;
@@ -31,20 +34,8 @@ pub(crate) async fn handle(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| parts.uri.host());
-    let identity = access
-        .identify(&parts.headers)
-        .await
-        .map_err(|_| ApiError::Unauthenticated)?;
-    let select = |name: &str| -> Result<_, ApiError> {
-        let (client, repo) = upstreams.select(ns.as_deref(), host, name)?;
-        if access.allows(client.name(), &identity) {
-            Ok((client, repo))
-        } else if identity == Identity::Anonymous {
-            Err(ApiError::Unauthenticated)
-        } else {
-            Err(ApiError::Denied)
-        }
-    };
+    let identity = access.identify(&parts.headers).await?;
+    let select = |name: &str| select(upstreams, access, &identity, ns.as_deref(), host, name);
 
     match route {
         Route::ApiVersion if identity == Identity::Anonymous && !access.anonymous_welcome() => {
@@ -109,6 +100,48 @@ pub(crate) async fn handle(
             Ok(resp)
         }
     }
+}
+
+/// Chooses the upstream and repository for `name`, in an order that tells a client nothing
+/// about what it may not use:
+///
+/// 1. (before this) wrong credentials: 401, whatever was asked;
+/// 2. the upstream: an invalid name is 400 (grammar only); an unknown `?ns=` is 404 unless
+///    client auth is on and the client is anonymous, then 401 like a private upstream;
+/// 3. whether the client may use that upstream: if not, 401 to an anonymous client, 403
+///    `DENIED` to a user, for every repository alike (denied, private or nonexistent);
+/// 4. only then the upstream's allow and deny patterns: a denied repository is 403 `DENIED`
+///    (consistently, not disguised as unknown), to clients allowed on the upstream only.
+fn select(
+    upstreams: &Upstreams,
+    access: &AccessPolicy,
+    identity: &Identity,
+    ns: Option<&str>,
+    host: Option<&str>,
+    name: &str,
+) -> Result<(Arc<UpstreamClient>, RepositoryName), ApiError> {
+    let (client, repo) = match upstreams.route(ns, host, name) {
+        Err(RouteError::UnknownUpstream { .. })
+            if *identity == Identity::Anonymous && access.authenticates() =>
+        {
+            return Err(ApiError::Unauthenticated)
+        }
+        other => other?,
+    };
+    if !access.allows(client.name(), identity) {
+        return Err(if *identity == Identity::Anonymous {
+            ApiError::Unauthenticated
+        } else {
+            ApiError::Denied
+        });
+    }
+    if !client.permits(repo.as_str()) {
+        return Err(RouteError::Denied {
+            repo: repo.as_str().to_owned(),
+        }
+        .into());
+    }
+    Ok((client, repo))
 }
 
 /// What the request log line says beyond method, route and status.

@@ -9,13 +9,15 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::{Method, Response};
 
+use super::body::{read_limited, BodyKind, MAX_TAG_LIST_BYTES};
 use super::breaker::Breaker;
+use super::guard::Targets;
 use super::policy::NamePolicy;
 use super::ratelimit::RateLimit;
 use super::stats::{UpstreamStats, UpstreamStatsSnapshot};
 use super::token::TokenCache;
 use super::{UpstreamConfig, UpstreamError};
-use crate::manifest::{accept_header, MAX_MANIFEST_BYTES};
+use crate::manifest::{accept_header, inspect, ManifestError, MAX_MANIFEST_BYTES};
 use crate::Digest;
 
 /// A manifest as the upstream answered it.
@@ -44,6 +46,7 @@ pub struct UpstreamClient {
     fills: tokio::sync::Semaphore,
     /// Fills waiting for a slot now.
     queued: std::sync::atomic::AtomicUsize,
+    targets: Targets,
 }
 
 /// One base URL and its circuit breaker.
@@ -54,8 +57,9 @@ struct Endpoint {
 }
 
 impl UpstreamClient {
-    /// Builds the client. Redirects are followed (at most 10); reqwest drops the
-    /// `Authorization` header when a redirect leaves the upstream's host.
+    /// Builds the client. Redirects are followed as `guard` allows (at most 10, http(s)
+    /// only, no downgrade to http, no private addresses unless the upstream lives on one);
+    /// reqwest drops the `Authorization` header when a redirect leaves the upstream's host.
     pub fn new(config: UpstreamConfig) -> Result<Self, UpstreamError> {
         let mut bases = Vec::with_capacity(config.endpoints.len());
         for url in &config.endpoints {
@@ -67,14 +71,15 @@ impl UpstreamClient {
         if bases.is_empty() {
             return Err(UpstreamError::InvalidUrl { url: String::new() });
         }
-        let names = NamePolicy::new(&config.allow, &config.deny)
-            .map_err(|e| UpstreamError::InvalidPattern { reason: e.msg })?;
+        let targets = Targets::new(&bases);
+        let names = NamePolicy::new(&config.allow, &config.deny, config.is_docker_hub())
+            .map_err(|reason| UpstreamError::InvalidPattern { reason })?;
         let max_fills = config.max_fills.max(1);
         install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
-            .redirect(reqwest::redirect::Policy::limited(10))
+            .redirect(targets.redirect_policy())
             .user_agent(concat!("oci-cache/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|_| UpstreamError::InvalidUrl {
@@ -97,6 +102,7 @@ impl UpstreamClient {
             queued: std::sync::atomic::AtomicUsize::new(0),
             http,
             tokens: TokenCache::default(),
+            targets,
         })
     }
 
@@ -159,7 +165,9 @@ impl UpstreamClient {
     }
 
     /// GET (or HEAD) a manifest by tag or digest. The body is limited to
-    /// [`MAX_MANIFEST_BYTES`].
+    /// [`MAX_MANIFEST_BYTES`] and must be an OCI or Docker schema 2 manifest or index
+    /// ([`inspect`]), else [`UpstreamError::NotAManifest`]. A Docker schema 1 manifest is
+    /// passed on: it is a manifest, which the engine refuses with its own message.
     pub async fn manifest(
         &self,
         repo: &str,
@@ -169,28 +177,29 @@ impl UpstreamClient {
         let method = if head { Method::HEAD } else { Method::GET };
         let path = format!("/v2/{repo}/manifests/{reference}");
         let accept = accept_header();
-        let mut resp = self.send(method, repo, &path, Some(&accept)).await?;
+        let resp = self.send(method, repo, &path, Some(&accept)).await?;
         let headers = resp.headers().clone();
         let size = resp.content_length();
-        if size.is_some_and(|s| s > MAX_MANIFEST_BYTES as u64) {
-            return Err(UpstreamError::InvalidResponse {
-                reason: "manifest larger than 4 MiB",
-            });
-        }
-        let mut body = Vec::new();
-        if !head {
-            while let Some(chunk) = resp.chunk().await? {
-                if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
-                    return Err(UpstreamError::InvalidResponse {
-                        reason: "manifest larger than 4 MiB",
-                    });
-                }
-                body.extend_from_slice(&chunk);
+        let content_type = header_str(&headers, CONTENT_TYPE.as_str());
+        let bytes = if head {
+            if size.is_some_and(|s| s > MAX_MANIFEST_BYTES as u64) {
+                return Err(UpstreamError::BodyTooLarge {
+                    body: BodyKind::Manifest,
+                    limit: MAX_MANIFEST_BYTES,
+                });
             }
-        }
+            Bytes::new()
+        } else {
+            let bytes = read_limited(resp, BodyKind::Manifest, MAX_MANIFEST_BYTES).await?;
+            match inspect(&bytes, content_type.as_deref()) {
+                Ok(_) | Err(ManifestError::Schema1) => {}
+                Err(source) => return Err(UpstreamError::NotAManifest { source }),
+            }
+            bytes
+        };
         Ok(UpstreamManifest {
-            bytes: Bytes::from(body),
-            content_type: header_str(&headers, CONTENT_TYPE.as_str()),
+            bytes,
+            content_type,
             digest: header_str(&headers, "docker-content-digest")
                 .and_then(|d| Digest::parse(&d).ok()),
             size,
@@ -218,7 +227,7 @@ impl UpstreamClient {
     }
 
     /// The tag list (`GET /v2/<name>/tags/list` with the client's query), and the `Link`
-    /// header for the next page, if any.
+    /// header for the next page, if any. The body is limited to [`MAX_TAG_LIST_BYTES`].
     pub async fn tags(
         &self,
         repo: &str,
@@ -231,7 +240,7 @@ impl UpstreamClient {
         };
         let resp = self.send(Method::GET, repo, &path, None).await?;
         let link = header_str(resp.headers(), "link");
-        let body = resp.bytes().await?;
+        let body = read_limited(resp, BodyKind::TagList, MAX_TAG_LIST_BYTES).await?;
         Ok((body, link))
     }
 }

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use super::body::BodyKind;
+use super::guard::{RedirectRefused, TargetRefusal};
+use crate::manifest::ManifestError;
+
 /// An upstream failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -52,10 +56,42 @@ pub enum UpstreamError {
         /// What was wrong with it.
         reason: &'static str,
     },
+    /// A manifest, token or tag list body was longer than its limit (it is cut there).
+    #[error("upstream {body} larger than {limit} bytes")]
+    BodyTooLarge {
+        /// Which body.
+        body: BodyKind,
+        /// Its limit in bytes.
+        limit: usize,
+    },
+    /// A manifest GET answered with something that is not an OCI or Docker schema 2
+    /// manifest or index.
+    #[error("upstream answer is not a manifest: {source}")]
+    NotAManifest {
+        /// What is wrong with it.
+        #[source]
+        source: ManifestError,
+    },
+    /// The upstream redirected somewhere the cache does not go (see `guard`).
+    #[error("upstream redirect to {host:?} refused: {reason}")]
+    RedirectRefused {
+        /// The redirect target's host.
+        host: String,
+        /// Why.
+        reason: TargetRefusal,
+    },
+    /// The upstream's `WWW-Authenticate` named a token realm the cache does not ask.
+    #[error("token realm {host:?} refused: {reason}")]
+    RealmRefused {
+        /// The realm's host (empty when the realm is not a URL).
+        host: String,
+        /// Why.
+        reason: TargetRefusal,
+    },
     /// An allow or deny pattern is invalid.
     #[error("invalid repository pattern: {reason}")]
     InvalidPattern {
-        /// The parser's message.
+        /// What is wrong with it.
         reason: &'static str,
     },
     /// The configured URL is invalid.
@@ -82,10 +118,30 @@ impl From<reqwest::Error> for UpstreamError {
     fn from(source: reqwest::Error) -> Self {
         if source.is_timeout() {
             UpstreamError::Timeout
+        } else if let Some(r) = refused_redirect(&source) {
+            UpstreamError::RedirectRefused {
+                host: r.host.clone(),
+                reason: r.reason,
+            }
         } else {
             UpstreamError::Transport {
                 source: source.without_url(),
             }
         }
     }
+}
+
+/// The refusal of our redirect policy, if that is what ended the request.
+fn refused_redirect(e: &reqwest::Error) -> Option<&RedirectRefused> {
+    if !e.is_redirect() {
+        return None;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(r) = c.downcast_ref::<RedirectRefused>() {
+            return Some(r);
+        }
+        cause = c.source();
+    }
+    None
 }

@@ -4,11 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{ACCEPT, RETRY_AFTER, WWW_AUTHENTICATE};
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use reqwest::header::{ACCEPT, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
 use super::{header_str, UpstreamClient};
 use crate::auth::{parse_challenge, Challenge};
+use crate::upstream::body::{read_limited, BodyKind, MAX_TOKEN_BYTES};
+use crate::upstream::guard::{realm_gets_credentials, TargetRefusal};
 use crate::upstream::ratelimit;
 use crate::upstream::token::TokenResponse;
 use crate::UpstreamError;
@@ -94,9 +96,10 @@ impl UpstreamClient {
             .and_then(|c| parse_challenge(&c).ok())
             .ok_or(UpstreamError::Unauthorized)?;
         let auth = match challenge {
-            Challenge::Bearer { realm, service, .. } => {
-                Auth::Bearer(self.fetch_token(&realm, service.as_deref(), &scope).await?)
-            }
+            Challenge::Bearer { realm, service, .. } => Auth::Bearer(
+                self.fetch_token(base, &realm, service.as_deref(), &scope)
+                    .await?,
+            ),
             Challenge::Basic { .. } if self.config.credentials.is_some() => Auth::Basic,
             Challenge::Basic { .. } => return Err(UpstreamError::Unauthorized),
         };
@@ -120,24 +123,52 @@ impl UpstreamClient {
         Ok(resp)
     }
 
-    /// Asks the token endpoint for a token for `scope` and caches it.
+    /// Asks the token endpoint for a token for `scope` and caches it. The realm comes from
+    /// the upstream, so `guard`'s rules apply: it must be http(s) and not on a private
+    /// address unless the upstream is; it gets the credentials only over https or on the
+    /// host of `base`, the endpoint that challenged us. Any other realm is asked
+    /// anonymously (a warning is logged): public repositories still work, and a private
+    /// one fails as `Unauthorized` without the password having left.
     async fn fetch_token(
         &self,
+        base: &str,
         realm: &str,
         service: Option<&str>,
         scope: &str,
     ) -> Result<String, UpstreamError> {
+        let realm_url = Url::parse(realm).map_err(|_| UpstreamError::RealmRefused {
+            host: String::new(),
+            reason: TargetRefusal::Scheme,
+        })?;
+        self.targets
+            .check_target(&realm_url)
+            .map_err(|reason| UpstreamError::RealmRefused {
+                host: realm_url.host_str().unwrap_or_default().to_owned(),
+                reason,
+            })?;
         let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
         if let Some(s) = service {
             query.push(("service", s));
         }
-        let mut req = self.http.get(realm).query(&query);
+        let mut req = self.http.get(realm_url.clone()).query(&query);
         if let Some(c) = &self.config.credentials {
-            req = req.basic_auth(&c.username, Some(&c.password));
+            let trusted = Url::parse(base).is_ok_and(|b| realm_gets_credentials(&realm_url, &b));
+            if trusted {
+                req = req.basic_auth(&c.username, Some(&c.password));
+            } else {
+                tracing::warn!(
+                    upstream = self.name(),
+                    realm_host = realm_url.host_str().unwrap_or_default(),
+                    "token realm is plain http on another host: asking it without credentials"
+                );
+            }
         }
         let received = Instant::now();
-        let resp = req.send().await.map_err(|_| UpstreamError::Token {
-            reason: "token endpoint unreachable",
+        let resp = req.send().await.map_err(|e| match UpstreamError::from(e) {
+            refused @ UpstreamError::RedirectRefused { .. } => refused,
+            _ => UpstreamError::Token {
+                reason: "token endpoint unreachable",
+            },
         })?;
         match resp.status() {
             s if s.is_success() => {}
@@ -150,9 +181,14 @@ impl UpstreamClient {
                 })
             }
         }
-        let bytes = resp.bytes().await.map_err(|_| UpstreamError::Token {
-            reason: "token response body failed",
-        })?;
+        let bytes = read_limited(resp, BodyKind::Token, MAX_TOKEN_BYTES)
+            .await
+            .map_err(|e| match e {
+                too_large @ UpstreamError::BodyTooLarge { .. } => too_large,
+                _ => UpstreamError::Token {
+                    reason: "token response body failed",
+                },
+            })?;
         let body: TokenResponse =
             serde_json::from_slice(&bytes).map_err(|_| UpstreamError::Token {
                 reason: "token response is not valid JSON",
@@ -188,6 +224,17 @@ fn check_status(resp: Response) -> Result<Response, UpstreamError> {
         return Ok(resp);
     }
     Err(match status {
+        // A redirect comes back unfollowed when its `Location` is no http(s) URL (the
+        // redirect layer cannot even express `file:` as a request); the policy refuses the rest.
+        s if s.is_redirection() => header_str(resp.headers(), LOCATION.as_str())
+            .and_then(|l| resp.url().join(&l).ok())
+            .filter(|u| !matches!(u.scheme(), "http" | "https"))
+            .map_or(UpstreamError::Status { status: s.as_u16() }, |u| {
+                UpstreamError::RedirectRefused {
+                    host: u.host_str().unwrap_or_default().to_owned(),
+                    reason: TargetRefusal::Scheme,
+                }
+            }),
         StatusCode::NOT_FOUND => UpstreamError::NotFound,
         StatusCode::UNAUTHORIZED => UpstreamError::Unauthorized,
         StatusCode::FORBIDDEN => UpstreamError::Denied,

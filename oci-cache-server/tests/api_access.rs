@@ -1,0 +1,169 @@
+//! What a client can learn from the cache's answers about repositories it may not pull
+//! (the rule is written on `handler::select`): a client not allowed on an upstream gets the
+//! same answer for every repository there, denied or not; only a client allowed on the
+//! upstream learns that a repository is denied (403 DENIED). In process, the upstream a
+//! closed port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use oci_cache_core::{Digest, Engine, EngineConfig, UpstreamConfig, Upstreams};
+use oci_cache_server::auth::{Access, AccessPolicy, ClientAuth};
+use oci_cache_server::CacheService;
+use oci_cache_storage::memory::MemoryStore;
+use oci_cache_storage::BlobStore;
+
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-0123456789";
+
+struct Api {
+    service: CacheService,
+    store: Arc<MemoryStore>,
+    _spool: tempfile::TempDir,
+}
+
+/// `private.example` (the default): alice only, `myorg/secret/**` denied;
+/// `public.example`: anyone.
+fn api() -> Api {
+    let store = Arc::new(MemoryStore::new());
+    let spool = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        spool_dir: spool.path().to_owned(),
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Engine::new(store.clone(), store.clone(), config));
+    let mut private = UpstreamConfig::new("private.example", "http://127.0.0.1:1");
+    private.deny = vec!["myorg/secret/**".into()];
+    private.connect_timeout = std::time::Duration::from_millis(300);
+    let public = UpstreamConfig::new("public.example", "http://127.0.0.1:1");
+    let upstreams = Arc::new(Upstreams::new(vec![private, public]).unwrap());
+    let tokens = HashMap::from([
+        (ALICE.to_owned(), "alice".to_owned()),
+        (BOB.to_owned(), "bob".to_owned()),
+    ]);
+    let auth = Arc::new(ClientAuth::new(HashMap::new(), tokens));
+    let rules = HashMap::from([
+        (
+            "private.example".to_owned(),
+            Access::Users(vec!["alice".into()]),
+        ),
+        ("public.example".to_owned(), Access::Anonymous),
+    ]);
+    let service =
+        CacheService::new(engine, upstreams).with_access(AccessPolicy::new(Some(auth), rules));
+    Api {
+        service,
+        store,
+        _spool: spool,
+    }
+}
+
+async fn seeded(api: &Api, bytes: &[u8]) -> Digest {
+    let digest = Digest::sha256_of(bytes);
+    let mut w = api
+        .store
+        .writer(&digest, Some(bytes.len() as u64))
+        .await
+        .unwrap();
+    w.write(Bytes::copy_from_slice(bytes)).await.unwrap();
+    w.commit().await.unwrap();
+    digest
+}
+
+/// Status, `WWW-Authenticate` and body.
+async fn call(api: &Api, uri: &str, token: Option<&str>) -> (StatusCode, Option<String>, Bytes) {
+    let mut req = Request::builder().uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = api.service.call_request(req.body(()).unwrap()).await;
+    let (parts, body) = resp.into_parts();
+    let challenge = parts
+        .headers
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        parts.status,
+        challenge,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn code(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    v["errors"][0]["code"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn clients_not_allowed_on_an_upstream_get_one_answer_for_every_repository() {
+    let api = api();
+    let d = seeded(&api, b"a secret layer").await;
+    let denied = [
+        "/v2/myorg/secret/manifests/v1".to_owned(),
+        "/v2/myorg/secret/x/manifests/v1".to_owned(),
+        format!("/v2/myorg/secret/blobs/{d}"),
+        "/v2/myorg/secret/tags/list".to_owned(),
+    ];
+    let not_denied = [
+        "/v2/myorg/other/manifests/v1".to_owned(),
+        format!("/v2/nobody/nothing/blobs/{d}"),
+    ];
+    // Anonymous: 401 with the same challenge and body everywhere, unknown `?ns=` included.
+    let (status, challenge, body) = call(&api, &not_denied[0], None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(challenge.is_some());
+    let unknown_ns = "/v2/myorg/secret/manifests/v1?ns=nowhere.example".to_owned();
+    for uri in denied.iter().chain(&not_denied).chain([&unknown_ns]) {
+        let answer = call(&api, uri, None).await;
+        assert_eq!(
+            answer,
+            (status, challenge.clone(), body.clone()),
+            "anonymous {uri}"
+        );
+    }
+    // A user not allowed on the upstream: 403 DENIED, the same body everywhere.
+    let (status, _, body) = call(&api, &not_denied[0], Some(BOB)).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (StatusCode::FORBIDDEN, "DENIED")
+    );
+    for uri in denied.iter().chain(&not_denied) {
+        let answer = call(&api, uri, Some(BOB)).await;
+        assert_eq!(answer, (status, None, body.clone()), "bob {uri}");
+    }
+}
+
+#[tokio::test]
+async fn a_user_allowed_on_the_upstream_is_told_a_repository_is_denied() {
+    let api = api();
+    let d = seeded(&api, b"a secret layer").await;
+    // `myorg/secret/**` denies `myorg/secret` itself and everything under it, cached or not.
+    for uri in [
+        "/v2/myorg/secret/manifests/v1".to_owned(),
+        "/v2/myorg/secret/x/manifests/v1".to_owned(),
+        format!("/v2/myorg/secret/blobs/{d}"),
+    ] {
+        let (s, _, body) = call(&api, &uri, Some(ALICE)).await;
+        assert_eq!(
+            (s, code(&body).as_str()),
+            (StatusCode::FORBIDDEN, "DENIED"),
+            "{uri}"
+        );
+    }
+    let (s, _, body) = call(&api, &format!("/v2/myorg/other/blobs/{d}"), Some(ALICE)).await;
+    assert_eq!((s, body.as_ref()), (StatusCode::OK, &b"a secret layer"[..]));
+    // Authenticated users may learn the upstream names: an unknown one is 404.
+    let (s, _, body) = call(&api, "/v2/a/manifests/v1?ns=nowhere.example", Some(ALICE)).await;
+    assert_eq!(
+        (s, code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "NAME_UNKNOWN")
+    );
+    // The public upstream still answers anonymous clients (its patterns deny nothing).
+    let (s, _, _) = call(&api, &format!("/v2/x/blobs/{d}?ns=public.example"), None).await;
+    assert_eq!(s, StatusCode::OK);
+}
