@@ -23,6 +23,7 @@ const BOB: &str = "bob-token-0123456789";
 
 struct Api {
     service: CacheService,
+    engine: Arc<Engine>,
     store: Arc<MemoryStore>,
     _spool: tempfile::TempDir,
 }
@@ -54,16 +55,19 @@ fn api() -> Api {
         ),
         ("public.example".to_owned(), Access::Anonymous),
     ]);
-    let service =
-        CacheService::new(engine, upstreams).with_access(AccessPolicy::new(Some(auth), rules));
+    let service = CacheService::new(engine.clone(), upstreams)
+        .with_access(AccessPolicy::new(Some(auth), rules));
     Api {
         service,
+        engine,
         store,
         _spool: spool,
     }
 }
 
-async fn seeded(api: &Api, bytes: &[u8]) -> Digest {
+/// Stores `bytes` as the cache would after pulling them through each (upstream, repository)
+/// of `from`.
+async fn seeded(api: &Api, bytes: &[u8], from: &[(&str, &str)]) -> Digest {
     let digest = Digest::sha256_of(bytes);
     let mut w = api
         .store
@@ -72,6 +76,13 @@ async fn seeded(api: &Api, bytes: &[u8]) -> Digest {
         .unwrap();
     w.write(Bytes::copy_from_slice(bytes)).await.unwrap();
     w.commit().await.unwrap();
+    for (upstream, repo) in from {
+        let repo = oci_cache_core::name::RepositoryName::parse(repo).unwrap();
+        api.engine
+            .link(upstream, &repo, std::slice::from_ref(&digest))
+            .await
+            .unwrap();
+    }
     digest
 }
 
@@ -102,7 +113,12 @@ fn code(body: &[u8]) -> String {
 #[tokio::test]
 async fn clients_not_allowed_on_an_upstream_get_one_answer_for_every_repository() {
     let api = api();
-    let d = seeded(&api, b"a secret layer").await;
+    let d = seeded(
+        &api,
+        b"a secret layer",
+        &[("private.example", "myorg/secret")],
+    )
+    .await;
     let denied = [
         "/v2/myorg/secret/manifests/v1".to_owned(),
         "/v2/myorg/secret/x/manifests/v1".to_owned(),
@@ -141,7 +157,16 @@ async fn clients_not_allowed_on_an_upstream_get_one_answer_for_every_repository(
 #[tokio::test]
 async fn a_user_allowed_on_the_upstream_is_told_a_repository_is_denied() {
     let api = api();
-    let d = seeded(&api, b"a secret layer").await;
+    let d = seeded(
+        &api,
+        b"a secret layer",
+        &[
+            ("private.example", "myorg/secret"),
+            ("private.example", "myorg/other"),
+            ("public.example", "x"),
+        ],
+    )
+    .await;
     // `myorg/secret/**` denies `myorg/secret` itself and everything under it, cached or not.
     for uri in [
         "/v2/myorg/secret/manifests/v1".to_owned(),
