@@ -132,6 +132,13 @@ fn bench_service(c: &mut Criterion, rt: &tokio::runtime::Runtime) -> Result<(), 
         "http://127.0.0.1:9",
     )])?);
     let engine = Arc::new(Engine::new(store.clone(), store, EngineConfig::default()));
+    // As after a pull through library/app: both belong there.
+    let repo = oci_cache_core::name::RepositoryName::parse("library/app")?;
+    rt.block_on(engine.link(
+        "docker.io",
+        &repo,
+        &[manifest_digest.clone(), blob_digest.clone()],
+    ))?;
     let service = CacheService::new(engine, upstreams);
     let cases = [
         (
