@@ -104,6 +104,7 @@ impl<S> Guarded<S> {
                 format!("keep-alive connection idle for {:?}", self.timeouts.idle)
             }
         };
+        tracing::debug!(reason = %what, "closing a client connection");
         io::Error::new(io::ErrorKind::TimedOut, what)
     }
 
@@ -116,13 +117,14 @@ impl<S> Guarded<S> {
             self.write_timer.as_mut().reset(deadline);
         }
         match self.write_timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
+            Poll::Ready(()) => {
+                let what = format!(
                     "the client read nothing of the response for {:?}",
                     self.timeouts.stalled_write
-                ),
-            ))),
+                );
+                tracing::debug!(reason = %what, "closing a client connection");
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
