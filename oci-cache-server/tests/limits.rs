@@ -51,9 +51,12 @@ async fn start(options: ServeOptions) -> Server {
     }
 }
 
+/// `max_connections` slots, and room for far more open connections than the tests open
+/// (none is closed to make room).
 fn limit(max_connections: usize) -> ServeOptions {
     ServeOptions {
         max_connections,
+        max_open_connections: Some(64),
         ..ServeOptions::default()
     }
 }
