@@ -67,6 +67,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let mut admin_connections = 0;
     let main_service = match config.admin_listen {
         Some(addr) => {
             let admin = tokio::net::TcpListener::bind(addr).await?;
@@ -75,6 +76,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
             // The timeouts of [limits]; the open-connection cap of its 64 slots (256).
             let mut options = config.limits.serve_options(64, tls.clone());
             options.max_open_connections = None;
+            admin_connections = options.effective_max_open_connections();
             tokio::spawn(serve_with(
                 admin,
                 admin_service,
@@ -86,6 +88,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
         None => service,
     };
     let options = config.limits.serve_options(config.max_connections, tls);
+    crate::fd_limit::warn_if_low(options.effective_max_open_connections() + admin_connections);
     serve_with(listener, main_service, options, stopped(stop_rx)).await?;
     Ok(())
 }
