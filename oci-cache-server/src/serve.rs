@@ -235,7 +235,10 @@ impl NewConnection {
         } = self;
         let state = Arc::clone(place.state());
         let io = Guarded::new(stream, Arc::clone(&state), timeouts, accepted);
+        // hyper's header_read_timeout is off (it would also bound keep-alive idle time, see
+        // deadline.rs); the deadlines are in `Guarded`.
         let conn = http1::Builder::new()
+            .header_read_timeout(None)
             .max_buf_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(io), gate);
         tokio::select! {
