@@ -5,6 +5,12 @@
 //! data_dir = "./data"
 //! # storage = "s3://my-bucket/oci-cache"  # AWS_* environment for endpoint, region, keys
 //!
+//! [limits]                                # client connections
+//! header_timeout_secs = 20                 # to send a request head
+//! idle_timeout_secs = 75                   # keep-alive silence between requests
+//! stalled_write_timeout_secs = 60          # a client reading nothing of a response
+//! # max_open_connections = 4096            # default 4 x max_connections
+//!
 //! [gc]                                    # eviction (runs while serving)
 //! max_bytes = 50_000_000_000               # high/low watermarks 0.9/0.8 of it
 //! max_age_secs = 604800                    # unused images go after 7 days (0: never)
@@ -30,6 +36,7 @@
 
 mod access;
 mod gc;
+mod limits;
 mod secret;
 mod tls;
 mod upstream;
@@ -42,6 +49,7 @@ use serde::Deserialize;
 
 pub use access::{AccessEntry, AuthSection, TokenEntry};
 pub use gc::GcSection;
+pub use limits::LimitsSection;
 pub use tls::TlsSection;
 pub use upstream::UpstreamEntry;
 
@@ -105,9 +113,13 @@ pub struct Config {
     /// the usual AWS environment variables); absent: the filesystem under `data_dir`.
     #[serde(default)]
     pub storage: Option<String>,
-    /// Client connections served at once (default 1024); more wait to be accepted.
+    /// Requests served at once (default 1024); more wait for a slot. Idle connections and
+    /// health probes take none (see `[limits]`).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connection timeouts and the cap on open connections.
+    #[serde(default)]
+    pub limits: LimitsSection,
     /// Eviction: storage limits and schedule.
     #[serde(default)]
     pub gc: GcSection,
@@ -149,6 +161,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             storage: None,
             max_connections: default_max_connections(),
+            limits: LimitsSection::default(),
             gc: GcSection::default(),
             auth: None,
             tls: None,

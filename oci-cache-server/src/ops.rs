@@ -74,10 +74,16 @@ async fn viewer(access: &AccessPolicy, parts: &http::request::Parts) -> Identity
         .unwrap_or(Identity::Anonymous)
 }
 
+/// Whether `path` is a health probe (`/healthz`, `/readyz`): answered without a
+/// connection slot, so probes pass while every slot serves a request.
+pub(crate) fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz")
+}
+
 /// The route label of a request path, for metrics.
 pub(crate) fn route_label(path: &str) -> &'static str {
     match path {
-        "/healthz" | "/readyz" => return "health",
+        p if is_probe(p) => return "health",
         "/" | "/status" | "/status.json" => return "status",
         "/metrics" => return "metrics",
         _ => {}

@@ -1,84 +1,180 @@
-//! Connection and header limits of the accept loop, in process on 127.0.0.1.
+//! Connection and header limits of the accept loop, in process on 127.0.0.1: slots are
+//! taken by requests being served (not by idle connections, not by health probes), and at
+//! the open-connection cap the longest unserved connection makes room for a new one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use oci_cache_core::{Engine, EngineConfig, UpstreamConfig, Upstreams};
-use oci_cache_server::{serve_with_limit, CacheService};
+use bytes::Bytes;
+use oci_cache_core::{Digest, Engine, EngineConfig, UpstreamConfig, Upstreams};
+use oci_cache_server::{serve_with, CacheService, ServeOptions};
 use oci_cache_storage::memory::MemoryStore;
+use oci_cache_storage::BlobStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-async fn start(max_connections: usize) -> (std::net::SocketAddr, tempfile::TempDir) {
+/// Far beyond any expected wait: what has not happened by then never will.
+const BOUND: Duration = Duration::from_secs(10);
+
+struct Server {
+    addr: std::net::SocketAddr,
+    store: Arc<MemoryStore>,
+    _spool: tempfile::TempDir,
+}
+
+async fn start(options: ServeOptions) -> Server {
     let store = Arc::new(MemoryStore::new());
     let spool = tempfile::tempdir().unwrap();
     let config = EngineConfig {
         spool_dir: spool.path().to_owned(),
         ..EngineConfig::default()
     };
-    let engine = Arc::new(Engine::new(store.clone(), store, config));
+    let engine = Arc::new(Engine::new(store.clone(), store.clone(), config));
     let upstreams = Arc::new(
         Upstreams::new(vec![UpstreamConfig::new("docker.io", "http://127.0.0.1:1")]).unwrap(),
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = CacheService::new(engine, upstreams);
-    tokio::spawn(serve_with_limit(
+    tokio::spawn(serve_with(
         listener,
         service,
-        max_connections,
+        options,
         std::future::pending(),
     ));
-    (addr, spool)
+    Server {
+        addr,
+        store,
+        _spool: spool,
+    }
 }
 
-async fn get_healthz(stream: &mut TcpStream) -> String {
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+/// `max_connections` slots, and room for far more open connections than the tests open
+/// (none is closed to make room).
+fn limit(max_connections: usize) -> ServeOptions {
+    ServeOptions {
+        max_connections,
+        max_open_connections: Some(64),
+        ..ServeOptions::default()
+    }
+}
+
+/// Stores `len` bytes as a blob; returns its digest.
+async fn store_blob(store: &MemoryStore, len: usize) -> Digest {
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::sha256_of(&bytes);
+    let mut w = store.writer(&digest, Some(len as u64)).await.unwrap();
+    w.write(Bytes::from(bytes)).await.unwrap();
+    w.commit().await.unwrap();
+    digest
+}
+
+async fn send(stream: &mut TcpStream, path: &str) {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+}
+
+/// The first bytes of the answer, or None when none came within `wait`.
+async fn answer(stream: &mut TcpStream, wait: Duration) -> Option<String> {
     let mut buf = vec![0u8; 1024];
-    let n = stream.read(&mut buf).await.unwrap();
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    let n = tokio::time::timeout(wait, stream.read(&mut buf))
+        .await
+        .ok()?
+        .unwrap();
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    send(&mut stream, path).await;
+    answer(&mut stream, BOUND).await.expect("an answer")
 }
 
 #[tokio::test]
-async fn a_connection_beyond_the_limit_waits_until_one_closes() {
-    let (addr, _spool) = start(1).await;
-    let mut first = TcpStream::connect(addr).await.unwrap();
-    assert!(get_healthz(&mut first).await.starts_with("HTTP/1.1 200"));
-    let mut second = TcpStream::connect(addr).await.unwrap();
-    second
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 1024];
-    let waited = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buf)).await;
-    assert!(
-        waited.is_err(),
-        "the second connection is not served while the first is open"
-    );
-    drop(first);
-    let n = tokio::time::timeout(Duration::from_secs(10), second.read(&mut buf))
+async fn idle_connections_hold_no_slot_and_probes_pass_a_full_house() {
+    let server = start(limit(1)).await;
+    let digest = store_blob(&server.store, 32 * 1024 * 1024).await;
+    let idle = TcpStream::connect(server.addr).await.unwrap();
+    let mut half = TcpStream::connect(server.addr).await.unwrap();
+    half.write_all(b"GET /v2/ HT").await.unwrap();
+    // A served request on a kept-alive connection, now idle: it holds no slot either.
+    let mut kept = TcpStream::connect(server.addr).await.unwrap();
+    send(&mut kept, "/v2/").await;
+    assert!(answer(&mut kept, BOUND)
         .await
         .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        .starts_with("HTTP/1.1 200"));
+    assert!(get(server.addr, "/v2/").await.starts_with("HTTP/1.1 200"));
+
+    // A download the client does not read holds the only slot...
+    let mut download = TcpStream::connect(server.addr).await.unwrap();
+    send(&mut download, &format!("/v2/library/big/blobs/{digest}")).await;
+    let head = answer(&mut download, BOUND).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // ... so another API request waits for it,
+    let mut waiting = TcpStream::connect(server.addr).await.unwrap();
+    send(&mut waiting, "/v2/").await;
+    assert!(
+        answer(&mut waiting, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "no slot is free while the download is served"
+    );
+    // ... while the probes are answered.
+    assert!(get(server.addr, "/healthz")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(get(server.addr, "/readyz")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    drop(download);
+    let late = answer(&mut waiting, BOUND)
+        .await
+        .expect("served once the slot is free");
+    assert!(late.starts_with("HTTP/1.1 200"), "{late}");
+    drop((idle, half));
+}
+
+#[tokio::test]
+async fn at_the_open_cap_the_longest_unserved_connection_makes_room() {
+    let server = start(ServeOptions {
+        max_connections: 1,
+        max_open_connections: Some(3),
+        header_timeout: Duration::from_secs(60),
+        ..ServeOptions::default()
+    })
+    .await;
+    let mut first = TcpStream::connect(server.addr).await.unwrap();
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        others.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // Let the accept loop take all three.
+    assert!(get(server.addr, "/healthz")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(BOUND, first.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the oldest idle connection is closed long before its header timeout: {closed:?}"
+    );
+    assert!(get(server.addr, "/v2/").await.starts_with("HTTP/1.1 200"));
 }
 
 #[tokio::test]
 async fn an_oversized_request_head_is_refused() {
-    let (addr, _spool) = start(8).await;
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let server = start(limit(8)).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let big = format!(
         "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(200 * 1024)
     );
     let _ = stream.write_all(big.as_bytes()).await;
     let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+    let n = tokio::time::timeout(BOUND, stream.read(&mut buf))
         .await
         .unwrap()
         .unwrap_or(0);

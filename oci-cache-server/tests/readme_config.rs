@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use oci_cache_server::config::{
-    AuthSection, Config, GcSection, TlsSection, TokenEntry, UpstreamEntry,
+    AuthSection, Config, GcSection, LimitsSection, TlsSection, TokenEntry, UpstreamEntry,
 };
 use serde::de::{self, DeserializeOwned, Visitor};
 
@@ -80,9 +80,10 @@ fn reference_table_lists_exactly_the_configuration_keys() {
     let mut keys: BTreeSet<String> = BTreeSet::new();
     keys.extend(fields_of::<Config>("").into_iter().filter(|k| {
         // Sections are listed by their keys.
-        !matches!(k.as_str(), "gc" | "auth" | "tls" | "upstreams")
+        !matches!(k.as_str(), "gc" | "limits" | "auth" | "tls" | "upstreams")
     }));
     keys.extend(fields_of::<GcSection>("gc."));
+    keys.extend(fields_of::<LimitsSection>("limits."));
     keys.extend(fields_of::<TlsSection>("tls."));
     keys.extend(
         fields_of::<AuthSection>("auth.")
@@ -112,6 +113,7 @@ fn example_configuration_parses() {
     let config: Config = toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}"));
     assert!(config.upstreams.len() >= 2);
     assert!(config.gc.max_bytes.is_some());
+    assert_eq!(config.limits.header_timeout_secs, 20);
 }
 
 /// The `config.toml` embedded in a Kubernetes ConfigMap (the block under `config.toml: |`).

@@ -2,6 +2,7 @@
 //! `verify` and `config` are one-shot jobs beside it.
 
 mod args;
+mod fd_limit;
 mod jobs;
 mod serve;
 mod storage;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use oci_cache_core::{Engine, EngineConfig, Upstreams};
 use oci_cache_server::config::TlsSection;
 use oci_cache_server::tls::ReloadingCert;
-use oci_cache_server::{serve_with, CacheService, Role, ServeOptions};
+use oci_cache_server::{serve_with, CacheService, Role};
 
 use crate::args::ServeArgs;
 use crate::storage::open_storage;
@@ -67,15 +67,16 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let mut admin_connections = 0;
     let main_service = match config.admin_listen {
         Some(addr) => {
             let admin = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(addr = %admin.local_addr()?, "admin listener (metrics, readiness, status)");
             let admin_service = service.clone().with_role(Role::Admin);
-            let options = ServeOptions {
-                max_connections: 64,
-                tls: tls.clone(),
-            };
+            // The timeouts of [limits]; the open-connection cap of its 64 slots (256).
+            let mut options = config.limits.serve_options(64, tls.clone());
+            options.max_open_connections = None;
+            admin_connections = options.effective_max_open_connections();
             tokio::spawn(serve_with(
                 admin,
                 admin_service,
@@ -86,10 +87,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
         }
         None => service,
     };
-    let options = ServeOptions {
-        max_connections: config.max_connections,
-        tls,
-    };
+    let options = config.limits.serve_options(config.max_connections, tls);
+    crate::fd_limit::warn_if_low(options.effective_max_open_connections() + admin_connections);
     serve_with(listener, main_service, options, stopped(stop_rx)).await?;
     Ok(())
 }
