@@ -13,6 +13,7 @@ mod handler;
 pub mod metrics;
 mod ops;
 pub mod prefetch_cmd;
+mod readiness;
 mod serve;
 mod service;
 mod status;

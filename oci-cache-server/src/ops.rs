@@ -5,15 +5,13 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use oci_cache_core::route::{parse_path, Route};
-use oci_cache_core::{Digest, Engine, Upstreams};
+use oci_cache_core::{Engine, Upstreams};
 
 use crate::auth::{AccessPolicy, Identity};
 use crate::metrics::Metrics;
+use crate::readiness::StorageProbe;
 use crate::service::{full_body, Body};
 use crate::status::{status_html, status_json};
-
-/// The probe blob `/readyz` writes (committing it again is a no-op success).
-const PROBE: &[u8] = b"oci-cache readiness probe\n";
 
 /// Answers an operator path, or `None` for any other path. `/metrics` is OpenMetrics when
 /// the scraper accepts it, else the Prometheus text format.
@@ -23,6 +21,7 @@ pub(crate) async fn handle_ops(
     upstreams: &Upstreams,
     metrics: &Metrics,
     access: &AccessPolicy,
+    probe: &StorageProbe,
     max_bytes: Option<u64>,
 ) -> Option<Response<Body>> {
     let status = |identity: &Identity| status_json(engine, upstreams, access, identity, max_bytes);
@@ -41,7 +40,7 @@ pub(crate) async fn handle_ops(
             "application/json",
             status(&viewer(access, parts).await).to_string(),
         )),
-        "/readyz" => Some(readyz(engine, upstreams).await),
+        "/readyz" => Some(readyz(engine, upstreams, probe).await),
         "/metrics" => {
             let openmetrics = parts
                 .headers
@@ -98,17 +97,8 @@ pub(crate) fn route_label(path: &str) -> &'static str {
     }
 }
 
-async fn readyz(engine: &Engine, upstreams: &Upstreams) -> Response<Body> {
-    let digest = Digest::sha256_of(PROBE);
-    let probe = async {
-        let mut w = engine
-            .blobs()
-            .writer(&digest, Some(PROBE.len() as u64))
-            .await?;
-        w.write(Bytes::from_static(PROBE)).await?;
-        w.commit().await
-    }
-    .await;
+async fn readyz(engine: &Engine, upstreams: &Upstreams, probe: &StorageProbe) -> Response<Body> {
+    let probe = probe.check(engine).await;
     let storage_ok = probe.is_ok();
     let upstream_states: Vec<serde_json::Value> = upstreams
         .all()

@@ -18,6 +18,7 @@ use crate::error::{error_response, ApiError};
 use crate::handler::{handle, LogInfo};
 use crate::metrics::Metrics;
 use crate::ops::{handle_ops, route_label};
+use crate::readiness::StorageProbe;
 use oci_cache_core::route::RouteParseError;
 
 /// The error type of a response body: a body that fails is cut, never completed.
@@ -51,6 +52,7 @@ pub struct CacheService {
     upstreams: Arc<Upstreams>,
     access: Arc<AccessPolicy>,
     metrics: Arc<Metrics>,
+    probe: Arc<StorageProbe>,
     role: Role,
     max_bytes: Option<u64>,
 }
@@ -64,6 +66,7 @@ impl CacheService {
             upstreams,
             access: Arc::default(),
             metrics,
+            probe: Arc::default(),
             role: Role::Both,
             max_bytes: None,
         }
@@ -104,6 +107,7 @@ impl CacheService {
                     &self.upstreams,
                     &self.metrics,
                     &self.access,
+                    &self.probe,
                     self.max_bytes,
                 )
                 .await

@@ -20,6 +20,7 @@ const BOUND: Duration = Duration::from_secs(10);
 
 struct Server {
     addr: std::net::SocketAddr,
+    engine: Arc<Engine>,
     store: Arc<MemoryStore>,
     _spool: tempfile::TempDir,
 }
@@ -37,7 +38,7 @@ async fn start(options: ServeOptions) -> Server {
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = CacheService::new(engine, upstreams);
+    let service = CacheService::new(engine.clone(), upstreams);
     tokio::spawn(serve_with(
         listener,
         service,
@@ -46,6 +47,7 @@ async fn start(options: ServeOptions) -> Server {
     ));
     Server {
         addr,
+        engine,
         store,
         _spool: spool,
     }
@@ -61,13 +63,21 @@ fn limit(max_connections: usize) -> ServeOptions {
     }
 }
 
-/// Stores `len` bytes as a blob; returns its digest.
-async fn store_blob(store: &MemoryStore, len: usize) -> Digest {
+/// Stores `len` bytes as a blob of docker.io's `library/big`, as a pull through it would;
+/// returns its digest.
+async fn store_blob(server: &Server, len: usize) -> Digest {
+    let store = &server.store;
     let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     let digest = Digest::sha256_of(&bytes);
     let mut w = store.writer(&digest, Some(len as u64)).await.unwrap();
     w.write(Bytes::from(bytes)).await.unwrap();
     w.commit().await.unwrap();
+    let repo = oci_cache_core::name::RepositoryName::parse("library/big").unwrap();
+    server
+        .engine
+        .link("docker.io", &repo, std::slice::from_ref(&digest))
+        .await
+        .unwrap();
     digest
 }
 
@@ -95,7 +105,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> String {
 #[tokio::test]
 async fn idle_connections_hold_no_slot_and_probes_pass_a_full_house() {
     let server = start(limit(1)).await;
-    let digest = store_blob(&server.store, 32 * 1024 * 1024).await;
+    let digest = store_blob(&server, 32 * 1024 * 1024).await;
     let idle = TcpStream::connect(server.addr).await.unwrap();
     let mut half = TcpStream::connect(server.addr).await.unwrap();
     half.write_all(b"GET /v2/ HT").await.unwrap();

@@ -1,0 +1,55 @@
+//! The storage write probe behind `/readyz`, run at most once a second: concurrent and
+//! repeated probes share the last result, so a flood of anonymous probes (which need no
+//! connection slot) costs one small storage commit a second, not one each.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use oci_cache_core::{Digest, Engine};
+
+/// The probe blob `/readyz` writes (committing it again is a no-op success).
+const PROBE: &[u8] = b"oci-cache readiness probe\n";
+/// A result is reused this long.
+const REUSE: Duration = Duration::from_secs(1);
+/// A probe write that takes longer counts as a failure.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The last storage probe and when it ran.
+#[derive(Debug, Default)]
+pub(crate) struct StorageProbe {
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl StorageProbe {
+    /// Whether storage takes a write: the last result when it is under a second old, else
+    /// a new probe (one at a time).
+    pub(crate) async fn check(&self, engine: &Engine) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = last.as_ref() {
+            if at.elapsed() < REUSE {
+                return result.clone();
+            }
+        }
+        let result = match tokio::time::timeout(PROBE_TIMEOUT, write_probe(engine)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+        };
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+}
+
+async fn write_probe(engine: &Engine) -> Result<(), String> {
+    let digest = Digest::sha256_of(PROBE);
+    async {
+        let mut w = engine
+            .blobs()
+            .writer(&digest, Some(PROBE.len() as u64))
+            .await?;
+        w.write(Bytes::from_static(PROBE)).await?;
+        w.commit().await
+    }
+    .await
+    .map(drop)
+    .map_err(|e| e.to_string())
+}
