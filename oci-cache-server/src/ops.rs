@@ -114,7 +114,7 @@ async fn readyz(engine: &Engine, upstreams: &Upstreams, probe: &StorageProbe) ->
         .collect();
     let body = serde_json::json!({
         "ready": storage_ok,
-        "storage": match &probe { Ok(_) => "writable".to_owned(), Err(e) => format!("not writable: {e}") },
+        "storage": match &probe { Ok(()) => "writable".to_owned(), Err(e) => format!("not writable: {e}") },
         "upstreams": upstream_states,
     });
     let status = if storage_ok {

@@ -551,7 +551,10 @@ async fn a_client_of_one_upstream_never_waits_on_another_upstreams_fill() {
                 .body(())
                 .unwrap();
             let resp = svc.call_request(req).await;
-            resp.into_body().collect().await.map(|c| c.to_bytes())
+            resp.into_body()
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes)
         })
     };
     // Wait until the private fill has started (its upstream GET arrived).

@@ -121,14 +121,14 @@ impl UpstreamClient {
     /// wait already, or when no slot frees up within `fill_queue_timeout`.
     pub async fn fill_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
         use std::sync::atomic::Ordering;
-        if let Ok(permit) = self.fills.try_acquire() {
-            return Some(permit);
-        }
         struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
         impl Drop for Queued<'_> {
             fn drop(&mut self) {
                 self.0.fetch_sub(1, Ordering::AcqRel);
             }
+        }
+        if let Ok(permit) = self.fills.try_acquire() {
+            return Some(permit);
         }
         let ahead = self.queued.fetch_add(1, Ordering::AcqRel);
         let _queued = Queued(&self.queued);

@@ -207,12 +207,12 @@ fn answer<B>(content: &FakeContent, req: &Request<B>) -> Response<Full<Bytes>> {
     if path == "/v2/" {
         return status(StatusCode::OK);
     }
-    let Some(rest) = path.strip_prefix("/v2/") else {
+    let Some(tail) = path.strip_prefix("/v2/") else {
         return status(StatusCode::NOT_FOUND);
     };
-    let (repo, kind, reference) = match (rest.rfind("/manifests/"), rest.rfind("/blobs/")) {
-        (Some(i), _) => (&rest[..i], "manifests", &rest[i + 11..]),
-        (None, Some(i)) => (&rest[..i], "blobs", &rest[i + 7..]),
+    let (repo, kind, reference) = match (tail.rfind("/manifests/"), tail.rfind("/blobs/")) {
+        (Some(i), _) => (&tail[..i], "manifests", &tail[i + 11..]),
+        (None, Some(i)) => (&tail[..i], "blobs", &tail[i + 7..]),
         _ => return status(StatusCode::NOT_FOUND),
     };
     let Some(r) = content.repos.get(repo) else {
