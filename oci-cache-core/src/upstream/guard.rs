@@ -33,7 +33,7 @@ pub enum TargetRefusal {
     /// not live on one.
     #[error("loopback, link-local and private addresses are refused")]
     LocalAddress,
-    /// More than [`MAX_REDIRECTS`] redirects.
+    /// More than 10 redirects.
     #[error("too many redirects")]
     TooManyRedirects,
 }
