@@ -139,17 +139,20 @@ impl Engine {
         &self.blobs
     }
 
-    /// Declares that `digests` belong to `repo` on the upstream named `upstream`, for
-    /// content placed in storage by other means (an import, a test). A manifest or blob is
-    /// served through an (upstream, repository) only when it belongs there (see
-    /// doc/SEMANTICS.md); pulls through the engine record this themselves.
+    /// Declares that `digests` were pulled from `repo` on the upstream named `upstream`, for
+    /// content placed in storage by other means (an import, a test): they belong there, and
+    /// that upstream produced their bytes. Stored content is served through an (upstream,
+    /// repository) only then (see doc/SEMANTICS.md); pulls through the engine record this
+    /// themselves.
     pub async fn link(
         &self,
         upstream: &str,
         repo: &RepositoryName,
         digests: &[crate::Digest],
     ) -> Result<(), EngineError> {
-        self.links.learn_now(upstream, repo.as_str(), digests).await
+        self.links
+            .learn_pulled(upstream, repo.as_str(), digests)
+            .await
     }
 
     /// Number of fills running now.

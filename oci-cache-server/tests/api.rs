@@ -3,39 +3,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod in_process;
+
+use in_process::InProcess;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use oci_cache_core::{Digest, Engine, EngineConfig, UpstreamConfig, Upstreams};
+use oci_cache_core::{Digest, UpstreamConfig, Upstreams};
 use oci_cache_server::CacheService;
-use oci_cache_storage::memory::MemoryStore;
-use oci_cache_storage::BlobStore;
 
 struct Api {
     service: CacheService,
-    engine: Arc<Engine>,
-    store: Arc<MemoryStore>,
-    _spool: tempfile::TempDir,
+    cache: InProcess,
 }
 
 fn api() -> Api {
-    let store = Arc::new(MemoryStore::new());
-    let spool = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        spool_dir: spool.path().to_owned(),
-        ..EngineConfig::default()
-    };
-    let engine = Arc::new(Engine::new(store.clone(), store.clone(), config));
+    let cache = InProcess::new();
     let mut dead = UpstreamConfig::new("docker.io", "http://127.0.0.1:1");
     dead.connect_timeout = std::time::Duration::from_millis(500);
     let upstreams = Arc::new(Upstreams::new(vec![dead]).unwrap());
     Api {
-        service: CacheService::new(engine.clone(), upstreams),
-        engine,
-        store,
-        _spool: spool,
+        service: CacheService::new(cache.engine.clone(), upstreams),
+        cache,
     }
 }
 
@@ -65,20 +56,7 @@ fn error_code(body: &[u8]) -> String {
 
 /// Stores `bytes` as the cache would after pulling them from docker.io's `repo`.
 async fn seeded(api: &Api, repo: &str, bytes: &[u8]) -> Digest {
-    let digest = Digest::sha256_of(bytes);
-    let mut w = api
-        .store
-        .writer(&digest, Some(bytes.len() as u64))
-        .await
-        .unwrap();
-    w.write(Bytes::copy_from_slice(bytes)).await.unwrap();
-    w.commit().await.unwrap();
-    let repo = oci_cache_core::name::RepositoryName::parse(repo).unwrap();
-    api.engine
-        .link("docker.io", &repo, std::slice::from_ref(&digest))
-        .await
-        .unwrap();
-    digest
+    api.cache.seed(bytes, &[("docker.io", repo)]).await
 }
 
 #[tokio::test]
@@ -331,22 +309,14 @@ async fn health_readiness_and_metrics_answer_beside_the_api() {
 
 #[tokio::test]
 async fn a_denied_repository_is_403_denied_without_asking_the_upstream() {
-    let store = Arc::new(MemoryStore::new());
-    let spool = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        spool_dir: spool.path().to_owned(),
-        ..EngineConfig::default()
-    };
-    let engine = Arc::new(Engine::new(store.clone(), store.clone(), config));
+    let cache = InProcess::new();
     let mut dead = UpstreamConfig::new("docker.io", "http://127.0.0.1:1");
     dead.allow = vec!["library/*".into()];
     dead.deny = vec!["library/forbidden".into()];
     let upstreams = Arc::new(Upstreams::new(vec![dead]).unwrap());
     let api = Api {
-        service: CacheService::new(engine.clone(), upstreams),
-        engine,
-        store,
-        _spool: spool,
+        service: CacheService::new(cache.engine.clone(), upstreams),
+        cache,
     };
     let d = seeded(&api, "library/allowed", b"cached but denied").await;
     for uri in [
@@ -398,7 +368,7 @@ async fn status_page_shows_hit_ratio_limit_and_most_pulled_and_roles_split_liste
         media_type: "application/vnd.oci.image.index.v1+json".into(),
         fetched_at: std::time::SystemTime::now(),
     };
-    oci_cache_storage::TagStore::put(api.store.as_ref(), &key, &record)
+    oci_cache_storage::TagStore::put(api.cache.store.as_ref(), &key, &record)
         .await
         .unwrap();
     let (s, _, _) = call(&api, Method::GET, "/v2/library/app/manifests/v1", None).await;

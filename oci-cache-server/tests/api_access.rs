@@ -6,16 +6,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod in_process;
+
+use in_process::InProcess;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use oci_cache_core::{Digest, Engine, EngineConfig, UpstreamConfig, Upstreams};
+use oci_cache_core::{Digest, UpstreamConfig, Upstreams};
 use oci_cache_server::auth::{Access, AccessPolicy, ClientAuth};
 use oci_cache_server::CacheService;
-use oci_cache_storage::memory::MemoryStore;
 use oci_cache_storage::BlobStore;
 
 const ALICE: &str = "alice-token-0123456789";
@@ -23,21 +25,13 @@ const BOB: &str = "bob-token-0123456789";
 
 struct Api {
     service: CacheService,
-    engine: Arc<Engine>,
-    store: Arc<MemoryStore>,
-    _spool: tempfile::TempDir,
+    cache: InProcess,
 }
 
 /// `private.example` (the default): alice only, `myorg/secret/**` denied;
 /// `public.example`: anyone.
 fn api() -> Api {
-    let store = Arc::new(MemoryStore::new());
-    let spool = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        spool_dir: spool.path().to_owned(),
-        ..EngineConfig::default()
-    };
-    let engine = Arc::new(Engine::new(store.clone(), store.clone(), config));
+    let cache = InProcess::new();
     let mut private = UpstreamConfig::new("private.example", "http://127.0.0.1:1");
     private.deny = vec!["myorg/secret/**".into()];
     private.connect_timeout = std::time::Duration::from_millis(300);
@@ -55,35 +49,13 @@ fn api() -> Api {
         ),
         ("public.example".to_owned(), Access::Anonymous),
     ]);
-    let service = CacheService::new(engine.clone(), upstreams)
+    let service = CacheService::new(cache.engine.clone(), upstreams)
         .with_access(AccessPolicy::new(Some(auth), rules));
-    Api {
-        service,
-        engine,
-        store,
-        _spool: spool,
-    }
+    Api { service, cache }
 }
 
-/// Stores `bytes` as the cache would after pulling them through each (upstream, repository)
-/// of `from`.
 async fn seeded(api: &Api, bytes: &[u8], from: &[(&str, &str)]) -> Digest {
-    let digest = Digest::sha256_of(bytes);
-    let mut w = api
-        .store
-        .writer(&digest, Some(bytes.len() as u64))
-        .await
-        .unwrap();
-    w.write(Bytes::copy_from_slice(bytes)).await.unwrap();
-    w.commit().await.unwrap();
-    for (upstream, repo) in from {
-        let repo = oci_cache_core::name::RepositoryName::parse(repo).unwrap();
-        api.engine
-            .link(upstream, &repo, std::slice::from_ref(&digest))
-            .await
-            .unwrap();
-    }
-    digest
+    api.cache.seed(bytes, from).await
 }
 
 /// Status, `WWW-Authenticate` and body.

@@ -4,14 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod in_process;
+
+use in_process::InProcess;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use oci_cache_core::{Digest, Engine, EngineConfig, UpstreamConfig, Upstreams};
+use oci_cache_core::{Digest, UpstreamConfig, Upstreams};
 use oci_cache_server::{serve_with, CacheService, ServeOptions};
-use oci_cache_storage::memory::MemoryStore;
-use oci_cache_storage::BlobStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -20,37 +20,24 @@ const BOUND: Duration = Duration::from_secs(10);
 
 struct Server {
     addr: std::net::SocketAddr,
-    engine: Arc<Engine>,
-    store: Arc<MemoryStore>,
-    _spool: tempfile::TempDir,
+    cache: InProcess,
 }
 
 async fn start(options: ServeOptions) -> Server {
-    let store = Arc::new(MemoryStore::new());
-    let spool = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        spool_dir: spool.path().to_owned(),
-        ..EngineConfig::default()
-    };
-    let engine = Arc::new(Engine::new(store.clone(), store.clone(), config));
+    let cache = InProcess::new();
     let upstreams = Arc::new(
         Upstreams::new(vec![UpstreamConfig::new("docker.io", "http://127.0.0.1:1")]).unwrap(),
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = CacheService::new(engine.clone(), upstreams);
+    let service = CacheService::new(cache.engine.clone(), upstreams);
     tokio::spawn(serve_with(
         listener,
         service,
         options,
         std::future::pending(),
     ));
-    Server {
-        addr,
-        engine,
-        store,
-        _spool: spool,
-    }
+    Server { addr, cache }
 }
 
 /// `max_connections` slots, and room for far more open connections than the tests open
@@ -66,19 +53,11 @@ fn limit(max_connections: usize) -> ServeOptions {
 /// Stores `len` bytes as a blob of docker.io's `library/big`, as a pull through it would;
 /// returns its digest.
 async fn store_blob(server: &Server, len: usize) -> Digest {
-    let store = &server.store;
     let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-    let digest = Digest::sha256_of(&bytes);
-    let mut w = store.writer(&digest, Some(len as u64)).await.unwrap();
-    w.write(Bytes::from(bytes)).await.unwrap();
-    w.commit().await.unwrap();
-    let repo = oci_cache_core::name::RepositoryName::parse("library/big").unwrap();
     server
-        .engine
-        .link("docker.io", &repo, std::slice::from_ref(&digest))
+        .cache
+        .seed(&bytes, &[("docker.io", "library/big")])
         .await
-        .unwrap();
-    digest
 }
 
 async fn send(stream: &mut TcpStream, path: &str) {

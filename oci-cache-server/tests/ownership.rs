@@ -3,11 +3,13 @@
 //! GET / HEAD / ranges, manifests by tag and digest, blobs) against two honest upstreams
 //! that share a layer, with upstreams going down and coming back, every answer matches a
 //! model: while an upstream is up, 200 exactly when its repository holds the object; while
-//! it is down, 200 for what was served before through that same (upstream, repository) and
-//! never for what that repository does not hold; 401/403 whenever the identity may not pull.
+//! it is down, 200 for what was served before through that same (upstream, repository)
+//! and whose bytes that upstream produced, and never for what that repository does not
+//! hold; 401/403 whenever the identity may not pull.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod in_process;
 mod support;
 
 use std::collections::{HashMap, HashSet};
@@ -17,10 +19,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use oci_cache_core::{Digest, Engine, EngineConfig, UpstreamConfig, Upstreams};
+use in_process::{get_as, InProcess};
+use oci_cache_core::{Digest, UpstreamConfig, Upstreams};
 use oci_cache_server::auth::{Access, AccessPolicy, ClientAuth};
 use oci_cache_server::CacheService;
-use oci_cache_storage::memory::MemoryStore;
 use oci_cache_storage::BlobStore;
 use proptest::prelude::*;
 use support::fake_registry::{FakeContent, FakeRegistry};
@@ -31,7 +33,7 @@ const ALICE: &str = "alice-token-0123456789";
 const BOB: &str = "bob-token-0123456789";
 
 /// Two upstreams: docker.io (anonymous) holds pub/app and pub/other; private (alice only)
-/// holds team/secret. pub/app and team/secret share a layer.
+/// holds team/secret. All three share a layer.
 fn contents() -> [FakeContent; 2] {
     let mut public = FakeContent::default();
     let shared = public.blob("pub/app", b"shared base layer");
@@ -40,7 +42,8 @@ fn contents() -> [FakeContent; 2] {
     public.image("pub/app", "v1", &c1, &[&shared, &l1]);
     let l3 = public.blob("pub/other", b"other layer");
     let c3 = public.blob("pub/other", b"{\"config\":\"other\"}");
-    public.image("pub/other", "v1", &c3, &[&l3]);
+    public.blob("pub/other", b"shared base layer");
+    public.image("pub/other", "v1", &c3, &[&shared, &l3]);
     let mut private = FakeContent::default();
     let shared2 = private.blob("team/secret", b"shared base layer");
     assert_eq!(shared, shared2);
@@ -114,7 +117,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 struct World {
     service: CacheService,
-    store: Arc<MemoryStore>,
+    cache: InProcess,
     registries: Vec<FakeRegistry>,
     contents: [FakeContent; 2],
     /// Every digest of both upstreams, sorted: `object` indexes it.
@@ -124,11 +127,15 @@ struct World {
     served: HashSet<(usize, String, String)>,
     /// (upstream, repo) whose tag v1 was served before.
     tags_served: HashSet<(usize, String)>,
-    _spool: tempfile::TempDir,
+    /// (upstream, digest) whose whole bytes came through that upstream before.
+    possessed: HashSet<(usize, String)>,
 }
 
 async fn world() -> World {
-    let contents = contents();
+    world_with(contents()).await
+}
+
+async fn world_with(contents: [FakeContent; 2]) -> World {
     let mut registries = Vec::new();
     let mut configs = Vec::new();
     for (i, c) in contents.iter().enumerate() {
@@ -140,13 +147,7 @@ async fn world() -> World {
         registries.push(reg);
         configs.push(config);
     }
-    let store = Arc::new(MemoryStore::new());
-    let spool = tempfile::tempdir().unwrap();
-    let engine_config = EngineConfig {
-        spool_dir: spool.path().to_owned(),
-        ..EngineConfig::default()
-    };
-    let engine = Arc::new(Engine::new(store.clone(), store.clone(), engine_config));
+    let cache = InProcess::new();
     let upstreams = Arc::new(Upstreams::new(configs).unwrap());
     let tokens = HashMap::from([
         (ALICE.to_owned(), "alice".to_owned()),
@@ -160,8 +161,8 @@ async fn world() -> World {
             Access::Users(vec!["alice".to_owned()]),
         ),
     ]);
-    let service =
-        CacheService::new(engine, upstreams).with_access(AccessPolicy::new(Some(auth), rules));
+    let service = CacheService::new(cache.engine.clone(), upstreams)
+        .with_access(AccessPolicy::new(Some(auth), rules));
     let mut objects: Vec<String> = contents
         .iter()
         .flat_map(|c| c.objects.keys().cloned())
@@ -170,14 +171,14 @@ async fn world() -> World {
     objects.dedup();
     World {
         service,
-        store,
+        cache,
         registries,
         contents,
         objects,
         down: [false; 2],
         served: HashSet::new(),
         tags_served: HashSet::new(),
-        _spool: spool,
+        possessed: HashSet::new(),
     }
 }
 
@@ -285,7 +286,11 @@ impl World {
         if self.down[upstream] {
             let known = match kind {
                 Kind::Tag => self.tags_served.contains(&(upstream, repo.to_owned())),
-                _ => self.served.contains(&key) && self.stored(&digest).await,
+                _ => {
+                    self.served.contains(&key)
+                        && self.possessed.contains(&(upstream, digest.clone()))
+                        && self.stored(&digest).await
+                }
             };
             if known {
                 prop_assert!(
@@ -318,6 +323,13 @@ impl World {
         if matches!(kind, Kind::Tag) {
             self.tags_served.insert((upstream, repo.to_owned()));
         }
+        // Whole bytes through this upstream: it produced them (a range or HEAD proves less).
+        if matches!(
+            kind,
+            Kind::Blob | Kind::Tag | Kind::ManifestDigest | Kind::ManifestHead
+        ) {
+            self.possessed.insert((upstream, digest.to_owned()));
+        }
         if let Some(_media) = self.contents[upstream].manifests.get(digest) {
             let bytes = &self.contents[upstream].objects[digest];
             let refs = oci_cache_core::manifest::references(bytes);
@@ -339,12 +351,12 @@ impl World {
 
     async fn stored(&self, digest: &str) -> bool {
         let d = Digest::parse(digest).unwrap();
-        self.store.head(&d).await.unwrap().is_some()
+        self.cache.store.head(&d).await.unwrap().is_some()
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, max_shrink_iters: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn content_is_served_only_through_the_repositories_it_belongs_to(ops in proptest::collection::vec(op(), 1..24)) {
@@ -415,57 +427,139 @@ async fn private_layers_stay_private_after_alice_pulls_them() {
 }
 
 /// The ordinary pull (manifest by tag, then its blobs, same repository) asks the upstream
-/// once per object it lacks and nothing more: a layer already stored for another upstream
-/// is served from storage without a confirmation HEAD, because the manifest names it.
+/// once per object it lacks and nothing more: a layer another repository of the same
+/// upstream brought in is served from storage, because the manifest names it and the
+/// upstream produced its bytes. A layer only another upstream produced is fetched again
+/// from this one (one GET, no HEAD): bytes go out through an upstream only if it can
+/// produce them.
 #[tokio::test]
 async fn an_ordinary_pull_costs_no_extra_upstream_request() {
     let w = world().await;
-    let get = |uri: String, token: Option<&'static str>| {
+    let pull = |repo: &'static str, ns: &'static str, token: Option<&'static str>| {
         let svc = w.service.clone();
         async move {
-            let mut req = Request::builder().uri(uri);
-            if let Some(t) = token {
-                req = req.header("authorization", format!("Bearer {t}"));
-            }
-            let resp = svc.call_request(req.body(()).unwrap()).await;
-            let status = resp.status();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            (status, body)
-        }
-    };
-    let pull = |repo: &'static str, ns: &'static str, token| {
-        let get = &get;
-        async move {
-            let (status, manifest) = get(format!("/v2/{repo}/manifests/v1?ns={ns}"), token).await;
+            let (status, manifest) =
+                get_as(&svc, &format!("/v2/{repo}/manifests/v1?ns={ns}"), token).await;
             assert_eq!(status, StatusCode::OK, "{repo}");
             let refs = oci_cache_core::manifest::references(&manifest);
-            assert_eq!(refs.len(), 3);
             for r in &refs {
-                let (status, _) = get(format!("/v2/{repo}/blobs/{r}?ns={ns}"), token).await;
+                let uri = format!("/v2/{repo}/blobs/{r}?ns={ns}");
+                let (status, _) = get_as(&svc, &uri, token).await;
                 assert_eq!(status, StatusCode::OK, "{repo} {r}");
             }
+            refs.len()
         }
     };
-    // alice pulls the private image: the shared base layer is stored.
-    pull("team/secret", "private", Some(ALICE)).await;
     let shared = support::sha256_bytes(b"shared base layer");
+    let stored = |d: String| {
+        let w = &w;
+        async move {
+            for _ in 0..200 {
+                if w.stored(&d).await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("{d} was never stored");
+        }
+    };
+    assert_eq!(pull("pub/app", "docker.io", None).await, 3);
+    assert_eq!(
+        w.registries[0].requests(),
+        4,
+        "a manifest GET and a GET per blob"
+    );
+    stored(shared.clone()).await;
+    // pub/other names the shared layer: served from storage, no request for it.
+    assert_eq!(pull("pub/other", "docker.io", None).await, 3);
+    assert_eq!(
+        w.registries[0].requests(),
+        7,
+        "pub/other: its manifest and its own two blobs, nothing for the shared layer"
+    );
+    // private never produced the shared layer: it is fetched from private once.
+    assert_eq!(pull("team/secret", "private", Some(ALICE)).await, 3);
+    assert_eq!(
+        w.registries[1].requests(),
+        4,
+        "a manifest GET and a GET per blob"
+    );
+    // Pulled again: nothing goes upstream.
+    pull("pub/app", "docker.io", None).await;
+    pull("pub/other", "docker.io", None).await;
+    pull("team/secret", "private", Some(ALICE)).await;
+    assert_eq!(w.registries[0].requests(), 7, "a warm pull asked docker.io");
+    assert_eq!(w.registries[1].requests(), 4, "a warm pull asked private");
+}
+
+/// A public manifest may name any digest (registries accept foreign layers they do not
+/// hold): one naming the private layer opens nothing, on any method or range.
+#[tokio::test]
+async fn a_public_manifest_naming_a_private_digest_opens_nothing() {
+    let secret = support::sha256_bytes(b"secret layer: do not leak");
+    let secret_config = support::sha256_bytes(b"{\"config\":\"secret\"}");
+    let mut contents = contents();
+    let desc = |d: &str| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": 25, "urls": ["https://example.invalid/x"]});
+    contents[0].raw_manifest(
+        "evil/x",
+        "latest",
+        &serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": secret_config, "size": 19},
+            "layers": [desc(&secret)],
+        }),
+    );
+    let w = world_with(contents).await;
+    // alice pulls the private image: the secret layer and config are stored.
+    let (s, _) = get_as(
+        &w.service,
+        "/v2/team/secret/manifests/v1?ns=private",
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    for d in [&secret, &secret_config] {
+        let (s, _) = get_as(
+            &w.service,
+            &format!("/v2/team/secret/blobs/{d}?ns=private"),
+            Some(ALICE),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+    }
     for _ in 0..200 {
-        if w.stored(&shared).await {
+        if w.stored(&secret).await && w.stored(&secret_config).await {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(w.stored(&shared).await);
-    // The public image names the same layer: its manifest makes it known for pub/app.
-    pull("pub/app", "docker.io", None).await;
-    assert_eq!(
-        w.registries[0].requests(),
-        3,
-        "docker.io: one manifest GET, one GET per blob it lacks, no HEAD for the stored layer"
-    );
-    // Pulled again: nothing goes upstream.
-    pull("pub/app", "docker.io", None).await;
-    assert_eq!(w.registries[0].requests(), 3, "a warm pull asked upstream");
+    // The attacker's manifest links both digests to docker.io's evil/x.
+    let (s, _) = get_as(&w.service, "/v2/evil/x/manifests/latest", None).await;
+    assert_eq!(s, StatusCode::OK);
+    for d in [&secret, &secret_config] {
+        for (method, range) in [("GET", None), ("HEAD", None), ("GET", Some("bytes=0-3"))] {
+            for uri in [
+                format!("/v2/evil/x/blobs/{d}"),
+                format!("/v2/evil/x/blobs/{d}?ns=docker.io"),
+                format!("/v2/docker.io/evil/x/blobs/{d}"),
+                format!("/v2/evil/x/manifests/{d}"),
+            ] {
+                let mut req = Request::builder().method(method).uri(&uri);
+                if let Some(r) = range {
+                    req = req.header("range", r);
+                }
+                let resp = w.service.call_request(req.body(()).unwrap()).await;
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                assert!(!status.is_success(), "{method} {uri} {range:?}: {status}");
+                assert!(
+                    !body.windows(6).any(|w| w == b"secret"),
+                    "{method} {uri}: {body:?}"
+                );
+            }
+        }
+    }
 }
 
 /// The status page, its JSON and the metrics name a private repository only to a client
@@ -476,13 +570,7 @@ async fn operator_pages_name_private_repositories_only_to_those_allowed() {
     let call = |uri: &'static str, token: Option<&'static str>| {
         let svc = w.service.clone();
         async move {
-            let mut req = Request::builder().uri(uri);
-            if let Some(t) = token {
-                req = req.header("authorization", format!("Bearer {t}"));
-            }
-            let resp = svc.call_request(req.body(()).unwrap()).await;
-            let status = resp.status();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let (status, body) = get_as(&svc, uri, token).await;
             (status, String::from_utf8_lossy(&body).into_owned())
         }
     };

@@ -22,11 +22,17 @@ impl Engine {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<BlobResponse, EngineError> {
-        let linked = self
-            .links
-            .contains(client.name(), repo.as_str(), digest)
-            .await?;
-        match self.blobs.get(digest, range).await {
+        let upstream = client.name();
+        let linked = self.links.contains(upstream, repo.as_str(), digest).await?;
+        // Stored bytes go out through this upstream only if it once produced them itself.
+        let stored = if self.links.possesses(upstream, digest).await? {
+            self.blobs.get(digest, range).await
+        } else {
+            Err(StorageError::NotFound {
+                digest: digest.clone(),
+            })
+        };
+        match stored {
             Ok((meta, resolved, body)) => {
                 if !linked {
                     self.confirm_blob(client, repo, digest).await?;
@@ -125,7 +131,7 @@ impl Engine {
     ) -> Result<u64, EngineError> {
         let upstream = client.name();
         let linked = self.links.contains(upstream, repo.as_str(), digest).await?;
-        if linked {
+        if linked && self.links.possesses(upstream, digest).await? {
             if let Some(meta) = self.blobs.head(digest).await? {
                 return Ok(meta.size);
             }

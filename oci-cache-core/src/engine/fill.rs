@@ -60,7 +60,8 @@ pub(crate) struct FillJob {
     pub(crate) spool_dir: PathBuf,
     pub(crate) memory_budget: Arc<MemoryBudget>,
     pub(crate) stats: Arc<EngineStats>,
-    /// Learns that the digest belongs to the repository once the upstream serves it.
+    /// Learns, once the bytes are verified, that the upstream possesses the digest and that
+    /// it belongs to the repository.
     pub(crate) links: Arc<Links>,
 }
 
@@ -254,6 +255,10 @@ async fn run(
             actual,
         });
     }
+    // The upstream produced these bytes for this repository: they belong there, and stored
+    // bytes of this digest may go out through this upstream from now on.
+    job.links
+        .learn_possession(job.client.name(), &job.repo, &job.digest);
     // Verified: readers may finish now; the commit (fsync, rename) runs while they do.
     // The fill stays registered until the commit is done, so a new request finds either
     // this fill or the stored blob.

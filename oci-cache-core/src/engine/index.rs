@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::links::Links;
 use crate::manifest::{inspect, references, Manifest};
 use crate::name::RepositoryName;
 use crate::{BlobStore, Digest, EngineError, UpstreamClient};
@@ -15,11 +16,13 @@ pub(crate) fn children(index: &Manifest) -> Vec<Digest> {
     references(&index.bytes)
 }
 
-/// Fetches and stores each child that is not stored yet. Failures are logged: the index
+/// Fetches and stores each child that is not stored yet (or was stored from another
+/// upstream: this one must produce the bytes itself). Failures are logged: the index
 /// itself was served, and a later pull of a child fetches it on demand.
 pub(crate) async fn store_children(
     client: Arc<UpstreamClient>,
     blobs: Arc<dyn BlobStore>,
+    links: Arc<Links>,
     repo: RepositoryName,
     children: Vec<Digest>,
 ) {
@@ -29,7 +32,9 @@ pub(crate) async fn store_children(
     }
     for digest in children.into_iter().take(max) {
         let result = async {
-            if blobs.head(&digest).await?.is_some() {
+            if links.possesses(client.name(), &digest).await?
+                && blobs.head(&digest).await?.is_some()
+            {
                 return Ok(());
             }
             let m = client
@@ -38,6 +43,7 @@ pub(crate) async fn store_children(
             let actual = verified_digest(&m.bytes, &digest)?;
             inspect(&m.bytes, m.content_type.as_deref())?;
             store_verified(blobs.as_ref(), &actual, m.bytes).await;
+            links.learn_possession(client.name(), repo.as_str(), &actual);
             Ok::<(), EngineError>(())
         }
         .await;

@@ -3,9 +3,17 @@
 //! belong there: it was fetched from U for R, a manifest fetched from (U, R) names it, or
 //! U confirmed it (an upstream HEAD on R). See doc/SEMANTICS.md, "Who may read what".
 //!
-//! Links live in memory (bounded, oldest out first) and in the tag store, as records under
-//! a reserved tag name that no real tag can have (`@<digest>`: a tag never holds `@` or
-//! `:`), so they survive restarts on every backend without a new storage trait.
+//! Bytes an upstream never produced are never served through it: stored content is served
+//! through (U, R) only when U *possesses* it too, i.e. U once served bytes that hashed to
+//! the digest (a verified fill or manifest fetch). A link alone (a manifest naming the
+//! digest, a HEAD) lets the cache ask U for the bytes, not hand out bytes another upstream
+//! brought in: a public manifest naming a private layer's digest (foreign layers need not
+//! exist upstream) opens nothing.
+//!
+//! Links and possession live in memory (bounded, oldest out first) and in the tag store, as
+//! records under a reserved tag name that no real tag can have (`@<digest>`: a tag never
+//! holds `@` or `:`; possession under the repository `@`, never a repository name), so they
+//! survive restarts on every backend without a new storage trait.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -23,6 +31,14 @@ const KNOWN_LINKS: usize = 50_000;
 const DENIALS: usize = 4096;
 /// The media type written into a link record (it names no manifest).
 const LINK_MEDIA_TYPE: &str = "application/vnd.oci-cache.link";
+/// The references of one manifest linked at most (a real image has at most 127 layers; an
+/// index a few hundred children): a 4 MiB manifest naming 20,000 digests must not cost
+/// 20,000 storage writes.
+const MAX_LINKED_REFS: usize = 1024;
+/// Link records written at once, by all requests together.
+const CONCURRENT_WRITES: usize = 8;
+/// The repository name under which possession is recorded: never a valid repository.
+const POSSESSION: &str = "@";
 /// The first byte of a link record's tag name.
 pub(crate) const LINK_TAG_PREFIX: char = '@';
 
@@ -58,26 +74,34 @@ pub(crate) fn record_key(upstream: &str, repo: &str, digest: &Digest) -> TagKey 
     }
 }
 
-/// Writes link records, all at once.
-async fn persist(tags: &dyn TagStore, links: &[(TagKey, Digest)]) -> Result<(), EngineError> {
+/// Writes link records, at most [`CONCURRENT_WRITES`] at a time across all callers.
+async fn persist(
+    tags: &dyn TagStore,
+    writes: &tokio::sync::Semaphore,
+    links: &[(TagKey, Digest)],
+) -> Result<(), EngineError> {
     let fetched_at = SystemTime::now();
-    let writes = links.iter().map(|(key, digest)| {
+    let mut first_error = None;
+    for (key, digest) in links {
+        let Ok(_permit) = writes.acquire().await else {
+            break;
+        };
         let record = TagRecord {
             digest: digest.clone(),
             media_type: LINK_MEDIA_TYPE.to_owned(),
             fetched_at,
         };
-        async move { tags.put(key, &record).await }
-    });
-    for result in futures_util::future::join_all(writes).await {
-        result?;
+        if let Err(e) = tags.put(key, &record).await {
+            first_error.get_or_insert(e);
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), |e| Err(e.into()))
 }
 
 /// The links between content and (upstream, repository).
 pub(crate) struct Links {
     tags: Arc<dyn TagStore>,
+    writes: Arc<tokio::sync::Semaphore>,
     known: Mutex<Bounded<LinkId, ()>>,
     denied: Mutex<Bounded<LinkId, Instant>>,
 }
@@ -93,6 +117,7 @@ impl Links {
     pub(crate) fn new(tags: Arc<dyn TagStore>) -> Self {
         Self {
             tags,
+            writes: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_WRITES)),
             known: Mutex::new(Bounded::new(KNOWN_LINKS)),
             denied: Mutex::new(Bounded::new(DENIALS)),
         }
@@ -147,30 +172,31 @@ impl Links {
     ) {
         let fresh = self.fresh(upstream, repo, digests);
         if !fresh.is_empty() {
-            let tags = Arc::clone(&self.tags);
+            let (tags, writes) = (Arc::clone(&self.tags), Arc::clone(&self.writes));
             tokio::spawn(async move {
-                if let Err(e) = persist(tags.as_ref(), &fresh).await {
+                if let Err(e) = persist(tags.as_ref(), &writes, &fresh).await {
                     tracing::warn!(error = %e, "could not store a link record");
                 }
             });
         }
     }
 
-    /// As [`learn`](Self::learn), and waits until the records are stored.
-    pub(crate) async fn learn_now(
+    /// Records that `upstream` served each of `digests` for `repo` (possession and link,
+    /// as after a verified fill), and waits until the records are stored.
+    pub(crate) async fn learn_pulled(
         &self,
         upstream: &str,
         repo: &str,
         digests: &[Digest],
     ) -> Result<(), EngineError> {
-        let keys: Vec<(TagKey, Digest)> = digests
-            .iter()
-            .map(|d| {
-                self.remember(link_id(LINK, upstream, repo, d));
-                (record_key(upstream, repo, d), d.clone())
-            })
-            .collect();
-        persist(self.tags.as_ref(), &keys).await
+        let mut keys = Vec::with_capacity(digests.len() * 2);
+        for d in digests {
+            for r in [POSSESSION, repo] {
+                self.remember(link_id(LINK, upstream, r, d));
+                keys.push((record_key(upstream, r, d), d.clone()));
+            }
+        }
+        persist(self.tags.as_ref(), &self.writes, &keys).await
     }
 
     /// Remembers each link in memory; returns those that were new there, with their keys.
@@ -196,9 +222,27 @@ impl Links {
             return;
         }
         let mut digests = references(&m.bytes);
+        digests.truncate(MAX_LINKED_REFS);
         digests.push(m.digest.clone());
         self.learn(upstream, repo, &digests);
         self.remember(marker);
+    }
+
+    /// Whether `upstream` once served bytes that hashed to `digest` (see the module
+    /// documentation): only then are stored bytes served through it.
+    pub(crate) async fn possesses(
+        &self,
+        upstream: &str,
+        digest: &Digest,
+    ) -> Result<bool, EngineError> {
+        self.contains(upstream, POSSESSION, digest).await
+    }
+
+    /// Records that `upstream` served bytes that hashed to `digest` (call only after the
+    /// verification), and that they belong to `repo` there.
+    pub(crate) fn learn_possession(&self, upstream: &str, repo: &str, digest: &Digest) {
+        self.learn(upstream, POSSESSION, [digest]);
+        self.learn(upstream, repo, [digest]);
     }
 
     /// Whether the upstream said lately that `digest` is not in (`upstream`, `repo`).
@@ -242,6 +286,31 @@ mod tests {
         assert_ne!(a, link_id(LINK, "docker.io", "a/b", &digest(2)));
         assert_ne!(a, link_id(REFS_LINKED, "docker.io", "a/b", &d));
         assert_ne!(a, link_id(LINK, "private", "a/b", &d));
+    }
+
+    #[tokio::test]
+    async fn a_manifest_links_at_most_max_linked_refs_references() {
+        let store = Arc::new(oci_cache_storage::memory::MemoryStore::new());
+        let links = Links::new(store);
+        let refs: Vec<Digest> = (0..MAX_LINKED_REFS as u32 + 500)
+            .map(|i| Digest::sha256_of(&i.to_be_bytes()))
+            .collect();
+        let layers: Vec<serde_json::Value> = refs
+            .iter()
+            .map(|d| serde_json::json!({"mediaType": "x", "digest": d.to_string(), "size": 1}))
+            .collect();
+        let bytes =
+            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "layers": layers})).unwrap();
+        let m = Manifest {
+            digest: Digest::sha256_of(&bytes),
+            bytes: bytes.into(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".to_owned(),
+        };
+        links.learn_manifest("docker.io", "a/b", &m);
+        let known = |d: &Digest| links.knows(&link_id(LINK, "docker.io", "a/b", d));
+        assert!(known(&refs[MAX_LINKED_REFS - 1]));
+        assert!(!known(&refs[MAX_LINKED_REFS]), "past the cap");
+        assert!(known(&m.digest));
     }
 
     #[test]

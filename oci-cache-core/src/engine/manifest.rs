@@ -54,7 +54,7 @@ impl Engine {
         if !linked && self.links.denied(upstream, repo.as_str(), digest) {
             return Err(EngineError::ManifestUnknown);
         }
-        if let Some(m) = self.stored_manifest(digest).await? {
+        if let Some(m) = self.possessed_manifest(upstream, digest).await? {
             if linked {
                 return Ok(m);
             }
@@ -101,7 +101,7 @@ impl Engine {
             None => self.stored_tag(&key).await?,
         };
         if let Some(rec) = record.as_ref().filter(|r| is_fresh(r, client)) {
-            if let Some(m) = self.stored_manifest(&rec.digest).await? {
+            if let Some(m) = self.possessed_manifest(client.name(), &rec.digest).await? {
                 EngineStats::add(&self.stats.manifest_hits, 1);
                 return Ok(m);
             }
@@ -117,7 +117,7 @@ impl Engine {
                     Err(e) => return Err(Arc::new(e)),
                 };
                 if let Some(rec) = record.as_ref().filter(|r| is_fresh(r, client)) {
-                    match self.stored_manifest(&rec.digest).await {
+                    match self.possessed_manifest(client.name(), &rec.digest).await {
                         Ok(Some(m)) => return Ok(m),
                         Ok(None) => {}
                         Err(e) => return Err(Arc::new(e)),
@@ -151,7 +151,7 @@ impl Engine {
             }
             Err(EngineError::Upstream(e)) if is_transient(&e) => {
                 let stale = match &record {
-                    Some(r) => self.stored_manifest(&r.digest).await?,
+                    Some(r) => self.possessed_manifest(client.name(), &r.digest).await?,
                     None => None,
                 };
                 let Some(m) = stale else {
@@ -179,7 +179,7 @@ impl Engine {
                 other => other?,
             };
             if head.digest.as_ref() == Some(&rec.digest) {
-                if let Some(m) = self.stored_manifest(&rec.digest).await? {
+                if let Some(m) = self.possessed_manifest(client.name(), &rec.digest).await? {
                     self.put_tag(key, &m).await;
                     return Ok(m);
                 }
@@ -211,6 +211,19 @@ impl Engine {
             self.hot.keep_tag(key, r);
         }
         Ok(record)
+    }
+
+    /// A stored manifest, if `upstream` once served its bytes itself (see `links`).
+    async fn possessed_manifest(
+        &self,
+        upstream: &str,
+        digest: &Digest,
+    ) -> Result<Option<Manifest>, EngineError> {
+        if self.links.possesses(upstream, digest).await? {
+            self.stored_manifest(digest).await
+        } else {
+            Ok(None)
+        }
     }
 
     /// A manifest from storage (or its hot copy), if it is there.
@@ -269,13 +282,16 @@ impl Engine {
             media_type,
         };
         self.hot.keep_manifest(&m);
+        self.links
+            .learn_possession(client.name(), repo.as_str(), &m.digest);
         self.links.learn_manifest(client.name(), repo.as_str(), &m);
         if is_index(&m.media_type) {
             let kids = children(&m);
             if !kids.is_empty() {
                 let (client, blobs, repo) =
                     (Arc::clone(client), Arc::clone(&self.blobs), repo.clone());
-                tokio::spawn(store_children(client, blobs, repo, kids));
+                let links = Arc::clone(&self.links);
+                tokio::spawn(store_children(client, blobs, links, repo, kids));
             }
         }
         Ok(m)

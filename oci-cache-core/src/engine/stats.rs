@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// Images counted for "most pulled" at most; later new ones are not counted.
+/// Images counted for "most pulled" at most; a new one then replaces the least pulled, so
+/// the table follows what is pulled now and nobody can freeze it by filling it first.
 const MAX_COUNTED_IMAGES: usize = 10_000;
 
 /// Live counters; cheap to update from any task.
@@ -40,9 +41,13 @@ impl EngineStats {
     pub(crate) fn pulled(&self, upstream: &str, image: String) {
         if let Ok(mut p) = self.pulls.lock() {
             let key = (upstream.to_owned(), image);
-            if p.len() < MAX_COUNTED_IMAGES || p.contains_key(&key) {
-                *p.entry(key).or_default() += 1;
+            if p.len() >= MAX_COUNTED_IMAGES && !p.contains_key(&key) {
+                let least = p.iter().min_by_key(|(_, n)| **n).map(|(k, _)| k.clone());
+                if let Some(least) = least {
+                    p.remove(&least);
+                }
             }
+            *p.entry(key).or_default() += 1;
         }
     }
 
@@ -121,5 +126,32 @@ impl EngineStats {
             stored_bytes: get(&self.stored_bytes),
             stored_objects: get(&self.stored_objects),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_table_replaces_the_least_pulled_image() {
+        let stats = EngineStats::default();
+        for _ in 0..3 {
+            stats.pulled("docker.io", "hot:1".to_owned());
+        }
+        for i in 0..MAX_COUNTED_IMAGES {
+            stats.pulled("docker.io", format!("junk:{i}"));
+        }
+        stats.pulled("docker.io", "new:1".to_owned());
+        stats.pulled("docker.io", "new:1".to_owned());
+        let top = stats.most_pulled(2, |_| true);
+        assert_eq!(
+            top,
+            [
+                ("docker.io/hot:1".to_owned(), 3),
+                ("docker.io/new:1".to_owned(), 2)
+            ]
+        );
+        assert!(stats.pulls.lock().unwrap().len() <= MAX_COUNTED_IMAGES);
     }
 }

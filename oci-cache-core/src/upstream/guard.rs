@@ -128,12 +128,15 @@ pub(crate) fn is_local(url: &Url) -> bool {
 }
 
 fn is_local_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
     ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
         || ip.is_unspecified()
         || ip.is_broadcast()
-        || ip.octets()[0] == 0
+        || a == 0
+        || (a == 100 && (b & 0xc0) == 64) // shared address space 100.64.0.0/10 (CGNAT, cloud metadata)
+        || (a == 198 && (b & 0xfe) == 18) // benchmarking 198.18.0.0/15
 }
 
 fn is_local_v6(ip: Ipv6Addr) -> bool {
@@ -146,6 +149,21 @@ fn is_local_v6(ip: Ipv6Addr) -> bool {
         || ip.to_ipv4_mapped().is_some_and(is_local_v4)
         // IPv4-compatible ::a.b.c.d (deprecated)
         || (ip.segments()[..6].iter().all(|s| *s == 0) && ip.to_ipv4().is_some_and(is_local_v4))
+        // NAT64 64:ff9b::/96 with a local IPv4 address inside
+        || (ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_local_v4(embedded_low(ip)))
+        // 6to4 2002:AABB:CCDD::/48 with a local IPv4 address inside
+        || (first == 0x2002 && {
+            let s = ip.segments();
+            let [a, b] = s[1].to_be_bytes();
+            let [c, d] = s[2].to_be_bytes();
+            is_local_v4(Ipv4Addr::new(a, b, c, d))
+        })
+}
+
+/// The IPv4 address in the last 32 bits of `ip`.
+fn embedded_low(ip: Ipv6Addr) -> Ipv4Addr {
+    let o = ip.octets();
+    Ipv4Addr::new(o[12], o[13], o[14], o[15])
 }
 
 #[cfg(test)]
@@ -184,6 +202,11 @@ mod tests {
             "http://localhost/",
             "http://LOCALHOST./",
             "http://api.localhost/",
+            "http://100.100.100.200/", // a cloud metadata service in 100.64.0.0/10
+            "http://100.64.0.1/",
+            "http://198.18.0.1/",
+            "http://[64:ff9b::a00:1]/",    // NAT64 of 10.0.0.1
+            "http://[2002:a9fe:a9fe::1]/", // 6to4 of 169.254.169.254
         ] {
             assert!(is_local(&url(local)), "{local}");
         }
@@ -194,6 +217,10 @@ mod tests {
             "http://[2001:db8::1]/",
             "http://[::ffff:8.8.8.8]/",
             "http://localhost.example.com/",
+            "http://100.128.0.1/",
+            "http://198.20.0.1/",
+            "http://[64:ff9b::808:808]/", // NAT64 of 8.8.8.8
+            "http://[2002:808:808::1]/",  // 6to4 of 8.8.8.8
         ] {
             assert!(!is_local(&url(public)), "{public}");
         }

@@ -77,6 +77,23 @@ impl FakeContent {
         digest
     }
 
+    /// Adds `manifest` (any JSON) to `repo` under `tag` as an OCI image manifest, without
+    /// the blobs it names (as registries accept for foreign layers); returns its digest.
+    pub fn raw_manifest(&mut self, repo: &str, tag: &str, manifest: &serde_json::Value) -> String {
+        let bytes = serde_json::to_vec(manifest).expect("manifest JSON");
+        let digest = self.blob(repo, &bytes);
+        self.manifests.insert(
+            digest.clone(),
+            "application/vnd.oci.image.manifest.v1+json".to_owned(),
+        );
+        self.repos
+            .entry(repo.to_owned())
+            .or_default()
+            .tags
+            .insert(tag.to_owned(), digest.clone());
+        digest
+    }
+
     /// Whether `repo` holds `digest`.
     pub fn holds(&self, repo: &str, digest: &str) -> bool {
         self.repos
