@@ -104,7 +104,11 @@ impl Passwords {
         .await
         .unwrap_or(false);
         let ok = matched && known.is_some();
-        remember(if ok { &self.verified } else { &self.failed }, key);
+        if ok {
+            remember(&self.verified, key, VERIFIED_TTL);
+        } else {
+            remember(&self.failed, key, FAILED_TTL);
+        }
         if ok {
             Ok(())
         } else {
@@ -136,15 +140,20 @@ fn remembered(map: &Mutex<HashMap<[u8; 32], Instant>>, key: &[u8; 32], ttl: Dura
         .is_some_and(|at| at.elapsed() < ttl)
 }
 
-fn remember(map: &Mutex<HashMap<[u8; 32], Instant>>, key: [u8; 32]) {
+/// Remembers `key` in a map whose entries live `ttl`; when the map is full of live entries,
+/// the oldest one makes room, so the newest failures are always remembered.
+fn remember(map: &Mutex<HashMap<[u8; 32], Instant>>, key: [u8; 32], ttl: Duration) {
     if let Ok(mut m) = map.lock() {
         if m.len() >= MAX_REMEMBERED {
-            // Either map's entries are dropped by the longer of the two lifetimes.
-            m.retain(|_, at| at.elapsed() < VERIFIED_TTL.max(FAILED_TTL));
+            m.retain(|_, at| at.elapsed() < ttl);
         }
-        if m.len() < MAX_REMEMBERED {
-            m.insert(key, Instant::now());
+        if m.len() >= MAX_REMEMBERED {
+            let oldest = m.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                m.remove(&oldest);
+            }
         }
+        m.insert(key, Instant::now());
     }
 }
 
