@@ -18,7 +18,6 @@ use http_body_util::BodyExt;
 use oci_cache_core::{Digest, UpstreamConfig, Upstreams};
 use oci_cache_server::auth::{Access, AccessPolicy, ClientAuth};
 use oci_cache_server::CacheService;
-use oci_cache_storage::BlobStore;
 
 const ALICE: &str = "alice-token-0123456789";
 const BOB: &str = "bob-token-0123456789";

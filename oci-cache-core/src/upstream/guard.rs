@@ -152,12 +152,13 @@ fn is_local_v6(ip: Ipv6Addr) -> bool {
         // NAT64 64:ff9b::/96 with a local IPv4 address inside
         || (ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_local_v4(embedded_low(ip)))
         // 6to4 2002:AABB:CCDD::/48 with a local IPv4 address inside
-        || (first == 0x2002 && {
-            let s = ip.segments();
-            let [a, b] = s[1].to_be_bytes();
-            let [c, d] = s[2].to_be_bytes();
-            is_local_v4(Ipv4Addr::new(a, b, c, d))
-        })
+        || (first == 0x2002 && is_local_v4(embedded_6to4(ip)))
+}
+
+/// The IPv4 address of a 6to4 address (`2002:AABB:CCDD::/48`).
+fn embedded_6to4(ip: Ipv6Addr) -> Ipv4Addr {
+    let o = ip.octets();
+    Ipv4Addr::new(o[2], o[3], o[4], o[5])
 }
 
 /// The IPv4 address in the last 32 bits of `ip`.
