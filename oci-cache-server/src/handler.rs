@@ -55,6 +55,10 @@ pub(crate) async fn handle(
             insert(h, header::CONTENT_TYPE, &m.media_type);
             insert(h, header::CONTENT_LENGTH, &m.bytes.len().to_string());
             insert(h, "docker-content-digest", &m.digest.to_string());
+            resp.extensions_mut().insert(LogInfo {
+                upstream: client.name().to_owned(),
+                cache: "-",
+            });
             Ok(resp)
         }
         Route::Blob { name, digest } => {
@@ -97,6 +101,10 @@ pub(crate) async fn handle(
             if let Some(link) = link {
                 insert(resp.headers_mut(), header::LINK, &link);
             }
+            resp.extensions_mut().insert(LogInfo {
+                upstream: client.name().to_owned(),
+                cache: "-",
+            });
             Ok(resp)
         }
     }
@@ -149,7 +157,8 @@ fn select(
 pub(crate) struct LogInfo {
     /// The upstream the request went to.
     pub(crate) upstream: String,
-    /// `hit` (from storage) or `miss` (from a fill).
+    /// `hit` (from storage) or `miss` (from a fill) for blobs; `-` for manifests and tag
+    /// lists.
     pub(crate) cache: &'static str,
 }
 

@@ -236,6 +236,20 @@ fn private_stays_private(storage: Option<(&S3Server, &str)>) {
         status.describe()
     );
 
+    // The request log names the upstream of manifest requests and carries no colour codes
+    // (its stderr is a file, not a terminal).
+    let log = cache.log();
+    assert!(
+        log.lines().any(|l| l.contains("route=\"manifest\"")
+            && l.contains("upstream=\"private.example\"")
+            && l.contains("status=200")),
+        "{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+
     // Restart with both registries stopped: alice pulls offline through her route; the
     // anonymous client still gets nothing (nothing can confirm its routes now).
     cache.stop();

@@ -66,7 +66,8 @@ impl Cache {
                 cmd.args(["--upstream", &format!("{name}={url}")]);
             }
             let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
-            cmd.env("RUST_LOG", log).env("NO_COLOR", "1");
+            // No NO_COLOR: the cache must leave colour codes out of a log file by itself.
+            cmd.env("RUST_LOG", log).env_remove("NO_COLOR");
             for (k, v) in env {
                 cmd.env(k, v);
             }

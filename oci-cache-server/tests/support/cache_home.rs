@@ -83,7 +83,8 @@ impl CacheHome {
                 .arg("--data-dir")
                 .arg(self.data_dir());
             let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
-            cmd.env("RUST_LOG", log).env("NO_COLOR", "1");
+            // No NO_COLOR: the cache must leave colour codes out of a log file by itself.
+            cmd.env("RUST_LOG", log).env_remove("NO_COLOR");
             cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
             let name = format!("oci-cache-run{}", self.runs);
             let mut proc = Proc::spawn(&name, cmd, self.dir.path(), true);

@@ -63,18 +63,7 @@ impl FakeContent {
             "config": desc("application/vnd.oci.image.config.v1+json", config),
             "layers": layers.iter().map(|l| desc("application/vnd.oci.image.layer.v1.tar", l)).collect::<Vec<_>>(),
         });
-        let bytes = serde_json::to_vec(&manifest).expect("manifest JSON");
-        let digest = self.blob(repo, &bytes);
-        self.manifests.insert(
-            digest.clone(),
-            "application/vnd.oci.image.manifest.v1+json".to_owned(),
-        );
-        self.repos
-            .entry(repo.to_owned())
-            .or_default()
-            .tags
-            .insert(tag.to_owned(), digest.clone());
-        digest
+        self.raw_manifest(repo, tag, &manifest)
     }
 
     /// Adds `manifest` (any JSON) to `repo` under `tag` as an OCI image manifest, without
