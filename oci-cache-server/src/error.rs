@@ -2,6 +2,7 @@
 //! (distribution spec, "Error Codes").
 
 use http::{header, HeaderValue, Response, StatusCode};
+use oci_cache_core::name::NameError;
 use oci_cache_core::route::RouteParseError;
 use oci_cache_core::{EngineError, RouteError, UpstreamError};
 use oci_spec::distribution::ErrorCode;
@@ -93,8 +94,14 @@ fn classify(err: &ApiError) -> (Code, StatusCode, Extra) {
         ApiError::Path(RouteParseError::Digest(_)) => {
             (Code::Spec(C::DigestInvalid), S::BAD_REQUEST, None)
         }
+        // A reference that cannot name a manifest names none: 404 MANIFEST_UNKNOWN, as the
+        // distribution spec's conformance suite expects (`.INVALID_MANIFEST_NAME`); a
+        // malformed digest is a bad request.
+        ApiError::Path(RouteParseError::Reference(NameError::InvalidReference("digest"))) => {
+            (Code::Spec(C::DigestInvalid), S::BAD_REQUEST, None)
+        }
         ApiError::Path(RouteParseError::Reference(_)) => {
-            (Code::Spec(C::ManifestInvalid), S::BAD_REQUEST, None)
+            (Code::Spec(C::ManifestUnknown), S::NOT_FOUND, None)
         }
         ApiError::Route(RouteError::Name(_)) => (Code::Spec(C::NameInvalid), S::BAD_REQUEST, None),
         ApiError::Engine(e) => classify_engine(e.root()),

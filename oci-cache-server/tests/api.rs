@@ -109,6 +109,17 @@ async fn bad_names_digests_and_unknown_namespaces_are_oci_errors() {
             "NAME_UNKNOWN",
         ),
         ("/v2/a/unknown", StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+        // The conformance suite's invalid manifest name: no such manifest.
+        (
+            "/v2/a/manifests/.INVALID_MANIFEST_NAME",
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "/v2/a/manifests/sha256:zz",
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+        ),
     ];
     for (uri, status, code) in cases {
         let (s, _, body) = call(&api, Method::GET, uri, None).await;
