@@ -131,10 +131,8 @@ impl Engine {
     ) -> Result<u64, EngineError> {
         let upstream = client.name();
         let linked = self.links.contains(upstream, repo.as_str(), digest).await?;
-        if linked && self.links.possesses(upstream, digest).await? {
-            if let Some(meta) = self.blobs.head(digest).await? {
-                return Ok(meta.size);
-            }
+        if linked {
+            // A running fill of this upstream announced the size this upstream gave.
             if let Some(handle) = self.fills.get(upstream, digest) {
                 if let Progress::Streaming {
                     size: Some(size), ..
@@ -142,6 +140,11 @@ impl Engine {
                 | Progress::Done { size } = *handle.progress.borrow()
                 {
                     return Ok(size);
+                }
+            }
+            if self.links.possesses(upstream, digest).await? {
+                if let Some(meta) = self.blobs.head(digest).await? {
+                    return Ok(meta.size);
                 }
             }
         }

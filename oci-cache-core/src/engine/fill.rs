@@ -178,7 +178,8 @@ async fn run(
         }
         other => other?,
     };
-    // The upstream serves this digest in this repository: it belongs there.
+    // The upstream serves this digest in this repository: it belongs there (which lets the
+    // cache ask this upstream for it; serving stored bytes also needs possession, below).
     job.links.learn(job.client.name(), &job.repo, [&job.digest]);
     let size = resp.content_length();
     tracing::debug!(digest = %job.digest, ?size, elapsed = ?started.elapsed(), "fill: upstream answered");
