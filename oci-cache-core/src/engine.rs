@@ -17,6 +17,7 @@ mod negative;
 mod single_flight;
 mod spool;
 mod stats;
+mod tags_list;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use oci_cache_storage::TagKey;
 use single_flight::SingleFlight;
 use stats::EngineStats;
 pub use stats::StatsSnapshot;
+pub use tags_list::TagList;
 
 pub use crate::manifest::Manifest as ManifestResponse;
 
@@ -96,6 +98,9 @@ pub struct Engine {
     tags: Arc<dyn TagStore>,
     fills: Arc<FillRegistry>,
     revalidations: SingleFlight<TagKey, Result<ManifestResponse, Arc<EngineError>>>,
+    list_revalidations: SingleFlight<TagKey, Result<TagList, Arc<EngineError>>>,
+    known_tags_lock: tokio::sync::Mutex<()>,
+    noted_tags: hot::Noted,
     missing: NegativeCache,
     stats: Arc<EngineStats>,
     usage: Arc<in_use::Usage>,
@@ -123,6 +128,9 @@ impl Engine {
             tags,
             fills: Arc::new(FillRegistry::default()),
             revalidations: SingleFlight::default(),
+            list_revalidations: SingleFlight::default(),
+            known_tags_lock: tokio::sync::Mutex::new(()),
+            noted_tags: hot::Noted::default(),
             missing: NegativeCache::default(),
             stats: Arc::default(),
             usage: Arc::default(),

@@ -18,7 +18,9 @@ pub mod route;
 mod upstream;
 mod upstreams;
 
-pub use engine::{BlobBody, BlobResponse, Engine, EngineConfig, ManifestResponse, StatsSnapshot};
+pub use engine::{
+    BlobBody, BlobResponse, Engine, EngineConfig, ManifestResponse, StatsSnapshot, TagList,
+};
 pub use error::EngineError;
 pub use oci_cache_storage::{
     BlobStore, ByteRange, Digest, DigestError, ResolvedRange, StorageError, TagStore, Verifier,

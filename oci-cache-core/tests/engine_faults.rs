@@ -616,13 +616,13 @@ async fn tags_list_forwards_pagination_and_the_link_header() {
     })
     .await;
     let (engine, _store, _dir) = engine();
-    let (body, link) = engine
+    let list = engine
         .tags_list(&fake.client(), &repo(), "n=1&last=a")
         .await
         .unwrap();
-    assert_eq!(body.as_ref(), br#"{"name":"test/app","tags":["b"]}"#);
+    assert_eq!(list.body.as_ref(), br#"{"name":"test/app","tags":["b"]}"#);
     assert_eq!(
-        link.as_deref(),
+        list.link.as_deref(),
         Some("</v2/test/app/tags/list?last=b&n=1>; rel=\"next\"")
     );
     assert_eq!(fake.count_path("/v2/test/app/tags/list?n=1&last=a"), 1);

@@ -260,7 +260,7 @@ async fn an_endless_tag_list_is_cut_at_its_limit() {
         .unwrap_err();
     assert!(
         matches!(
-            err,
+            err.root(),
             EngineError::Upstream(UpstreamError::BodyTooLarge {
                 body: BodyKind::TagList,
                 limit: MAX_TAG_LIST_BYTES

@@ -91,15 +91,13 @@ fn classify(err: &ApiError) -> (Code, StatusCode, Extra) {
         | ApiError::Route(RouteError::UnknownUpstream { .. }) => {
             (Code::Spec(C::NameUnknown), S::NOT_FOUND, None)
         }
-        ApiError::Path(RouteParseError::Digest(_)) => {
-            (Code::Spec(C::DigestInvalid), S::BAD_REQUEST, None)
-        }
         // A reference that cannot name a manifest names none: 404 MANIFEST_UNKNOWN, as the
         // distribution spec's conformance suite expects (`.INVALID_MANIFEST_NAME`); a
         // malformed digest is a bad request.
-        ApiError::Path(RouteParseError::Reference(NameError::InvalidReference("digest"))) => {
-            (Code::Spec(C::DigestInvalid), S::BAD_REQUEST, None)
-        }
+        ApiError::Path(
+            RouteParseError::Digest(_)
+            | RouteParseError::Reference(NameError::InvalidReference("digest")),
+        ) => (Code::Spec(C::DigestInvalid), S::BAD_REQUEST, None),
         ApiError::Path(RouteParseError::Reference(_)) => {
             (Code::Spec(C::ManifestUnknown), S::NOT_FOUND, None)
         }

@@ -86,24 +86,28 @@ pub(crate) async fn handle(
         Route::TagsList { name } => {
             let (client, repo) = select(&name)?;
             let upstream_query = forwarded_query(query);
-            let (body, link) = engine.tags_list(&client, &repo, &upstream_query).await?;
+            let list = engine.tags_list(&client, &repo, &upstream_query).await?;
             let mut resp = Response::new(if head {
                 full_body("")
             } else {
-                full_body(body.clone())
+                full_body(list.body.clone())
             });
             insert(resp.headers_mut(), header::CONTENT_TYPE, "application/json");
             insert(
                 resp.headers_mut(),
                 header::CONTENT_LENGTH,
-                &body.len().to_string(),
+                &list.body.len().to_string(),
             );
-            if let Some(link) = link {
+            if let Some(link) = list
+                .link
+                .as_deref()
+                .and_then(|l| client_link(l, parts.uri.path(), ns.as_deref()))
+            {
                 insert(resp.headers_mut(), header::LINK, &link);
             }
             resp.extensions_mut().insert(LogInfo {
                 upstream: client.name().to_owned(),
-                cache: "-",
+                cache: if list.stale { "stale" } else { "-" },
             });
             Ok(resp)
         }
@@ -150,6 +154,20 @@ fn select(
         .into());
     }
     Ok((client, repo))
+}
+
+/// The `Link` of the next page as the client must follow it: the client's own path (its
+/// route: prefix, `?ns=`) with the page query the upstream (or the cache) wrote; `None`
+/// when `link` is not `<...?query>; rel="next"`.
+fn client_link(link: &str, path: &str, ns: Option<&str>) -> Option<String> {
+    let target = link.trim().strip_prefix('<')?.split_once('>')?.0;
+    let (_, page) = target.split_once('?')?;
+    let page = forwarded_query(page);
+    if page.is_empty() {
+        return None;
+    }
+    let ns = ns.map(|n| format!("&ns={n}")).unwrap_or_default();
+    Some(format!("<{path}?{page}{ns}>; rel=\"next\""))
 }
 
 /// What the request log line says beyond method, route and status.
@@ -234,5 +252,19 @@ mod tests {
         );
         assert_eq!(query_param("x=1", "ns"), None);
         assert_eq!(forwarded_query("ns=a&n=10&last=v1&evil=1"), "n=10&last=v1");
+    }
+
+    #[test]
+    fn next_page_links_follow_the_clients_route() {
+        let up = r#"</v2/library/alpine/tags/list?n=2&last=b>; rel="next""#;
+        assert_eq!(
+            client_link(up, "/v2/docker.io/alpine/tags/list", None).as_deref(),
+            Some(r#"</v2/docker.io/alpine/tags/list?n=2&last=b>; rel="next""#)
+        );
+        assert_eq!(
+            client_link(up, "/v2/alpine/tags/list", Some("docker.io")).as_deref(),
+            Some(r#"</v2/alpine/tags/list?n=2&last=b&ns=docker.io>; rel="next""#)
+        );
+        assert_eq!(client_link("garbage", "/v2/a/tags/list", None), None);
     }
 }

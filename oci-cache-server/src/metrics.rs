@@ -123,7 +123,7 @@ impl Collector for EngineCollector {
         let s = self.engine.stats();
         let mut hits = enc.encode_descriptor(
             "oci_cache_lookups",
-            "Blob and manifest requests by result (hit: answered from storage)",
+            "Blob, manifest and tag list requests by result (hit: answered from storage; stale: tag lists served while the upstream failed)",
             None,
             MetricType::Counter,
         )?;
@@ -132,6 +132,9 @@ impl Collector for EngineCollector {
             ("blob", "miss", s.blob_misses),
             ("manifest", "hit", s.manifest_hits),
             ("manifest", "miss", s.manifest_misses),
+            ("tags", "hit", s.tag_list_hits),
+            ("tags", "miss", s.tag_list_misses),
+            ("tags", "stale", s.tag_list_stale),
         ] {
             hits.encode_family(&[("kind", kind), ("result", result)])?
                 .encode_counter::<NoLabelSet, _, u64>(&v, None)?;

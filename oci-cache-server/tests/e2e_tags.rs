@@ -57,3 +57,60 @@ fn tags_list_is_answered_from_the_upstream() {
     );
     assert_eq!(missing.status, 404, "{}", missing.describe());
 }
+
+/// `skopeo inspect` (which lists the repository's tags) of an image pulled a minute earlier
+/// works with the upstream stopped: the cache answers the tag list from the tags it holds,
+/// marked stale in the log; a list it saw before is served as it was.
+#[test]
+fn skopeo_inspect_works_offline_after_a_pull() {
+    support::require_tool("skopeo");
+    let mut auth = AuthRegistry::start(&[]);
+    let seeded = auth.seed();
+    let small = seeded.small.clone();
+    let multi = seeded.multilayer.clone();
+    auth.copy_within(&small.name_tag(), &format!("{}:v2", small.name));
+    let cache = Cache::start(&[("docker.io", auth.registry.url())]);
+    let out = support::short_tempdir("e2e-tags-offline-");
+    // small: pulled only (the cache never saw its tag list); multilayer: its list seen too.
+    support::skopeo_copy_to_oci_dir(
+        &cache.docker_ref(&small.name_tag()),
+        &out.path().join("small"),
+        false,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cache.log_tail()));
+    let seen = fetch(
+        "GET",
+        &format!("{}/v2/{}/tags/list", cache.url(), multi.name),
+        Auth::None,
+    );
+    assert_eq!(seen.status, 200, "{}", seen.describe());
+    support::skopeo_copy_to_oci_dir(
+        &cache.docker_ref(&multi.name_tag()),
+        &out.path().join("multi"),
+        false,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cache.log_tail()));
+
+    auth.registry.stop();
+    let inspect = |image: &support::Image| {
+        let mut cmd = std::process::Command::new("skopeo");
+        cmd.args(["inspect", "--tls-verify=false"])
+            .arg(cache.docker_ref(&image.name_tag()));
+        let out = support::process::run_ok(&mut cmd, std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("skopeo inspect offline: {e}\n{}", cache.log_tail()));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let tags: Vec<String> = serde_json::from_value(v["RepoTags"].clone()).unwrap();
+        tags
+    };
+    // Only the tag the cache holds (v2 was never pulled through it).
+    assert_eq!(inspect(&small), vec![small.tag.clone()]);
+    assert_eq!(inspect(&multi), vec![multi.tag.clone()]);
+    let log = cache.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("route=\"tags\"") && l.contains("cache=\"stale\"")),
+        "{log}"
+    );
+}

@@ -71,3 +71,28 @@ impl Hot {
         }
     }
 }
+
+/// Tags already added to their repository's set of tags held (so a refresh of a known tag
+/// costs no read of that set). Bounded; a forgotten tag is only noted again.
+#[derive(Debug)]
+pub(crate) struct Noted(Mutex<Bounded<TagKey, ()>>);
+
+impl Default for Noted {
+    fn default() -> Self {
+        Self(Mutex::new(Bounded::new(TAG_RECORDS)))
+    }
+}
+
+impl Noted {
+    /// True the first time `key` is seen (lately).
+    pub(crate) fn note(&self, key: &TagKey) -> bool {
+        let Ok(mut n) = self.0.lock() else {
+            return true;
+        };
+        if n.get(key).is_some() {
+            return false;
+        }
+        n.insert(key.clone(), (), 1);
+        true
+    }
+}

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::TryStreamExt;
 use oci_cache_storage::{TagKey, TagRecord};
 
@@ -147,6 +147,7 @@ impl Engine {
                 if let Err(e) = self.tags.delete(key).await {
                     tracing::warn!(error = %e, "could not delete a tag record");
                 }
+                self.note_tag(key, false).await;
                 Err(EngineError::ManifestUnknown)
             }
             Err(EngineError::Upstream(e)) if is_transient(&e) => {
@@ -201,6 +202,9 @@ impl Engine {
         self.hot.keep_tag(key, &record);
         if let Err(e) = self.tags.put(key, &record).await {
             tracing::warn!(error = %e, "could not store a tag record");
+        }
+        if self.noted_tags.note(key) {
+            self.note_tag(key, true).await;
         }
     }
 
@@ -296,23 +300,10 @@ impl Engine {
         }
         Ok(m)
     }
-
-    /// `GET /v2/<name>/tags/list` from the upstream: the body and the `Link` header.
-    pub async fn tags_list(
-        &self,
-        client: &UpstreamClient,
-        repo: &RepositoryName,
-        query: &str,
-    ) -> Result<(Bytes, Option<String>), EngineError> {
-        match client.tags(repo.as_str(), query).await {
-            Err(UpstreamError::NotFound) => Err(EngineError::ManifestUnknown),
-            other => Ok(other?),
-        }
-    }
 }
 
 /// Whether a tag record is within its upstream's freshness window.
-fn is_fresh(record: &TagRecord, client: &UpstreamClient) -> bool {
+pub(super) fn is_fresh(record: &TagRecord, client: &UpstreamClient) -> bool {
     let ttl = client.config().tag_ttl;
     !ttl.is_zero()
         && SystemTime::now()
@@ -322,7 +313,7 @@ fn is_fresh(record: &TagRecord, client: &UpstreamClient) -> bool {
 
 /// Failures where a cached copy is better than an error: the upstream (or its token
 /// endpoint) is unreachable, failing, or limiting us; not a refusal of our credentials.
-fn is_transient(e: &UpstreamError) -> bool {
+pub(super) fn is_transient(e: &UpstreamError) -> bool {
     matches!(
         e,
         UpstreamError::Transport { .. }

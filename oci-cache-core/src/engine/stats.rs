@@ -16,6 +16,9 @@ pub(crate) struct EngineStats {
     pub(crate) coalesced: AtomicU64,
     pub(crate) manifest_hits: AtomicU64,
     pub(crate) manifest_misses: AtomicU64,
+    pub(crate) tag_list_hits: AtomicU64,
+    pub(crate) tag_list_misses: AtomicU64,
+    pub(crate) tag_list_stale: AtomicU64,
     pub(crate) bytes_from_cache: AtomicU64,
     pub(crate) bytes_from_upstream: AtomicU64,
     pub(crate) pass_through_bytes: AtomicU64,
@@ -87,6 +90,13 @@ pub struct StatsSnapshot {
     pub manifest_hits: u64,
     /// Manifest requests that asked the upstream.
     pub manifest_misses: u64,
+    /// Tag list requests answered without asking the upstream.
+    pub tag_list_hits: u64,
+    /// Tag list requests that asked the upstream.
+    pub tag_list_misses: u64,
+    /// Tag lists served stale (the upstream down or limiting us) or built from the tags
+    /// the cache holds.
+    pub tag_list_stale: u64,
     /// Blob bytes sent to clients from storage.
     pub bytes_from_cache: u64,
     /// Blob bytes downloaded from upstreams by fills.
@@ -116,6 +126,9 @@ impl EngineStats {
             coalesced: get(&self.coalesced),
             manifest_hits: get(&self.manifest_hits),
             manifest_misses: get(&self.manifest_misses),
+            tag_list_hits: get(&self.tag_list_hits),
+            tag_list_misses: get(&self.tag_list_misses),
+            tag_list_stale: get(&self.tag_list_stale),
             bytes_from_cache: get(&self.bytes_from_cache),
             bytes_from_upstream: get(&self.bytes_from_upstream),
             pass_through_bytes: get(&self.pass_through_bytes),
