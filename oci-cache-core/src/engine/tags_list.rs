@@ -3,12 +3,11 @@
 //! shared by every concurrent client, served stale when the upstream is down or limiting
 //! us, and built from the tags the cache holds when it never saw a list.
 //!
-//! A page is stored as a blob (`Link` header line, newline, body), named by a record in the
-//! tag store under the reserved tag `@tags-list?<query>`; the tags the cache holds for a
-//! repository likewise under `@tags-known` (one tag a line). Each such blob starts with a
-//! header naming its record, so no two records share one and a replaced blob can be
-//! deleted. They are never linked to any repository, so no client can read them through
-//! the blob API.
+//! A page is stored as a blob (a header naming its record, the `Link` header line, the
+//! body), named by a record in the tag store under the reserved tag `@tags-list?<query>`;
+//! the header keeps records from sharing a blob, so a replaced one can be deleted. Such
+//! blobs are never linked to any repository, so no client can read them through the blob
+//! API. The tags the cache holds (pulled through it) are kept in memory.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
@@ -26,8 +25,6 @@ use crate::{Digest, EngineError, StorageError, UpstreamClient, UpstreamError};
 
 /// The media type written into the records of stored pages and tag sets.
 const RECORD_MEDIA_TYPE: &str = "application/vnd.oci-cache.tag-list";
-/// Tags remembered per repository for the fallback list, at most.
-const MAX_KNOWN_TAGS: usize = 1_000;
 /// Largest stored page read back (the upstream's own limit is 4 MiB).
 const MAX_PAGE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -49,14 +46,6 @@ fn list_key(upstream: &str, repo: &str, query: &str) -> TagKey {
         namespace: upstream.to_owned(),
         repository: repo.to_owned(),
         tag: format!("@tags-list?{query}"),
-    }
-}
-
-fn known_key(upstream: &str, repo: &str) -> TagKey {
-    TagKey {
-        namespace: upstream.to_owned(),
-        repository: repo.to_owned(),
-        tag: "@tags-known".to_owned(),
     }
 }
 
@@ -113,7 +102,7 @@ impl Engine {
             Err(e) if is_transient(&e) => {
                 let page = match self.load_page(key).await? {
                     Some(page) => Some(page),
-                    None => self.known_tags_page(client, repo, query).await?,
+                    None => self.known_tags_page(client, repo, query),
                 };
                 let Some(mut page) = page else {
                     return Err(EngineError::Upstream(e));
@@ -199,69 +188,29 @@ impl Engine {
         }))
     }
 
-    /// The tags the cache holds for (upstream, repository).
-    async fn known_tags(
-        &self,
-        upstream: &str,
-        repo: &str,
-    ) -> Result<BTreeSet<String>, EngineError> {
-        let Some(bytes) = self.load_record_blob(&known_key(upstream, repo)).await? else {
-            return Ok(BTreeSet::new());
-        };
-        Ok(String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect())
-    }
-
     /// Adds (`present`) or removes a tag in the set the cache holds for its repository.
-    pub(super) async fn note_tag(&self, key: &TagKey, present: bool) {
-        let _one_at_a_time = self.known_tags_lock.lock().await;
-        let mut known = match self.known_tags(&key.namespace, &key.repository).await {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the tags held for a repository");
-                return;
-            }
-        };
-        let changed = if present {
-            known.len() < MAX_KNOWN_TAGS && known.insert(key.tag.clone())
-        } else {
-            known.remove(&key.tag)
-        };
-        if changed {
-            let mut text = String::new();
-            for t in &known {
-                text.push_str(t);
-                text.push('\n');
-            }
-            self.put_record_blob(
-                &known_key(&key.namespace, &key.repository),
-                Bytes::from(text),
-            )
-            .await;
-        }
+    pub(super) fn note_tag(&self, key: &TagKey, present: bool) {
+        self.known_tags.note(key, present);
     }
 
     /// A page built from the tags the cache holds (`n` and `last` as the spec says), or
     /// `None` when it holds none.
-    async fn known_tags_page(
+    fn known_tags_page(
         &self,
         client: &UpstreamClient,
         repo: &RepositoryName,
         query: &str,
-    ) -> Result<Option<TagList>, EngineError> {
-        let known = self.known_tags(client.name(), repo.as_str()).await?;
+    ) -> Option<TagList> {
+        let known = self.known_tags.of(client.name(), repo.as_str());
         if known.is_empty() {
-            return Ok(None);
+            return None;
         }
         let (body, link) = paginate(repo.as_str(), &known, query);
-        Ok(Some(TagList {
+        Some(TagList {
             body,
             link,
             stale: true,
-        }))
+        })
     }
 }
 
