@@ -161,6 +161,20 @@ impl Engine {
             .await
     }
 
+    /// Waits until no fill runs (each has committed what it downloaded, or failed), at most
+    /// `limit`; returns how many still run then. For a graceful shutdown: a blob a client
+    /// received before the stop is a hit after the restart.
+    pub async fn wait_for_fills(&self, limit: std::time::Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let running = self.fills.len();
+            if running == 0 || tokio::time::Instant::now() >= deadline {
+                return running;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Number of fills running now.
     pub fn fills_in_flight(&self) -> usize {
         self.fills.len()

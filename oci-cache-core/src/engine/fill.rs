@@ -256,13 +256,10 @@ async fn run(
             actual,
         });
     }
-    // The upstream produced these bytes for this repository: they belong there, and stored
-    // bytes of this digest may go out through this upstream from now on.
-    job.links
-        .learn_possession(job.client.name(), &job.repo, &job.digest);
     // Verified: readers may finish now; the commit (fsync, rename) runs while they do.
-    // The fill stays registered until the commit is done, so a new request finds either
-    // this fill or the stored blob.
+    // The fill stays registered until the commit and its records are done, so a new request
+    // finds either this fill or the stored blob, and a shutdown that waits for running
+    // fills keeps both.
     tx.send_replace(Progress::Done { size: written });
     let committed = match sink {
         Sink::Direct(w) => w.commit().await.map(Some),
@@ -271,6 +268,12 @@ async fn run(
     };
     if let Err(e) = committed {
         tracing::warn!(digest = %job.digest, error = %e, "storage commit failed; blob served but not stored");
+    }
+    // The upstream produced these bytes for this repository: they belong there, and stored
+    // bytes of this digest may go out through this upstream from now on.
+    let (upstream, digests) = (job.client.name(), [job.digest.clone()]);
+    if let Err(e) = job.links.learn_pulled(upstream, &job.repo, &digests).await {
+        tracing::warn!(digest = %job.digest, error = %e, "could not store the blob's link records");
     }
     Ok(written)
 }

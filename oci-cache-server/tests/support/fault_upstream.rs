@@ -25,6 +25,8 @@ pub enum FaultMode {
     Reset,
     /// Half the announced length, then silence.
     Stall,
+    /// The right bytes, in 16 pieces over 3 s.
+    Slow,
     /// Accepts the connection, never answers.
     Hang,
 }
@@ -38,6 +40,7 @@ impl FaultMode {
             FaultMode::Short => "short",
             FaultMode::Reset => "reset",
             FaultMode::Stall => "stall",
+            FaultMode::Slow => "slow",
             FaultMode::Hang => "hang",
         }
     }

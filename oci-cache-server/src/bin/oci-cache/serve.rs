@@ -56,7 +56,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
         tls = tls.is_some(),
         "oci-cache listening"
     );
-    let service = CacheService::new(engine, upstreams)
+    let service = CacheService::new(Arc::clone(&engine), upstreams)
         .with_access(access)
         .with_storage_limit(config.gc.max_bytes);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -90,8 +90,24 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
     let options = config.limits.serve_options(config.max_connections, tls);
     crate::fd_limit::warn_if_low(options.effective_max_open_connections() + admin_connections);
     serve_with(listener, main_service, options, stopped(stop_rx)).await?;
+    // Downloads whose clients are gone still commit what they fetched (on S3, the
+    // multipart upload completes), so it is a hit after the restart.
+    let running = engine.fills_in_flight();
+    if running > 0 {
+        tracing::info!(running, "waiting for running downloads to finish storing");
+        let left = engine.wait_for_fills(FILL_DRAIN).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "stopping with downloads still running; they are not stored"
+            );
+        }
+    }
     Ok(())
 }
+
+/// How long a shutdown waits for running downloads after the connections are drained.
+const FILL_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs an eviction pass every `interval` while the cache serves.
 fn spawn_gc(
