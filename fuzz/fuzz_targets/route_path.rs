@@ -11,6 +11,9 @@ fuzz_target!(|s: &str| {
         Ok(Route::Blob { name, digest }) => {
             assert_eq!(s, format!("/v2/{name}/blobs/{digest}"));
         }
+        Ok(Route::Referrers { name, digest }) => {
+            assert_eq!(s, format!("/v2/{name}/referrers/{digest}"));
+        }
         _ => {}
     }
 });

@@ -19,7 +19,8 @@ mod upstream;
 mod upstreams;
 
 pub use engine::{
-    BlobBody, BlobResponse, Engine, EngineConfig, ManifestResponse, StatsSnapshot, TagList,
+    BlobBody, BlobResponse, Engine, EngineConfig, ManifestResponse, Referrers, StatsSnapshot,
+    TagList, REFERRERS_MEDIA_TYPE,
 };
 pub use error::EngineError;
 pub use oci_cache_storage::{

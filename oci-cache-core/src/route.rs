@@ -29,6 +29,14 @@ pub enum Route {
         /// The raw repository name.
         name: String,
     },
+    /// `/v2/<name>/referrers/<digest>`: the manifests that name `digest` as their subject
+    /// (OCI distribution spec 1.1, "Listing Referrers").
+    Referrers {
+        /// The raw repository name.
+        name: String,
+        /// The subject's digest.
+        digest: Digest,
+    },
     /// `/v2/<name>/blobs/uploads/...`: push, which a pull-through cache does not do.
     Upload,
 }
@@ -64,6 +72,13 @@ pub fn parse_path(path: &str) -> Result<Route, RouteParseError> {
         let name = non_empty(name)?;
         let reference = Reference::parse(reference).map_err(RouteParseError::Reference)?;
         return Ok(Route::Manifest { name, reference });
+    }
+    if let Some((name, digest)) = rest.rsplit_once("/referrers/") {
+        let name = non_empty(name)?;
+        return Ok(Route::Referrers {
+            name,
+            digest: Digest::parse(digest)?,
+        });
     }
     if let Some((name, digest)) = rest.rsplit_once("/blobs/") {
         let name = non_empty(name)?;
@@ -110,6 +125,14 @@ mod tests {
         assert_eq!(
             parse_path("/v2/a/tags/list"),
             Ok(Route::TagsList { name: "a".into() })
+        );
+        let d = Digest::sha256_of(b"x");
+        assert_eq!(
+            parse_path(&format!("/v2/a/b/referrers/{d}")),
+            Ok(Route::Referrers {
+                name: "a/b".into(),
+                digest: Digest::sha256_of(b"x")
+            })
         );
         assert_eq!(parse_path("/v2/a/blobs/uploads/"), Ok(Route::Upload));
         assert_eq!(parse_path("/v2/a/blobs/uploads/123"), Ok(Route::Upload));

@@ -9,7 +9,9 @@ use http_body_util::{BodyExt, StreamBody};
 use oci_cache_core::name::RepositoryName;
 use oci_cache_core::range::parse_range;
 use oci_cache_core::route::{parse_path, Route};
-use oci_cache_core::{BlobResponse, Engine, RouteError, UpstreamClient, Upstreams};
+use oci_cache_core::{
+    BlobResponse, Engine, RouteError, UpstreamClient, Upstreams, REFERRERS_MEDIA_TYPE,
+};
 
 use crate::auth::{AccessPolicy, Identity};
 use crate::error::ApiError;
@@ -80,6 +82,29 @@ pub(crate) async fn handle(
             resp.extensions_mut().insert(LogInfo {
                 upstream: client.name().to_owned(),
                 cache: outcome,
+            });
+            Ok(resp)
+        }
+        Route::Referrers { name, digest } => {
+            let (client, repo) = select(&name)?;
+            let artifact_type = query_param(query, "artifactType").map(|t| percent_decode(&t));
+            let r = engine
+                .referrers(&client, &repo, &digest, artifact_type.as_deref())
+                .await?;
+            let mut resp = Response::new(if head {
+                full_body("")
+            } else {
+                full_body(r.body.clone())
+            });
+            let h = resp.headers_mut();
+            insert(h, header::CONTENT_TYPE, REFERRERS_MEDIA_TYPE);
+            insert(h, header::CONTENT_LENGTH, &r.body.len().to_string());
+            if r.filtered {
+                insert(h, "oci-filters-applied", "artifactType");
+            }
+            resp.extensions_mut().insert(LogInfo {
+                upstream: client.name().to_owned(),
+                cache: if r.stale { "stale" } else { "-" },
             });
             Ok(resp)
         }
@@ -231,6 +256,32 @@ fn query_param(query: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+/// `%XX` sequences decoded (and `+` kept: query values here are media types, not forms);
+/// invalid sequences are kept as they are.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The part of a tags/list query that goes upstream: `n` and `last`.
 fn forwarded_query(query: &str) -> String {
     query
@@ -252,6 +303,16 @@ mod tests {
         );
         assert_eq!(query_param("x=1", "ns"), None);
         assert_eq!(forwarded_query("ns=a&n=10&last=v1&evil=1"), "n=10&last=v1");
+    }
+
+    #[test]
+    fn artifact_types_are_percent_decoded() {
+        assert_eq!(
+            percent_decode("application%2Fvnd.dev.cosign.artifact.sig.v1%2Bjson"),
+            "application/vnd.dev.cosign.artifact.sig.v1+json"
+        );
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz/x"), "%zz/x");
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub(crate) fn route_label(path: &str) -> &'static str {
         Ok(Route::Manifest { .. }) => "manifest",
         Ok(Route::Blob { .. }) => "blob",
         Ok(Route::TagsList { .. }) => "tags",
+        Ok(Route::Referrers { .. }) => "referrers",
         Ok(Route::Upload) => "upload",
         Err(_) => "other",
     }

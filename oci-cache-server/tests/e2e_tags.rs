@@ -114,3 +114,29 @@ fn skopeo_inspect_works_offline_after_a_pull() {
         "{log}"
     );
 }
+
+/// The real registry predates the referrers API: its 404 is passed on, so clients fall back
+/// to the referrers tag schema (`sha256-<hex>` tags), which works through the cache.
+#[test]
+fn without_the_referrers_api_the_tag_schema_works_through_the_cache() {
+    let auth = AuthRegistry::start(&[]);
+    let seeded = auth.seed();
+    let subject = seeded.multilayer.digest.clone();
+    let name = &seeded.multilayer.name;
+    let schema_tag = subject.replace(':', "-");
+    let referrer = auth.copy_within(&seeded.small.name_tag(), &format!("{name}:{schema_tag}"));
+    let cache = Cache::start(&[("docker.io", auth.registry.url())]);
+    let referrers = fetch(
+        "GET",
+        &format!("{}/v2/{name}/referrers/{subject}", cache.url()),
+        Auth::None,
+    );
+    assert_eq!(referrers.status, 404, "{}", referrers.describe());
+    let by_tag = fetch(
+        "GET",
+        &format!("{}/v2/{name}/manifests/{schema_tag}", cache.url()),
+        Auth::None,
+    );
+    assert_eq!(by_tag.status, 200, "{}", by_tag.describe());
+    assert_eq!(support::sha256_bytes(&by_tag.body), referrer);
+}

@@ -116,7 +116,7 @@ impl Engine {
         }
     }
 
-    async fn store_page(&self, key: &TagKey, body: &Bytes, link: Option<&str>) {
+    pub(super) async fn store_page(&self, key: &TagKey, body: &Bytes, link: Option<&str>) {
         let mut bytes = BytesMut::with_capacity(body.len() + 128);
         bytes.extend_from_slice(link.unwrap_or("").as_bytes());
         bytes.extend_from_slice(b"\n");
@@ -170,7 +170,7 @@ impl Engine {
             .then(|| bytes.slice(header.len()..)))
     }
 
-    async fn load_page(&self, key: &TagKey) -> Result<Option<TagList>, EngineError> {
+    pub(super) async fn load_page(&self, key: &TagKey) -> Result<Option<TagList>, EngineError> {
         let Some(bytes) = self.load_record_blob(key).await? else {
             return Ok(None);
         };

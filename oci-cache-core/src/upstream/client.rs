@@ -1,6 +1,7 @@
 //! The client for one upstream: its endpoints and their breakers, its token cache, and the
 //! registry operations the engine needs (the sending itself is in `send`).
 
+mod referrers;
 mod send;
 
 use std::sync::Mutex;
