@@ -18,16 +18,42 @@ use crate::error::ApiError;
 use crate::service::{full_body, Body, BodyError};
 
 /// Handles one request.
+/// A failed request, with the upstream it was routed to (for the request log), if any.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    /// What went wrong.
+    pub(crate) error: ApiError,
+    /// The upstream the request was routed to, once it was.
+    pub(crate) upstream: Option<String>,
+}
+
+impl<E: Into<ApiError>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            error: e.into(),
+            upstream: None,
+        }
+    }
+}
+
+/// Attaches the upstream `client` to an error, for the request log.
+fn at<E: Into<ApiError>>(client: &UpstreamClient) -> impl FnOnce(E) -> Failure + '_ {
+    move |e| Failure {
+        error: e.into(),
+        upstream: Some(client.name().to_owned()),
+    }
+}
+
 pub(crate) async fn handle(
     engine: &Engine,
     upstreams: &Upstreams,
     access: &AccessPolicy,
     parts: &Parts,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, Failure> {
     let route = parse_path(parts.uri.path())?;
     let head = parts.method == Method::HEAD;
     if !(head || parts.method == Method::GET) || route == Route::Upload {
-        return Err(ApiError::Unsupported);
+        return Err(ApiError::Unsupported.into());
     }
     let query = parts.uri.query().unwrap_or("");
     let ns = query_param(query, "ns");
@@ -41,13 +67,16 @@ pub(crate) async fn handle(
 
     match route {
         Route::ApiVersion if identity == Identity::Anonymous && !access.anonymous_welcome() => {
-            Err(ApiError::Unauthenticated)
+            Err(ApiError::Unauthenticated.into())
         }
         Route::ApiVersion => Ok(json_response(StatusCode::OK, "{}", head)),
-        Route::Upload => Err(ApiError::Unsupported),
+        Route::Upload => Err(ApiError::Unsupported.into()),
         Route::Manifest { name, reference } => {
             let (client, repo) = select(&name)?;
-            let m = engine.manifest(&client, &repo, &reference).await?;
+            let m = engine
+                .manifest(&client, &repo, &reference)
+                .await
+                .map_err(at(&client))?;
             let mut resp = Response::new(if head {
                 full_body("")
             } else {
@@ -66,7 +95,10 @@ pub(crate) async fn handle(
         Route::Blob { name, digest } => {
             let (client, repo) = select(&name)?;
             if head {
-                let size = engine.blob_size(&client, &repo, &digest).await?;
+                let size = engine
+                    .blob_size(&client, &repo, &digest)
+                    .await
+                    .map_err(at(&client))?;
                 let mut resp = Response::new(full_body(""));
                 blob_headers(resp.headers_mut(), &digest.to_string(), Some(size));
                 return Ok(resp);
@@ -76,7 +108,10 @@ pub(crate) async fn handle(
                 .get(header::RANGE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_range(v).ok().flatten());
-            let blob = engine.blob(&client, &repo, &digest, range).await?;
+            let blob = engine
+                .blob(&client, &repo, &digest, range)
+                .await
+                .map_err(at(&client))?;
             let outcome = if blob.cached { "hit" } else { "miss" };
             let mut resp = blob_response(&digest.to_string(), blob);
             resp.extensions_mut().insert(LogInfo {
@@ -90,7 +125,8 @@ pub(crate) async fn handle(
             let artifact_type = query_param(query, "artifactType").map(|t| percent_decode(&t));
             let r = engine
                 .referrers(&client, &repo, &digest, artifact_type.as_deref())
-                .await?;
+                .await
+                .map_err(at(&client))?;
             let mut resp = Response::new(if head {
                 full_body("")
             } else {
@@ -111,7 +147,10 @@ pub(crate) async fn handle(
         Route::TagsList { name } => {
             let (client, repo) = select(&name)?;
             let upstream_query = forwarded_query(query);
-            let list = engine.tags_list(&client, &repo, &upstream_query).await?;
+            let list = engine
+                .tags_list(&client, &repo, &upstream_query)
+                .await
+                .map_err(at(&client))?;
             let mut resp = Response::new(if head {
                 full_body("")
             } else {

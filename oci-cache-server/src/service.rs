@@ -118,9 +118,16 @@ impl CacheService {
             (None, Role::Admin) => error_response(&ApiError::Path(RouteParseError::NotFound)),
             (None, _) => match handle(&self.engine, &self.upstreams, &self.access, &parts).await {
                 Ok(resp) => resp,
-                Err(e) => {
-                    tracing::debug!(error = %e, "request failed");
-                    error_response(&e)
+                Err(failure) => {
+                    tracing::debug!(error = %failure.error, "request failed");
+                    let mut resp = error_response(&failure.error);
+                    if let Some(upstream) = failure.upstream {
+                        resp.extensions_mut().insert(LogInfo {
+                            upstream,
+                            cache: "-",
+                        });
+                    }
+                    resp
                 }
             },
         };

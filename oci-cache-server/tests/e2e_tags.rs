@@ -56,6 +56,28 @@ fn tags_list_is_answered_from_the_upstream() {
         Auth::None,
     );
     assert_eq!(missing.status, 404, "{}", missing.describe());
+    let missing_manifest = fetch(
+        "GET",
+        &format!("{}/v2/test/nothing-here/manifests/v1", cache.url()),
+        Auth::None,
+    );
+    assert_eq!(
+        missing_manifest.status,
+        404,
+        "{}",
+        missing_manifest.describe()
+    );
+    // The request log names the upstream of tag-list and manifest requests, failed ones too.
+    let log = cache.log();
+    for route in ["tags", "manifest"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("route=\"{route}\""))
+                    && l.contains("status=404")
+                    && l.contains("upstream=\"docker.io\"")),
+            "{route}:\n{log}"
+        );
+    }
 }
 
 /// `skopeo inspect` (which lists the repository's tags) of an image pulled a minute earlier
