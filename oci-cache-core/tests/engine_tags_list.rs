@@ -155,3 +155,23 @@ async fn without_a_list_the_tags_the_cache_holds_are_listed_and_paged() {
     assert_eq!(next.body.as_ref(), br#"{"name":"test/app","tags":["v3"]}"#);
     assert_eq!(next.link, None);
 }
+
+#[tokio::test]
+async fn pages_go_upstream_and_are_cut_from_the_stored_list_while_it_is_down() {
+    let down = Arc::new(AtomicBool::new(false));
+    let fake = registry(down.clone(), Duration::ZERO).await;
+    let client = client(&fake, Duration::from_secs(300));
+    let (engine, _store, _dir) = engine();
+    engine.tags_list(&client, &repo(), "").await.unwrap();
+    // A page is not answered from the stored whole list while the upstream answers.
+    engine.tags_list(&client, &repo(), "n=1").await.unwrap();
+    assert_eq!(fake.count_path("/tags/list?n=1"), 1);
+    down.store(true, Ordering::SeqCst);
+    let page = engine.tags_list(&client, &repo(), "n=1").await.unwrap();
+    assert!(page.stale);
+    assert_eq!(page.body.as_ref(), br#"{"name":"test/app","tags":["v1"]}"#);
+    assert_eq!(
+        page.link.as_deref(),
+        Some(r#"</v2/test/app/tags/list?n=1&last=v1>; rel="next""#)
+    );
+}

@@ -1,5 +1,6 @@
 //! `GET /v2/<name>/referrers/<digest>` (OCI distribution spec 1.1, "Listing Referrers"),
-//! kept like a tag list: per (upstream, repository, subject, `artifactType`), fresh within
+//! kept like a tag list: the whole list per (upstream, repository, subject) when the
+//! subject has referrers, filtered here for any `artifactType`; fresh within
 //! the upstream's `tag_ttl`, revalidated once for all concurrent clients, served stale when
 //! the upstream fails. An upstream that ignores `artifactType` is filtered here, and the
 //! answer says `OCI-Filters-Applied: artifactType` only when some filter was applied. An
@@ -46,10 +47,11 @@ impl Engine {
         artifact_type: Option<&str>,
     ) -> Result<Referrers, EngineError> {
         let query = artifact_type.map_or(String::new(), |t| format!("artifactType={}", encode(t)));
+        // One stored answer per subject: the whole list, filtered here for any artifactType.
         let key = TagKey {
             namespace: client.name().to_owned(),
             repository: repo.as_str().to_owned(),
-            tag: format!("@referrers?{digest}&{query}"),
+            tag: format!("@referrers?{digest}"),
         };
         if self
             .tags
@@ -59,7 +61,7 @@ impl Engine {
         {
             if let Some(page) = self.load_page(&key).await? {
                 EngineStats::add(&self.stats.tag_list_hits, 1);
-                return Ok(answer(page.body, page.link.is_some(), false, artifact_type));
+                return Ok(answer(page.body, false, false, artifact_type));
             }
         }
         EngineStats::add(&self.stats.tag_list_misses, 1);
@@ -72,7 +74,7 @@ impl Engine {
                 };
                 EngineStats::add(&self.stats.tag_list_stale, 1);
                 tracing::warn!(upstream = client.name(), repo = %repo, %digest, error = %e, "upstream unavailable; serving stale referrers");
-                return Ok(answer(page.body, page.link.is_some(), true, artifact_type));
+                return Ok(answer(page.body, false, true, artifact_type));
             }
             Err(e) => return Err(e.into()),
         };
@@ -91,6 +93,7 @@ impl Engine {
             media_type,
         };
         let named = super::index::children(&index);
+        let has_referrers = !named.is_empty();
         self.links.learn(client.name(), repo.as_str(), &named);
         if !named.is_empty() {
             let (c, blobs, links, r) = (
@@ -101,9 +104,11 @@ impl Engine {
             );
             tokio::spawn(store_children(c, blobs, links, r, named));
         }
-        // The first line of a stored page says whether the upstream filtered it.
-        let marker = upstream_filtered.then_some("artifactType");
-        self.store_page(&key, &body, marker).await;
+        // Stored: the whole list of a subject that has referrers (a client asking for random
+        // digests must not make the cache store an empty answer for each).
+        if artifact_type.is_none() && has_referrers {
+            self.store_page(&key, &body, None).await;
+        }
         Ok(answer(body, upstream_filtered, false, artifact_type))
     }
 }

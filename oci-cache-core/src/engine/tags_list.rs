@@ -1,5 +1,6 @@
-//! `GET /v2/<name>/tags/list`, kept like a tag: per (upstream, repository, page query),
-//! fresh within the upstream's `tag_ttl`, revalidated after it with one upstream request
+//! `GET /v2/<name>/tags/list`, kept like a tag: the whole list per (upstream, repository),
+//! fresh within the upstream's `tag_ttl` (pages by `n` and `last` go to the upstream, and are
+//! cut from the stored whole list when it fails), revalidated after it with one upstream request
 //! shared by every concurrent client, served stale when the upstream is down or limiting
 //! us, and built from the tags the cache holds when it never saw a list.
 //!
@@ -58,21 +59,25 @@ impl Engine {
         query: &str,
     ) -> Result<TagList, EngineError> {
         let key = list_key(client.name(), repo.as_str(), query);
-        if self
-            .tags
-            .get(&key)
-            .await?
-            .is_some_and(|r| is_fresh(&r, client))
+        // Only the whole list is stored: a client choosing `n` and `last` at will must not
+        // make the cache store a page per choice.
+        let full = list_key(client.name(), repo.as_str(), "");
+        if query.is_empty()
+            && self
+                .tags
+                .get(&full)
+                .await?
+                .is_some_and(|r| is_fresh(&r, client))
         {
-            if let Some(page) = self.load_page(&key).await? {
+            if let Some(page) = self.load_page(&full).await? {
                 EngineStats::add(&self.stats.tag_list_hits, 1);
                 return Ok(page);
             }
         }
         EngineStats::add(&self.stats.tag_list_misses, 1);
         self.list_revalidations
-            .run(key.clone(), || async {
-                self.refresh_list(client, repo, query, &key)
+            .run(key, || async {
+                self.refresh_list(client, repo, query, &full)
                     .await
                     .map_err(Arc::new)
             })
@@ -80,18 +85,20 @@ impl Engine {
             .map_err(EngineError::Shared)
     }
 
-    /// Asks the upstream for the page; on a transient failure serves the stored copy, or
-    /// the tags the cache holds.
+    /// Asks the upstream for the page; on a transient failure serves it from the stored
+    /// whole list (paged here), or from the tags the cache holds.
     async fn refresh_list(
         &self,
         client: &UpstreamClient,
         repo: &RepositoryName,
         query: &str,
-        key: &TagKey,
+        full: &TagKey,
     ) -> Result<TagList, EngineError> {
         match client.tags(repo.as_str(), query).await {
             Ok((body, link)) => {
-                self.store_page(key, &body, link.as_deref()).await;
+                if query.is_empty() {
+                    self.store_page(full, &body, link.as_deref()).await;
+                }
                 Ok(TagList {
                     body,
                     link,
@@ -100,8 +107,16 @@ impl Engine {
             }
             Err(UpstreamError::NotFound) => Err(EngineError::ManifestUnknown),
             Err(e) if is_transient(&e) => {
-                let page = match self.load_page(key).await? {
-                    Some(page) => Some(page),
+                let page = match self.load_page(full).await? {
+                    Some(page) if query.is_empty() => Some(page),
+                    Some(page) => tags_of(&page.body).map(|tags| {
+                        let (body, link) = paginate(repo.as_str(), &tags, query);
+                        TagList {
+                            body,
+                            link,
+                            stale: true,
+                        }
+                    }),
                     None => self.known_tags_page(client, repo, query),
                 };
                 let Some(mut page) = page else {
@@ -212,6 +227,16 @@ impl Engine {
             stale: true,
         })
     }
+}
+
+/// The tags of a tag list body.
+fn tags_of(body: &[u8]) -> Option<BTreeSet<String>> {
+    #[derive(serde::Deserialize)]
+    struct List {
+        tags: Option<Vec<String>>,
+    }
+    let list: List = serde_json::from_slice(body).ok()?;
+    Some(list.tags.unwrap_or_default().into_iter().collect())
 }
 
 /// The first lines of a stored page or tag set: what it is and whose.
