@@ -147,4 +147,8 @@ impl TagStore for TieredStore {
     async fn delete(&self, key: &TagKey) -> Result<(), StorageError> {
         TagStore::delete(&self.cold, key).await
     }
+
+    async fn tags(&self, namespace: &str, repository: &str) -> Result<Vec<String>, StorageError> {
+        self.cold.tags(namespace, repository).await
+    }
 }

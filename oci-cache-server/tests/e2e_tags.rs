@@ -162,3 +162,34 @@ fn without_the_referrers_api_the_tag_schema_works_through_the_cache() {
     assert_eq!(by_tag.status, 200, "{}", by_tag.describe());
     assert_eq!(support::sha256_bytes(&by_tag.body), referrer);
 }
+
+/// The same after a restart: the tags the cache holds are its tag records on disk.
+#[test]
+fn skopeo_inspect_works_offline_after_a_restart() {
+    support::require_tool("skopeo");
+    let mut auth = AuthRegistry::start(&[]);
+    let seeded = auth.seed();
+    let small = seeded.small.clone();
+    let mut home = support::cache_home::CacheHome::new(&format!(
+        "[[upstreams]]\nname = \"docker.io\"\nurl = \"{}\"\n",
+        auth.registry.url()
+    ));
+    let mut cache = home.start();
+    let host = cache.url().trim_start_matches("http://").to_owned();
+    let image = format!("docker://{host}/{}", small.name_tag());
+    let out = support::short_tempdir("e2e-tags-restart-");
+    support::skopeo_copy_to_oci_dir(&image, &out.path().join("small"), false, None)
+        .unwrap_or_else(|e| panic!("{e}\n{}", cache.log_tail()));
+    cache.stop();
+    auth.registry.stop();
+    let cache = home.start();
+    let host = cache.url().trim_start_matches("http://").to_owned();
+    let mut cmd = std::process::Command::new("skopeo");
+    cmd.args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{host}/{}", small.name_tag()));
+    let out = support::process::run_ok(&mut cmd, std::time::Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("skopeo inspect after a restart: {e}\n{}", cache.log_tail()));
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let tags: Vec<String> = serde_json::from_value(v["RepoTags"].clone()).unwrap();
+    assert_eq!(tags, vec![small.tag.clone()]);
+}

@@ -71,6 +71,7 @@ macro_rules! blob_store_conformance {
                 tag_repositories_with_slashes_are_kept_apart,
                 unknown_tag_is_none_and_its_delete_succeeds,
                 tag_keys_with_unusual_characters_round_trip,
+                tags_lists_one_repository,
             ]
         );
     };

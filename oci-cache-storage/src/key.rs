@@ -34,11 +34,47 @@ pub(crate) fn encode(component: &str) -> String {
     out
 }
 
+/// The component [`encode`] made `name` from, unless it was hashed for length.
+pub(crate) fn decode(name: &str) -> Option<String> {
+    if name == "%" {
+        return Some(String::new());
+    }
+    if name.starts_with("%h") {
+        return None;
+    }
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = name.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The directory segments of a repository's tag records: namespace, repository segments,
+/// `%tags`.
+pub(crate) fn tags_dir_segments(namespace: &str, repository: &str) -> Vec<String> {
+    let mut segments = vec![encode(namespace)];
+    segments.extend(repository.split('/').map(encode));
+    segments.push("%tags".to_owned());
+    segments
+}
+
+/// The tag a record's file name (`<encoded tag>.json`) stands for, if it can be read back.
+pub(crate) fn tag_of_file_name(name: &str) -> Option<String> {
+    decode(name.strip_suffix(".json")?)
+}
+
 /// The path segments of a tag record: namespace, repository segments, `%tags`, `<tag>.json`.
 pub(crate) fn tag_segments(key: &TagKey) -> Vec<String> {
-    let mut segments = vec![encode(&key.namespace)];
-    segments.extend(key.repository.split('/').map(encode));
-    segments.push("%tags".to_owned());
+    let mut segments = tags_dir_segments(&key.namespace, &key.repository);
     segments.push(format!("{}.json", encode(&key.tag)));
     segments
 }
@@ -57,6 +93,29 @@ mod tests {
         assert_eq!(encode("Latest"), "%4Catest");
         assert_eq!(encode("%tags"), "%25tags");
         assert_eq!(encode(""), "%");
+    }
+
+    #[test]
+    fn decode_reverses_encode() {
+        for s in [
+            "library",
+            "v1.2_rc-3",
+            "..",
+            ".",
+            "a/b",
+            "Latest",
+            "%tags",
+            "",
+            "@sha256:ab",
+        ] {
+            assert_eq!(decode(&encode(s)).as_deref(), Some(s), "{s}");
+        }
+        assert_eq!(
+            decode(&encode(&"X".repeat(100))),
+            None,
+            "hashed names stay unread"
+        );
+        assert_eq!(tag_of_file_name("v1.json").as_deref(), Some("v1"));
     }
 
     #[test]

@@ -189,4 +189,12 @@ impl TagStore for MemoryStore {
         lock(&self.inner.tags).remove(key);
         Ok(())
     }
+
+    async fn tags(&self, namespace: &str, repository: &str) -> Result<Vec<String>, StorageError> {
+        Ok(lock(&self.inner.tags)
+            .keys()
+            .filter(|k| k.namespace == namespace && k.repository == repository)
+            .map(|k| k.tag.clone())
+            .collect())
+    }
 }

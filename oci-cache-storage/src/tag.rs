@@ -35,6 +35,10 @@ pub struct TagRecord {
 ///   new record, never a mix.
 /// - `get` of an unknown key is `Ok(None)`; `delete` of an unknown key succeeds.
 /// - Keys with different namespaces never share a record.
+/// - `tags(namespace, repository)` lists the tags stored for exactly that repository (not
+///   those of a repository below it, nor of another namespace), in any order; a backend may
+///   leave out tags whose stored names it cannot read back (names too long for its keys,
+///   stored as a hash).
 #[async_trait]
 pub trait TagStore: Send + Sync + 'static {
     /// The record for `key`, if any.
@@ -43,4 +47,6 @@ pub trait TagStore: Send + Sync + 'static {
     async fn put(&self, key: &TagKey, record: &TagRecord) -> Result<(), StorageError>;
     /// Removes the record for `key`.
     async fn delete(&self, key: &TagKey) -> Result<(), StorageError>;
+    /// The tags stored for `repository` in `namespace`.
+    async fn tags(&self, namespace: &str, repository: &str) -> Result<Vec<String>, StorageError>;
 }

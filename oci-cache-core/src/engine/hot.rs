@@ -2,7 +2,6 @@
 //! stores, so a cached manifest request costs no storage read. Bounded; the oldest entries
 //! leave first.
 
-use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use oci_cache_storage::{TagKey, TagRecord};
@@ -70,50 +69,5 @@ impl Hot {
         if let Ok(mut t) = self.tags.lock() {
             t.remove(key);
         }
-    }
-}
-
-/// Tags held per repository, at most this many in one repository.
-const KNOWN_TAGS_PER_REPO: usize = 1_000;
-/// Tags held, in all repositories together, at most.
-const KNOWN_TAGS: usize = 100_000;
-
-/// The tags the cache holds (pulled through it) per (upstream, repository), for a tag list
-/// the upstream cannot give. In memory, bounded; the oldest repositories leave first.
-#[derive(Debug)]
-pub(crate) struct KnownTags(Mutex<Bounded<(String, String), BTreeSet<String>>>);
-
-impl Default for KnownTags {
-    fn default() -> Self {
-        Self(Mutex::new(Bounded::new(KNOWN_TAGS)))
-    }
-}
-
-impl KnownTags {
-    /// Adds (`present`) or removes `key`'s tag.
-    pub(crate) fn note(&self, key: &TagKey, present: bool) {
-        let Ok(mut k) = self.0.lock() else {
-            return;
-        };
-        let repo = (key.namespace.clone(), key.repository.clone());
-        let mut tags = k.get(&repo).cloned().unwrap_or_default();
-        let changed = if present {
-            tags.len() < KNOWN_TAGS_PER_REPO && tags.insert(key.tag.clone())
-        } else {
-            tags.remove(&key.tag)
-        };
-        if changed {
-            let cost = tags.len().max(1);
-            k.insert(repo, tags, cost);
-        }
-    }
-
-    /// The tags held for (`upstream`, `repo`).
-    pub(crate) fn of(&self, upstream: &str, repo: &str) -> BTreeSet<String> {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|k| k.get(&(upstream.to_owned(), repo.to_owned())).cloned())
-            .unwrap_or_default()
     }
 }

@@ -147,7 +147,6 @@ impl Engine {
                 if let Err(e) = self.tags.delete(key).await {
                     tracing::warn!(error = %e, "could not delete a tag record");
                 }
-                self.note_tag(key, false);
                 Err(EngineError::ManifestUnknown)
             }
             Err(EngineError::Upstream(e)) if is_transient(&e) => {
@@ -203,7 +202,6 @@ impl Engine {
         if let Err(e) = self.tags.put(key, &record).await {
             tracing::warn!(error = %e, "could not store a tag record");
         }
-        self.note_tag(key, true);
     }
 
     /// The tag's record from the tag store (kept hot).

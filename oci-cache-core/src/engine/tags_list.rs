@@ -8,7 +8,7 @@
 //! body), named by a record in the tag store under the reserved tag `@tags-list?<query>`;
 //! the header keeps records from sharing a blob, so a replaced one can be deleted. Such
 //! blobs are never linked to any repository, so no client can read them through the blob
-//! API. The tags the cache holds (pulled through it) are kept in memory.
+//! API. The tags the cache holds are its tag records, listed by the tag store.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
@@ -117,7 +117,7 @@ impl Engine {
                             stale: true,
                         }
                     }),
-                    None => self.known_tags_page(client, repo, query),
+                    None => self.known_tags_page(client, repo, query).await?,
                 };
                 let Some(mut page) = page else {
                     return Err(EngineError::Upstream(e));
@@ -203,29 +203,31 @@ impl Engine {
         }))
     }
 
-    /// Adds (`present`) or removes a tag in the set the cache holds for its repository.
-    pub(super) fn note_tag(&self, key: &TagKey, present: bool) {
-        self.known_tags.note(key, present);
-    }
-
     /// A page built from the tags the cache holds (`n` and `last` as the spec says), or
     /// `None` when it holds none.
-    fn known_tags_page(
+    async fn known_tags_page(
         &self,
         client: &UpstreamClient,
         repo: &RepositoryName,
         query: &str,
-    ) -> Option<TagList> {
-        let known = self.known_tags.of(client.name(), repo.as_str());
+    ) -> Result<Option<TagList>, EngineError> {
+        // Tag records of this repository; names starting with `@` are the cache's own.
+        let known: BTreeSet<String> = self
+            .tags
+            .tags(client.name(), repo.as_str())
+            .await?
+            .into_iter()
+            .filter(|t| !t.starts_with('@'))
+            .collect();
         if known.is_empty() {
-            return None;
+            return Ok(None);
         }
         let (body, link) = paginate(repo.as_str(), &known, query);
-        Some(TagList {
+        Ok(Some(TagList {
             body,
             link,
             stale: true,
-        })
+        }))
     }
 }
 

@@ -99,3 +99,42 @@ pub async fn tag_keys_with_unusual_characters_round_trip(store: &dyn TagStore) {
     ];
     assert_kept_apart(store, &keys).await;
 }
+
+/// `tags` lists exactly one repository's tags: not a repository below it, not another
+/// namespace; names with unusual characters read back as they were put.
+pub async fn tags_lists_one_repository(store: &dyn TagStore) {
+    let mine = ["v1", "v2", "Latest", "1.0_rc-1"];
+    for (n, tag) in (0..).zip(mine) {
+        store
+            .put(&key("docker.io", "acme/app", tag), &record(n))
+            .await
+            .unwrap();
+    }
+    store
+        .put(&key("docker.io", "acme/app/sub", "other"), &record(10))
+        .await
+        .unwrap();
+    store
+        .put(&key("docker.io", "acme", "parent"), &record(11))
+        .await
+        .unwrap();
+    store
+        .put(&key("ghcr.io", "acme/app", "elsewhere"), &record(12))
+        .await
+        .unwrap();
+    let mut listed = store.tags("docker.io", "acme/app").await.unwrap();
+    listed.sort();
+    let mut want: Vec<String> = mine.iter().map(|t| (*t).to_owned()).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    store
+        .delete(&key("docker.io", "acme/app", "v2"))
+        .await
+        .unwrap();
+    let listed = store.tags("docker.io", "acme/app").await.unwrap();
+    assert!(!listed.contains(&"v2".to_owned()), "{listed:?}");
+    assert_eq!(
+        store.tags("docker.io", "nothing/here").await.unwrap(),
+        Vec::<String>::new()
+    );
+}

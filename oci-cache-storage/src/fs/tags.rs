@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use super::publish::{self, Mode};
 use super::{blocking, FsStore, Layout};
-use crate::key::tag_segments;
+use crate::key::{tag_of_file_name, tag_segments, tags_dir_segments};
 use crate::{StorageError, TagKey, TagRecord, TagStore};
 
 impl Layout {
@@ -67,6 +67,27 @@ impl TagStore for FsStore {
                 let _ = publish::remove_if_exists(&temp);
             }
             written.map(drop).map_err(StorageError::io("write tag"))
+        })
+        .await
+    }
+
+    async fn tags(&self, namespace: &str, repository: &str) -> Result<Vec<String>, StorageError> {
+        let mut dir = self.layout.tags.clone();
+        dir.extend(tags_dir_segments(namespace, repository));
+        blocking("list tags", move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(StorageError::io("list tags")(e)),
+            };
+            let mut tags = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(StorageError::io("list tags"))?;
+                if let Some(tag) = entry.file_name().to_str().and_then(tag_of_file_name) {
+                    tags.push(tag);
+                }
+            }
+            Ok(tags)
         })
         .await
     }

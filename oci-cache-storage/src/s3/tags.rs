@@ -2,9 +2,11 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use object_store::{ObjectStoreExt, PutPayload};
+use futures_util::StreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::{backend, S3Store};
+use crate::key::{tag_of_file_name, tags_dir_segments};
 use crate::{StorageError, TagKey, TagRecord, TagStore};
 
 #[async_trait]
@@ -40,5 +42,33 @@ impl TagStore for S3Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(backend("delete tag")(e)),
         }
+    }
+
+    async fn tags(&self, namespace: &str, repository: &str) -> Result<Vec<String>, StorageError> {
+        let dir: Vec<String> = tags_dir_segments(namespace, repository)
+            .iter()
+            .map(|s| s.replace('%', "!"))
+            .collect();
+        let prefix = self.path(&format!("tags/{}", dir.join("/")));
+        let mut listing = self.store.list(Some(&prefix));
+        let mut tags = Vec::new();
+        while let Some(item) = listing.next().await {
+            let meta = item.map_err(backend("list tags"))?;
+            // Only records directly in this repository's directory (not a deeper one).
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            let parent_ok = meta
+                .location
+                .prefix_match(&prefix)
+                .is_some_and(|mut rest| rest.next().is_some() && rest.next().is_none());
+            if let Some(tag) = parent_ok
+                .then(|| tag_of_file_name(&name.replace('!', "%")))
+                .flatten()
+            {
+                tags.push(tag);
+            }
+        }
+        Ok(tags)
     }
 }
