@@ -157,17 +157,22 @@ async fn without_a_list_the_tags_the_cache_holds_are_listed_and_paged() {
 }
 
 #[tokio::test]
-async fn pages_go_upstream_and_are_cut_from_the_stored_list_while_it_is_down() {
+async fn pages_are_cut_from_the_stored_list_fresh_or_while_the_upstream_is_down() {
     let down = Arc::new(AtomicBool::new(false));
     let fake = registry(down.clone(), Duration::ZERO).await;
     let client = client(&fake, Duration::from_secs(300));
     let (engine, _store, _dir) = engine();
     engine.tags_list(&client, &repo(), "").await.unwrap();
-    // A page is not answered from the stored whole list while the upstream answers.
-    engine.tags_list(&client, &repo(), "n=1").await.unwrap();
-    assert_eq!(fake.count_path("/tags/list?n=1"), 1);
-    down.store(true, Ordering::SeqCst);
+    // A page is cut from the fresh whole list: no upstream request.
     let page = engine.tags_list(&client, &repo(), "n=1").await.unwrap();
+    assert!(!page.stale);
+    assert_eq!(page.body.as_ref(), br#"{"name":"test/app","tags":["v1"]}"#);
+    assert_eq!(fake.count_path("/tags/list?"), 0);
+    // Past the freshness window (a zero one) with the upstream down: cut from the stored
+    // list, marked stale.
+    down.store(true, Ordering::SeqCst);
+    let expired = self::client(&fake, Duration::ZERO);
+    let page = engine.tags_list(&expired, &repo(), "n=1").await.unwrap();
     assert!(page.stale);
     assert_eq!(page.body.as_ref(), br#"{"name":"test/app","tags":["v1"]}"#);
     assert_eq!(

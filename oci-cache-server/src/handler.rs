@@ -226,10 +226,24 @@ fn select(
 fn client_link(link: &str, path: &str, ns: Option<&str>) -> Option<String> {
     let target = link.trim().strip_prefix('<')?.split_once('>')?.0;
     let (_, page) = target.split_once('?')?;
-    let page = forwarded_query(page);
-    if page.is_empty() {
-        return None;
-    }
+    // Rebuilt from checked values only: `n` digits, `last` a tag; the upstream's text is
+    // never copied into the header (a `,` or `<` in it could add a link to another host).
+    let n =
+        query_param(page, "n").filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let last = query_param(page, "last")
+        .map(|l| percent_decode(&l))
+        .filter(|l| {
+            matches!(
+                oci_cache_core::name::Reference::parse(l),
+                Ok(oci_cache_core::name::Reference::Tag(_))
+            )
+        });
+    let page = match (n, last) {
+        (Some(n), Some(last)) => format!("n={n}&last={last}"),
+        (Some(n), None) => format!("n={n}"),
+        (None, Some(last)) => format!("last={last}"),
+        (None, None) => return None,
+    };
     let ns = ns.map(|n| format!("&ns={n}")).unwrap_or_default();
     Some(format!("<{path}?{page}{ns}>; rel=\"next\""))
 }
@@ -366,5 +380,21 @@ mod tests {
             Some(r#"</v2/alpine/tags/list?n=2&last=b&ns=docker.io>; rel="next""#)
         );
         assert_eq!(client_link("garbage", "/v2/a/tags/list", None), None);
+        // Nothing of the upstream's text but a number and a tag reaches the header.
+        let evil =
+            r#"</v2/x/tags/list?n=1&last=a, <https://evil.example/v2/x/tags/list?n=1>; rel="next""#;
+        assert_eq!(
+            client_link(evil, "/v2/x/tags/list", None).as_deref(),
+            Some(r#"</v2/x/tags/list?n=1>; rel="next""#)
+        );
+        assert_eq!(
+            client_link(
+                "</v2/x/tags/list?n=1x&last=v%2E1>; rel=\"next\"",
+                "/v2/x/tags/list",
+                None
+            )
+            .as_deref(),
+            Some(r#"</v2/x/tags/list?last=v.1>; rel="next""#)
+        );
     }
 }

@@ -92,7 +92,9 @@ impl Engine {
             bytes: body.clone(),
             media_type,
         };
-        let named = super::index::children(&index);
+        let mut named = super::index::children(&index);
+        // As for an index: bounded, whatever the upstream lists.
+        named.truncate(client.config().index_children.max(1) * 64);
         let has_referrers = !named.is_empty();
         self.links.learn(client.name(), repo.as_str(), &named);
         if !named.is_empty() {

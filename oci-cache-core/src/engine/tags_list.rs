@@ -62,14 +62,27 @@ impl Engine {
         // Only the whole list is stored: a client choosing `n` and `last` at will must not
         // make the cache store a page per choice.
         let full = list_key(client.name(), repo.as_str(), "");
-        if query.is_empty()
-            && self
-                .tags
-                .get(&full)
-                .await?
-                .is_some_and(|r| is_fresh(&r, client))
+        if self
+            .tags
+            .get(&full)
+            .await?
+            .is_some_and(|r| is_fresh(&r, client))
         {
-            if let Some(page) = self.load_page(&full).await? {
+            // A page is cut from the fresh whole list: varying `n` and `last` costs no
+            // upstream request.
+            let page = match self.load_page(&full).await? {
+                Some(page) if query.is_empty() => Some(page),
+                Some(page) if page.link.is_none() => tags_of(&page.body).map(|tags| {
+                    let (body, link) = paginate(repo.as_str(), &tags, query);
+                    TagList {
+                        body,
+                        link,
+                        stale: false,
+                    }
+                }),
+                _ => None,
+            };
+            if let Some(page) = page {
                 EngineStats::add(&self.stats.tag_list_hits, 1);
                 return Ok(page);
             }
