@@ -330,7 +330,17 @@ impl World {
         ) {
             self.possessed.insert((upstream, digest.to_owned()));
         }
-        if let Some(_media) = self.contents[upstream].manifests.get(digest) {
+        // Only a manifest fetched as one links its references: through the blobs endpoint
+        // its bytes are opaque.
+        let as_manifest = matches!(
+            kind,
+            Kind::Tag | Kind::ManifestDigest | Kind::ManifestHead
+        );
+        if let Some(_media) = self.contents[upstream]
+            .manifests
+            .get(digest)
+            .filter(|_| as_manifest)
+        {
             let bytes = &self.contents[upstream].objects[digest];
             let refs = oci_cache_core::manifest::references(bytes);
             for r in refs {
