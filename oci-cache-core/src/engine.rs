@@ -1,22 +1,18 @@
 //! The pull-through engine: resolves manifests and blobs from storage or, on a miss, from
 //! the upstream, verifying everything before it is committed.
 
-mod batch;
 mod blob;
 mod bounded;
 mod evict;
-mod feed;
 mod fill;
+mod flights;
 mod hot;
 mod in_use;
 mod index;
 mod links;
 mod manifest;
-mod memory_budget;
 mod negative;
 mod referrers;
-mod single_flight;
-mod spool;
 mod stats;
 mod tags_list;
 
@@ -29,11 +25,11 @@ use futures_util::stream::BoxStream;
 
 use crate::name::RepositoryName;
 use crate::{BlobStore, EngineError, ResolvedRange, TagStore};
-use fill::FillRegistry;
+use fill::{FillContext, Fills};
+use flights::SingleFlight;
 use negative::NegativeCache;
 use oci_cache_storage::TagKey;
 pub use referrers::{Referrers, REFERRERS_MEDIA_TYPE};
-use single_flight::SingleFlight;
 use stats::EngineStats;
 pub use stats::StatsSnapshot;
 pub use tags_list::TagList;
@@ -98,7 +94,7 @@ impl Default for EngineConfig {
 pub struct Engine {
     blobs: Arc<dyn BlobStore>,
     tags: Arc<dyn TagStore>,
-    fills: Arc<FillRegistry>,
+    fills: Fills,
     revalidations: SingleFlight<TagKey, Result<ManifestResponse, Arc<EngineError>>>,
     list_revalidations: SingleFlight<TagKey, Result<TagList, Arc<EngineError>>>,
     missing: NegativeCache,
@@ -106,7 +102,6 @@ pub struct Engine {
     usage: Arc<in_use::Usage>,
     refs: evict::RefIndex,
     links: Arc<links::Links>,
-    memory_budget: Arc<spool::MemoryBudget>,
     hot: hot::Hot,
     config: EngineConfig,
 }
@@ -123,18 +118,24 @@ impl Engine {
     /// An engine over the given stores.
     pub fn new(blobs: Arc<dyn BlobStore>, tags: Arc<dyn TagStore>, config: EngineConfig) -> Self {
         let links = Arc::new(links::Links::new(Arc::clone(&tags)));
+        let stats: Arc<EngineStats> = Arc::default();
+        let fills = Fills::new(FillContext::new(
+            Arc::clone(&blobs),
+            Arc::clone(&stats),
+            Arc::clone(&links),
+            &config,
+        ));
         Self {
             blobs,
             tags,
-            fills: Arc::new(FillRegistry::default()),
+            fills,
             revalidations: SingleFlight::default(),
             list_revalidations: SingleFlight::default(),
             missing: NegativeCache::default(),
-            stats: Arc::default(),
+            stats,
             usage: Arc::default(),
             refs: evict::RefIndex::default(),
             links,
-            memory_budget: spool::MemoryBudget::new(config.memory_spool_limit),
             hot: hot::Hot::default(),
             config,
         }

@@ -53,6 +53,34 @@ pub enum EngineError {
     /// The local spool file of a fill failed.
     #[error("spool I/O error: {0}")]
     Spool(#[source] std::io::Error),
+    /// The disk is full and the memory that fills may spool into instead is spent.
+    #[error("disk full and the memory spools' budget of {limit} bytes is spent")]
+    SpoolBudgetSpent {
+        /// The budget, in bytes (`memory_spool_limit`).
+        limit: u64,
+    },
+    /// A read asked a memory spool for bytes it does not hold (a defect, reported rather
+    /// than served as a short body).
+    #[error("spool holds {held} bytes; {len} asked at {offset}")]
+    SpoolTooShort {
+        /// Where the read started.
+        offset: u64,
+        /// How many bytes it asked for.
+        len: usize,
+        /// How many the spool holds.
+        held: u64,
+    },
+    /// The fill this request followed ended without saying how (its task was cancelled or
+    /// panicked); nothing of it was committed.
+    #[error("the download ended without a result")]
+    FillLost,
+    /// A task the engine ran on the blocking pool (hashing, spool I/O) was cancelled or
+    /// panicked.
+    #[error("engine task ({task}) did not finish")]
+    TaskLost {
+        /// What the task did.
+        task: &'static str,
+    },
     /// Too many downloads from this upstream wait already, or none could start in time.
     #[error("too many downloads from upstream {upstream} wait for a slot")]
     Busy {

@@ -1,7 +1,9 @@
 //! Memory backend: everything in process memory, lost on exit. For tests and small setups.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -35,11 +37,6 @@ struct Entry {
     last_access: SystemTime,
 }
 
-/// Locks a mutex, ignoring poisoning: every critical section leaves the map consistent.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
@@ -47,7 +44,7 @@ impl MemoryStore {
     }
 
     fn entry(&self, digest: &Digest) -> Option<Entry> {
-        lock(&self.inner.blobs).get(digest).cloned()
+        self.inner.blobs.lock().get(digest).cloned()
     }
 }
 
@@ -100,13 +97,13 @@ impl BlobStore for MemoryStore {
     }
 
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
-        lock(&self.inner.blobs).remove(digest);
+        self.inner.blobs.lock().remove(digest);
         Ok(())
     }
 
     async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<ListPage, StorageError> {
         let limit = limit.max(1);
-        let blobs = lock(&self.inner.blobs);
+        let blobs = self.inner.blobs.lock();
         let mut page: Vec<BlobMeta> = blobs
             .iter()
             .filter(|(d, _)| after.is_none_or(|a| *d > a))
@@ -123,7 +120,7 @@ impl BlobStore for MemoryStore {
     }
 
     async fn touch(&self, digest: &Digest) -> Result<(), StorageError> {
-        let mut blobs = lock(&self.inner.blobs);
+        let mut blobs = self.inner.blobs.lock();
         let entry = blobs
             .get_mut(digest)
             .ok_or_else(|| StorageError::NotFound {
@@ -157,7 +154,7 @@ impl BlobWriter for MemoryWriter {
 
     async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
         self.check.check(&self.digest, self.expected_size)?;
-        let mut blobs = lock(&self.inner.blobs);
+        let mut blobs = self.inner.blobs.lock();
         if blobs.contains_key(&self.digest) {
             return Ok(CommitOutcome::AlreadyExists);
         }
@@ -177,21 +174,24 @@ impl BlobWriter for MemoryWriter {
 #[async_trait]
 impl TagStore for MemoryStore {
     async fn get(&self, key: &TagKey) -> Result<Option<TagRecord>, StorageError> {
-        Ok(lock(&self.inner.tags).get(key).cloned())
+        Ok(self.inner.tags.lock().get(key).cloned())
     }
 
     async fn put(&self, key: &TagKey, record: &TagRecord) -> Result<(), StorageError> {
-        lock(&self.inner.tags).insert(key.clone(), record.clone());
+        self.inner.tags.lock().insert(key.clone(), record.clone());
         Ok(())
     }
 
     async fn delete(&self, key: &TagKey) -> Result<(), StorageError> {
-        lock(&self.inner.tags).remove(key);
+        self.inner.tags.lock().remove(key);
         Ok(())
     }
 
     async fn tags(&self, namespace: &str, repository: &str) -> Result<Vec<String>, StorageError> {
-        Ok(lock(&self.inner.tags)
+        Ok(self
+            .inner
+            .tags
+            .lock()
             .keys()
             .filter(|k| k.namespace == namespace && k.repository == repository)
             .map(|k| k.tag.clone())

@@ -14,7 +14,9 @@ mod tags;
 mod writer;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -318,8 +320,8 @@ impl BlobStore for S3Store {
         let recent = self
             .touched
             .lock()
-            .ok()
-            .and_then(|t| t.get(digest).copied())
+            .get(digest)
+            .copied()
             .is_some_and(|at| at.elapsed() < TOUCH_INTERVAL);
         if recent {
             return Ok(());
@@ -333,7 +335,8 @@ impl BlobStore for S3Store {
             .put(&self.access_path(digest), PutPayload::from_static(b""))
             .await
             .map_err(backend("touch blob"))?;
-        if let Ok(mut t) = self.touched.lock() {
+        {
+            let mut t = self.touched.lock();
             t.insert(digest.clone(), Instant::now());
         }
         Ok(())

@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use tokio::sync::watch;
 
-use super::fill::{FillJob, Progress};
+use super::fill;
 use super::stats::EngineStats;
-use super::{spool, BlobResponse, Engine};
+use super::{BlobResponse, Engine};
 use crate::name::RepositoryName;
 use crate::{ByteRange, Digest, EngineError, StorageError, UpstreamClient, UpstreamError};
 
@@ -69,19 +68,8 @@ impl Engine {
                 digest: digest.clone(),
             });
         }
-        let job = FillJob {
-            client: Arc::clone(client),
-            repo: repo.as_str().to_owned(),
-            digest: digest.clone(),
-            blobs: Arc::clone(&self.blobs),
-            idle_timeout: self.config.fill_idle_timeout,
-            spool_dir: self.config.spool_dir.clone(),
-            memory_budget: Arc::clone(&self.memory_budget),
-            stats: Arc::clone(&self.stats),
-            links: Arc::clone(&self.links),
-        };
         EngineStats::add(&self.stats.blob_misses, 1);
-        let (handle, joined) = self.fills.join_or_start(job)?;
+        let (mut handle, joined) = self.fills.join_or_start(client, repo.as_str(), digest);
         if joined {
             EngineStats::add(&self.stats.coalesced, 1);
             // A fill of this upstream for another repository proves nothing about this one.
@@ -89,11 +77,10 @@ impl Engine {
                 self.confirm_blob(client, repo, digest).await?;
             }
         }
-        let mut progress = handle.progress.clone();
-        let size = wait_for_size(&mut progress, range.is_some()).await?;
+        let size = handle.wait_for_size(range.is_some()).await?;
         let chunk = self.config.chunk_size;
         let Some(range) = range else {
-            let body = spool::read(handle.spool, progress, 0, None, chunk);
+            let body = fill::read(handle, 0, None, chunk);
             return Ok(BlobResponse {
                 size,
                 range: None,
@@ -105,13 +92,7 @@ impl Engine {
         let resolved = range
             .resolve(total)
             .ok_or(EngineError::RangeNotSatisfiable { size: total })?;
-        let body = spool::read(
-            handle.spool,
-            progress,
-            resolved.start,
-            Some(resolved.end),
-            chunk,
-        );
+        let body = fill::read(handle, resolved.start, Some(resolved.end), chunk);
         Ok(BlobResponse {
             size,
             range: Some(resolved),
@@ -133,14 +114,12 @@ impl Engine {
         let linked = self.links.contains(upstream, repo.as_str(), digest).await?;
         if linked {
             // A running fill of this upstream announced the size this upstream gave.
-            if let Some(handle) = self.fills.get(upstream, digest) {
-                if let Progress::Streaming {
-                    size: Some(size), ..
-                }
-                | Progress::Done { size } = *handle.progress.borrow()
-                {
-                    return Ok(size);
-                }
+            if let Some(size) = self
+                .fills
+                .get(upstream, digest)
+                .and_then(|handle| handle.progress.borrow().size())
+            {
+                return Ok(size);
             }
             if self.links.possesses(upstream, digest).await? {
                 if let Some(meta) = self.blobs.head(digest).await? {
@@ -187,28 +166,6 @@ impl Engine {
                 Err(unknown())
             }
             Err(e) => Err(e.into()),
-        }
-    }
-}
-
-/// Waits until the fill knows the blob's size (or, without a range, merely started).
-async fn wait_for_size(
-    progress: &mut watch::Receiver<Progress>,
-    need_size: bool,
-) -> Result<Option<u64>, EngineError> {
-    loop {
-        match &*progress.borrow_and_update() {
-            Progress::Streaming { size: Some(s), .. } | Progress::Done { size: s } => {
-                return Ok(Some(*s))
-            }
-            Progress::Streaming { size: None, .. } if !need_size => return Ok(None),
-            Progress::Connecting | Progress::Streaming { .. } => {}
-            Progress::Failed(e) => return Err(EngineError::Shared(Arc::clone(e))),
-        }
-        if progress.changed().await.is_err() {
-            return Err(EngineError::Spool(std::io::Error::other(
-                "fill ended without a result",
-            )));
         }
     }
 }

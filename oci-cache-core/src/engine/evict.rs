@@ -1,7 +1,7 @@
 //! Running an eviction pass over storage while the cache serves.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 use bytes::BytesMut;
@@ -56,7 +56,8 @@ impl Engine {
         for digest in decided.evict.iter().filter(|d| !in_use.contains(*d)) {
             self.blobs.delete(digest).await?;
             self.hot.forget_manifest(digest);
-            if let Ok(mut r) = self.refs.refs.lock() {
+            {
+                let mut r = self.refs.refs.lock();
                 r.remove(digest);
             }
             EngineStats::add(&self.stats.evicted_blobs, 1);
@@ -100,13 +101,7 @@ impl Engine {
 
     /// The digests a stored blob refers to, if it is a manifest (read once, then known).
     async fn references_of(&self, digest: &Digest, size: u64) -> Result<Vec<Digest>, EngineError> {
-        if let Some(known) = self
-            .refs
-            .refs
-            .lock()
-            .ok()
-            .and_then(|r| r.get(digest).cloned())
-        {
+        if let Some(known) = self.refs.refs.lock().get(digest).cloned() {
             return Ok(known);
         }
         let refs = if size <= MAX_MANIFEST_BYTES as u64 && self.starts_like_json(digest).await? {
@@ -121,7 +116,8 @@ impl Engine {
         } else {
             Vec::new()
         };
-        if let Ok(mut r) = self.refs.refs.lock() {
+        {
+            let mut r = self.refs.refs.lock();
             r.insert(digest.clone(), refs.clone());
         }
         Ok(refs)

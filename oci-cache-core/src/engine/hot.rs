@@ -2,7 +2,7 @@
 //! stores, so a cached manifest request costs no storage read. Bounded; the oldest entries
 //! leave first.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use oci_cache_storage::{TagKey, TagRecord};
 
@@ -34,40 +34,36 @@ impl Default for Hot {
 impl Hot {
     /// The manifest with this digest, if hot.
     pub(crate) fn manifest(&self, digest: &Digest) -> Option<Manifest> {
-        self.manifests.lock().ok()?.get(digest).cloned()
+        self.manifests.lock().get(digest).cloned()
     }
 
     /// Keeps a manifest read from (or written to) storage.
     pub(crate) fn keep_manifest(&self, manifest: &Manifest) {
-        if let Ok(mut m) = self.manifests.lock() {
-            let cost = manifest.bytes.len() + manifest.media_type.len();
-            m.insert(manifest.digest.clone(), manifest.clone(), cost);
-        }
+        let mut m = self.manifests.lock();
+        let cost = manifest.bytes.len() + manifest.media_type.len();
+        m.insert(manifest.digest.clone(), manifest.clone(), cost);
     }
 
     /// Forgets a manifest (its blob was removed from storage).
     pub(crate) fn forget_manifest(&self, digest: &Digest) {
-        if let Ok(mut m) = self.manifests.lock() {
-            m.remove(digest);
-        }
+        let mut m = self.manifests.lock();
+        m.remove(digest);
     }
 
     /// The tag record, if hot.
     pub(crate) fn tag(&self, key: &TagKey) -> Option<TagRecord> {
-        self.tags.lock().ok()?.get(key).cloned()
+        self.tags.lock().get(key).cloned()
     }
 
     /// Keeps a tag record as just read from or written to the tag store.
     pub(crate) fn keep_tag(&self, key: &TagKey, record: &TagRecord) {
-        if let Ok(mut t) = self.tags.lock() {
-            t.insert(key.clone(), record.clone(), 1);
-        }
+        let mut t = self.tags.lock();
+        t.insert(key.clone(), record.clone(), 1);
     }
 
     /// Forgets a tag record (deleted from the tag store).
     pub(crate) fn forget_tag(&self, key: &TagKey) {
-        if let Ok(mut t) = self.tags.lock() {
-            t.remove(key);
-        }
+        let mut t = self.tags.lock();
+        t.remove(key);
     }
 }

@@ -2,7 +2,9 @@
 //! refresh of a blob's last access on every hit.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::{BlobStore, Digest};
@@ -25,12 +27,11 @@ pub(crate) struct Reading {
 
 impl Drop for Reading {
     fn drop(&mut self) {
-        if let Ok(mut r) = self.usage.readers.lock() {
-            if let Some(n) = r.get_mut(&self.digest) {
-                *n -= 1;
-                if *n == 0 {
-                    r.remove(&self.digest);
-                }
+        let mut r = self.usage.readers.lock();
+        if let Some(n) = r.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                r.remove(&self.digest);
             }
         }
     }
@@ -39,7 +40,8 @@ impl Drop for Reading {
 impl Usage {
     /// Marks `digest` as being read.
     pub(crate) fn reading(self: &Arc<Self>, digest: &Digest) -> Reading {
-        if let Ok(mut r) = self.readers.lock() {
+        {
+            let mut r = self.readers.lock();
             *r.entry(digest.clone()).or_default() += 1;
         }
         Reading {
@@ -50,35 +52,30 @@ impl Usage {
 
     /// The digests being read now.
     pub(crate) fn in_use(&self) -> HashSet<Digest> {
-        self.readers
-            .lock()
-            .map(|r| r.keys().cloned().collect())
-            .unwrap_or_default()
+        self.readers.lock().keys().cloned().collect()
     }
 
     /// Refreshes the blob's last access in storage, at most once per [`TOUCH_EVERY`], in
     /// the background.
     pub(crate) fn touch(&self, blobs: &Arc<dyn BlobStore>, digest: &Digest) {
-        let due = self.touched.lock().is_ok_and(|mut t| {
-            let now = Instant::now();
+        let now = Instant::now();
+        {
+            let mut t = self.touched.lock();
             if t.get(digest)
                 .is_some_and(|at| now.duration_since(*at) < TOUCH_EVERY)
             {
-                return false;
+                return;
             }
             if t.len() > 100_000 {
                 t.retain(|_, at| now.duration_since(*at) < TOUCH_EVERY);
             }
             t.insert(digest.clone(), now);
-            true
-        });
-        if due {
-            let (blobs, digest) = (Arc::clone(blobs), digest.clone());
-            tokio::spawn(async move {
-                if let Err(e) = blobs.touch(&digest).await {
-                    tracing::debug!(%digest, error = %e, "could not refresh last access");
-                }
-            });
         }
+        let (blobs, digest) = (Arc::clone(blobs), digest.clone());
+        tokio::spawn(async move {
+            if let Err(e) = blobs.touch(&digest).await {
+                tracing::debug!(%digest, error = %e, "could not refresh last access");
+            }
+        });
     }
 }

@@ -15,7 +15,9 @@
 //! holds `@` or `:`; possession under the repository `@`, never a repository name), so they
 //! survive restarts on every backend without a new storage trait.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use oci_cache_storage::{TagKey, TagRecord};
@@ -124,13 +126,11 @@ impl Links {
     }
 
     fn knows(&self, id: &LinkId) -> bool {
-        self.known.lock().is_ok_and(|k| k.get(id).is_some())
+        self.known.lock().get(id).is_some()
     }
 
     fn remember(&self, id: LinkId) -> bool {
-        let Ok(mut k) = self.known.lock() else {
-            return false;
-        };
+        let mut k = self.known.lock();
         if k.get(&id).is_some() {
             return false;
         }
@@ -250,8 +250,8 @@ impl Links {
         let id = link_id(LINK, upstream, repo, digest);
         self.denied
             .lock()
-            .ok()
-            .and_then(|d| d.get(&id).copied())
+            .get(&id)
+            .copied()
             .is_some_and(|until| Instant::now() < until)
     }
 
@@ -260,13 +260,12 @@ impl Links {
         if ttl.is_zero() {
             return;
         }
-        if let Ok(mut d) = self.denied.lock() {
-            d.insert(
-                link_id(LINK, upstream, repo, digest),
-                Instant::now() + ttl,
-                1,
-            );
-        }
+        let mut d = self.denied.lock();
+        d.insert(
+            link_id(LINK, upstream, repo, digest),
+            Instant::now() + ttl,
+            1,
+        );
     }
 }
 

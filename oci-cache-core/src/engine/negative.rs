@@ -1,8 +1,8 @@
 //! Upstream 404s for tags, remembered briefly so a burst of requests for a missing tag
 //! costs one upstream request.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use oci_cache_storage::TagKey;
@@ -18,8 +18,8 @@ impl NegativeCache {
     pub(crate) fn contains(&self, key: &TagKey) -> bool {
         self.until
             .lock()
-            .ok()
-            .and_then(|m| m.get(key).copied())
+            .get(key)
+            .copied()
             .is_some_and(|t| Instant::now() < t)
     }
 
@@ -28,10 +28,9 @@ impl NegativeCache {
         if ttl.is_zero() {
             return;
         }
-        if let Ok(mut m) = self.until.lock() {
-            let now = Instant::now();
-            m.retain(|_, t| *t > now);
-            m.insert(key, now + ttl);
-        }
+        let mut m = self.until.lock();
+        let now = Instant::now();
+        m.retain(|_, t| *t > now);
+        m.insert(key, now + ttl);
     }
 }

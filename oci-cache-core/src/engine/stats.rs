@@ -1,8 +1,8 @@
 //! Counters of what the engine did, read by the server's metrics.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 /// Images counted for "most pulled" at most; a new one then replaces the least pulled, so
 /// the table follows what is pulled now and nobody can freeze it by filling it first.
@@ -42,16 +42,15 @@ impl EngineStats {
 
     /// Counts a pull of `image` (`repository:tag`) from `upstream`.
     pub(crate) fn pulled(&self, upstream: &str, image: String) {
-        if let Ok(mut p) = self.pulls.lock() {
-            let key = (upstream.to_owned(), image);
-            if p.len() >= MAX_COUNTED_IMAGES && !p.contains_key(&key) {
-                let least = p.iter().min_by_key(|(_, n)| **n).map(|(k, _)| k.clone());
-                if let Some(least) = least {
-                    p.remove(&least);
-                }
+        let mut p = self.pulls.lock();
+        let key = (upstream.to_owned(), image);
+        if p.len() >= MAX_COUNTED_IMAGES && !p.contains_key(&key) {
+            let least = p.iter().min_by_key(|(_, n)| **n).map(|(k, _)| k.clone());
+            if let Some(least) = least {
+                p.remove(&least);
             }
-            *p.entry(key).or_default() += 1;
         }
+        *p.entry(key).or_default() += 1;
     }
 
     /// The `n` most pulled images (`upstream/repository:tag`) of the upstreams `visible`
@@ -64,13 +63,10 @@ impl EngineStats {
         let mut all: Vec<(String, u64)> = self
             .pulls
             .lock()
-            .map(|p| {
-                p.iter()
-                    .filter(|((upstream, _), _)| visible(upstream))
-                    .map(|((upstream, image), v)| (format!("{upstream}/{image}"), *v))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .iter()
+            .filter(|((upstream, _), _)| visible(upstream))
+            .map(|((upstream, image), v)| (format!("{upstream}/{image}"), *v))
+            .collect();
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         all.truncate(n);
         all
@@ -165,6 +161,6 @@ mod tests {
                 ("docker.io/new:1".to_owned(), 2)
             ]
         );
-        assert!(stats.pulls.lock().unwrap().len() <= MAX_COUNTED_IMAGES);
+        assert!(stats.pulls.lock().len() <= MAX_COUNTED_IMAGES);
     }
 }

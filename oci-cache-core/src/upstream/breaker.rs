@@ -2,7 +2,7 @@
 //! (connect errors, timeouts, 5xx) requests skip the endpoint for a cool-down, so misses
 //! fail in milliseconds instead of waiting for timeouts; after it, one probe is let through.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
@@ -31,9 +31,7 @@ impl Breaker {
     /// Whether a request may go to the endpoint now. While open, no; once the cool-down
     /// has passed, one request (the probe) may, and the next cool-down starts.
     pub(crate) fn allow(&self) -> bool {
-        let Ok(mut s) = self.state.lock() else {
-            return true;
-        };
+        let mut s = self.state.lock();
         match s.open_until {
             None => true,
             Some(until) if Instant::now() < until => false,
@@ -46,18 +44,16 @@ impl Breaker {
 
     /// The endpoint answered (any status below 500).
     pub(crate) fn success(&self) {
-        if let Ok(mut s) = self.state.lock() {
-            *s = State::default();
-        }
+        let mut s = self.state.lock();
+        *s = State::default();
     }
 
     /// The endpoint failed.
     pub(crate) fn failure(&self) {
-        if let Ok(mut s) = self.state.lock() {
-            s.failures += 1;
-            if s.failures >= self.threshold {
-                s.open_until = Some(Instant::now() + self.cooldown);
-            }
+        let mut s = self.state.lock();
+        s.failures += 1;
+        if s.failures >= self.threshold {
+            s.open_until = Some(Instant::now() + self.cooldown);
         }
     }
 
@@ -65,8 +61,7 @@ impl Breaker {
     pub(crate) fn is_open(&self) -> bool {
         self.state
             .lock()
-            .ok()
-            .and_then(|s| s.open_until)
+            .open_until
             .is_some_and(|until| Instant::now() < until)
     }
 }

@@ -4,7 +4,7 @@
 mod referrers;
 mod send;
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
@@ -114,7 +114,7 @@ impl UpstreamClient {
 
     /// The last rate-limit figures the upstream sent (Docker Hub's `ratelimit-*` headers).
     pub fn rate_limit(&self) -> Option<RateLimit> {
-        self.rate_limit.lock().ok().and_then(|r| *r)
+        *self.rate_limit.lock()
     }
 
     /// Waits for a fill slot of this upstream (`max_fills` run at once); the slot is held

@@ -1,9 +1,9 @@
 //! Bearer tokens from a registry's token endpoint, cached per scope until `expires_in` ends.
 //! See Docker's "Token Authentication Specification".
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Tokens are renewed this long before they expire.
@@ -65,7 +65,7 @@ pub(crate) struct TokenCache {
 impl TokenCache {
     /// A token for `scope` that is still good for [`RENEW_MARGIN`].
     pub(crate) fn get(&self, scope: &str) -> Option<Token> {
-        let tokens = self.tokens.lock().ok()?;
+        let tokens = self.tokens.lock();
         tokens
             .get(scope)
             .filter(|t| t.expires > Instant::now() + RENEW_MARGIN)
@@ -74,17 +74,15 @@ impl TokenCache {
 
     /// Remembers a token for `scope`.
     pub(crate) fn put(&self, scope: &str, token: Token) {
-        if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.retain(|_, t| t.expires > Instant::now());
-            tokens.insert(scope.to_owned(), token);
-        }
+        let mut tokens = self.tokens.lock();
+        tokens.retain(|_, t| t.expires > Instant::now());
+        tokens.insert(scope.to_owned(), token);
     }
 
     /// Forgets the token for `scope` (after the upstream refused it).
     pub(crate) fn forget(&self, scope: &str) {
-        if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.remove(scope);
-        }
+        let mut tokens = self.tokens.lock();
+        tokens.remove(scope);
     }
 }
 

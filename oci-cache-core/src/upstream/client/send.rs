@@ -116,9 +116,8 @@ impl UpstreamClient {
             .await
             .map_err(|_| UpstreamError::Timeout)??;
         if let Some(limit) = ratelimit::from_headers(resp.headers()) {
-            if let Ok(mut r) = self.rate_limit.lock() {
-                *r = Some(limit);
-            }
+            let mut r = self.rate_limit.lock();
+            *r = Some(limit);
         }
         Ok(resp)
     }

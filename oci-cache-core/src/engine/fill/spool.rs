@@ -1,20 +1,17 @@
-//! A fill's spool: an anonymous file the fill appends to and every reader reads from at its
-//! own offset, so any number of clients follow one upstream download as it grows.
+//! A fill's spool: where the bytes of a running fill are, for its readers. An anonymous
+//! file (or the storage backend's own file) that readers read at their own offsets, with
+//! the latest batches kept in memory; or, when the disk is full, a bounded buffer in memory.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::stream;
-use tokio::sync::watch;
+use parking_lot::{Mutex, RwLock};
 
-use super::fill::Progress;
-use super::memory_budget::Held;
-pub(crate) use super::memory_budget::MemoryBudget;
-use super::BlobBody;
+use super::memory_budget::{Held, MemoryBudget};
 use crate::EngineError;
 
 /// The spool, shared by the fill and its readers: an anonymous file, or (when the disk is
@@ -45,8 +42,8 @@ enum Backing {
     },
 }
 
-fn joined(e: tokio::task::JoinError) -> EngineError {
-    EngineError::Spool(std::io::Error::other(e))
+fn joined(_: tokio::task::JoinError) -> EngineError {
+    EngineError::TaskLost { task: "spool I/O" }
 }
 
 impl Spool {
@@ -83,9 +80,7 @@ impl Spool {
         if matches!(self.backing, Backing::Memory { .. }) {
             return;
         }
-        let Ok(mut recent) = self.recent.lock() else {
-            return;
-        };
+        let mut recent = self.recent.lock();
         recent.bytes += batch.len();
         recent.batches.push_back((offset, batch));
         while recent.bytes > RECENT_BYTES && recent.batches.len() > 1 {
@@ -97,8 +92,8 @@ impl Spool {
 
     /// The bytes from `pos` up to `limit` (or the end of their batch, if sooner) when they
     /// are still in memory.
-    fn recall(&self, pos: u64, limit: u64) -> Option<Bytes> {
-        let recent = self.recent.lock().ok()?;
+    pub(super) fn recall(&self, pos: u64, limit: u64) -> Option<Bytes> {
+        let recent = self.recent.lock();
         let (offset, batch) = recent
             .batches
             .iter()
@@ -134,14 +129,11 @@ impl Spool {
             }
             Backing::Memory { bytes, held } => {
                 let end = offset + chunk.len() as u64;
-                let mut buf = bytes.write().map_err(|_| {
-                    EngineError::Spool(std::io::Error::other("spool lock poisoned"))
-                })?;
+                let mut buf = bytes.write();
                 if !held.grow(end.saturating_sub(buf.len() as u64)) {
-                    return Err(EngineError::Spool(std::io::Error::other(format!(
-                        "disk full and the memory spools' budget of {} bytes is spent",
-                        held.limit()
-                    ))));
+                    return Err(EngineError::SpoolBudgetSpent {
+                        limit: held.limit(),
+                    });
                 }
                 let (start, end) = (offset as usize, end as usize);
                 if buf.len() < end {
@@ -153,7 +145,7 @@ impl Spool {
         }
     }
 
-    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, EngineError> {
+    pub(super) async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, EngineError> {
         match &self.backing {
             Backing::File(file) => {
                 let file = Arc::clone(file);
@@ -167,111 +159,16 @@ impl Spool {
                 .map_err(EngineError::Spool)
             }
             Backing::Memory { bytes, .. } => {
-                let buf = bytes.read().map_err(|_| {
-                    EngineError::Spool(std::io::Error::other("spool lock poisoned"))
-                })?;
+                let buf = bytes.read();
                 let start = offset as usize;
                 buf.get(start..start + len)
                     .map(Bytes::copy_from_slice)
-                    .ok_or_else(|| {
-                        EngineError::Spool(std::io::Error::other("read past the memory spool"))
+                    .ok_or(EngineError::SpoolTooShort {
+                        offset,
+                        len,
+                        held: buf.len() as u64,
                     })
             }
-        }
-    }
-}
-
-/// Where a fill's readers read: set before the fill reports streaming; replaced (with a
-/// copy) if the storage file the fill wrote into fails.
-pub(crate) type SpoolSlot = Arc<RwLock<Option<Spool>>>;
-
-struct ReadState {
-    spool: SpoolSlot,
-    progress: watch::Receiver<Progress>,
-    pos: u64,
-    end: Option<u64>,
-    chunk: u64,
-    finished: bool,
-}
-
-/// Streams `start..end` (or to the end of the blob) from a running or finished fill. The
-/// final byte of the blob is only released once the fill has verified the digest, so a
-/// client never receives a complete-looking body that failed verification.
-pub(crate) fn read(
-    spool: SpoolSlot,
-    progress: watch::Receiver<Progress>,
-    start: u64,
-    end: Option<u64>,
-    chunk: usize,
-) -> BlobBody {
-    let state = ReadState {
-        spool,
-        progress,
-        pos: start,
-        end,
-        chunk: chunk as u64,
-        finished: false,
-    };
-    Box::pin(stream::unfold(state, |mut st| async move {
-        if st.finished {
-            return None;
-        }
-        match next_chunk(&mut st).await {
-            Ok(Some(bytes)) => Some((Ok(bytes), st)),
-            Ok(None) => None,
-            Err(e) => {
-                st.finished = true;
-                Some((Err(e), st))
-            }
-        }
-    }))
-}
-
-async fn next_chunk(st: &mut ReadState) -> Result<Option<Bytes>, EngineError> {
-    loop {
-        let progress = st.progress.borrow_and_update().clone();
-        let (readable, size, done) = match progress {
-            Progress::Connecting => (0, None, false),
-            Progress::Streaming { size, written } => {
-                // Hold back the blob's last byte until it is verified.
-                let limit = size.map_or(written, |s| written.min(s.saturating_sub(1)));
-                (limit, size, false)
-            }
-            Progress::Done { size } => (size, Some(size), true),
-            Progress::Failed(e) => return Err(EngineError::Shared(e)),
-        };
-        let end = st.end.or(if done { size } else { None });
-        if end.is_some_and(|e| st.pos >= e) {
-            return Ok(None);
-        }
-        let limit = end.map_or(readable, |e| readable.min(e));
-        if limit > st.pos {
-            let len = (limit - st.pos).min(st.chunk) as usize;
-            let spool = st
-                .spool
-                .read()
-                .ok()
-                .and_then(|s| s.clone())
-                .ok_or_else(|| {
-                    EngineError::Spool(std::io::Error::other("fill streaming without a spool"))
-                })?;
-            let bytes = match spool.recall(st.pos, limit) {
-                Some(bytes) => bytes,
-                None => spool.read_at(st.pos, len).await?,
-            };
-            st.pos += bytes.len() as u64;
-            return Ok(Some(bytes));
-        }
-        if done {
-            // The fill finished short of the range's end: the range lies past the blob.
-            return Err(EngineError::RangeNotSatisfiable {
-                size: size.unwrap_or(0),
-            });
-        }
-        if st.progress.changed().await.is_err() {
-            return Err(EngineError::Spool(std::io::Error::other(
-                "fill ended without a result",
-            )));
         }
     }
 }
