@@ -48,6 +48,16 @@ pub enum CommitOutcome {
 /// - [`BlobWriter::commit`] verifies that the bytes written hash to the writer's digest (and
 ///   match the expected size, when one was given); on mismatch nothing becomes visible and
 ///   the commit returns [`StorageError::DigestMismatch`] or [`StorageError::SizeMismatch`].
+///   One exception: after [`BlobWriter::digest_checked_by_caller`] the writer may skip the
+///   hash, because its caller promised to commit only bytes it hashed and found matching
+///   (the pull-through engine hashes every byte of a fill once, not twice); the size is
+///   still checked.
+/// - [`BlobWriter::flush`] returns once every byte written so far has left the writer's
+///   buffers; it never makes a blob visible.
+/// - [`BlobWriter::local_file`], when the backend writes a local file, is a read handle on
+///   it: after `flush`, each byte written is readable through it at the offset it was
+///   written at, and it stays readable, unchanged, after commit or abort for as long as the
+///   handle is open. Backends without a local file return `None`.
 /// - Committing a digest that is already stored succeeds ([`CommitOutcome::AlreadyExists`]).
 /// - Dropping or aborting a writer leaves nothing behind that is visible.
 /// - Several writers of one digest may run at once; all that verify succeed and exactly one
@@ -99,16 +109,15 @@ pub trait BlobWriter: Send {
     /// Discards what was written. Dropping the writer does the same, possibly later.
     async fn abort(self: Box<Self>) -> Result<(), StorageError>;
 
-    /// For backends that write a local file: a read handle on it. Every byte passed to
-    /// [`BlobWriter::write`] is readable through it once [`BlobWriter::flush`] has returned,
-    /// and it stays readable after commit or abort. A pull-through fill then serves its
-    /// clients from this file instead of keeping a second copy. `None` (the default) for
-    /// backends without a local file.
+    /// For backends that write a local file: a read handle on it (see the contract). A
+    /// pull-through fill then serves its clients from this file instead of keeping a second
+    /// copy. `None` (the default) for backends without a local file.
     fn local_file(&self) -> Option<std::fs::File> {
         None
     }
 
-    /// Writes out whatever the writer buffered, so [`BlobWriter::local_file`] shows it.
+    /// Writes out whatever the writer buffered, so [`BlobWriter::local_file`] shows it. The
+    /// default does nothing (right for writers without a local file).
     async fn flush(&mut self) -> Result<(), StorageError> {
         Ok(())
     }
@@ -116,6 +125,7 @@ pub trait BlobWriter: Send {
     /// Tells the writer that its caller hashes every byte it writes and calls
     /// [`BlobWriter::commit`] only after that hash matched the digest (as the pull-through
     /// engine does), so the writer may skip hashing the same bytes a second time. `commit`
-    /// still checks the size. The default ignores it and keeps checking the digest.
+    /// still checks the size. Call it before the first write. The default ignores it and
+    /// keeps checking the digest, which is always allowed.
     fn digest_checked_by_caller(&mut self) {}
 }

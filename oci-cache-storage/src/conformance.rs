@@ -16,6 +16,7 @@ mod blobs;
 mod listing;
 mod ranges;
 mod tags;
+mod writer;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -24,6 +25,7 @@ pub use blobs::*;
 pub use listing::*;
 pub use ranges::*;
 pub use tags::*;
+pub use writer::*;
 
 use crate::{BlobStore, BlobStream, CommitOutcome, Digest};
 
@@ -59,6 +61,7 @@ macro_rules! blob_store_conformance {
                 list_of_empty_store_is_an_empty_last_page,
                 list_paginates_in_ascending_order_without_duplicates,
                 touch_does_not_move_last_access_backwards,
+                touch_moves_last_access_forward,
                 touch_of_missing_is_not_found,
                 bounded_range_returns_those_bytes,
                 open_range_reads_to_the_end,
@@ -72,6 +75,9 @@ macro_rules! blob_store_conformance {
                 unknown_tag_is_none_and_its_delete_succeeds,
                 tag_keys_with_unusual_characters_round_trip,
                 tags_lists_one_repository,
+                flushed_bytes_are_in_the_local_file_and_invisible_until_commit,
+                local_file_stays_readable_after_abort,
+                a_caller_checked_writer_still_checks_the_size,
             ]
         );
     };

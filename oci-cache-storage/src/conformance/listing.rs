@@ -83,6 +83,26 @@ pub async fn touch_does_not_move_last_access_backwards(store: &dyn BlobStore) {
     assert!(meta.last_access >= before);
 }
 
+/// `touch` moves a blob's last access to now: once the clock has passed the stored last
+/// access by more than a second (the coarsest granularity a backend may keep, such as
+/// S3's `Last-Modified`), a touch makes it later.
+pub async fn touch_moves_last_access_forward(store: &dyn BlobStore) {
+    let digest = put(store, b"touched later").await;
+    let before = store.head(&digest).await.unwrap().unwrap().last_access;
+    let due = before + std::time::Duration::from_millis(1050);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::SystemTime::now() < due {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock does not move"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    store.touch(&digest).await.unwrap();
+    let after = store.head(&digest).await.unwrap().unwrap().last_access;
+    assert!(after > before, "touch left last access at {after:?}");
+}
+
 /// `touch` of a blob that is not stored is `NotFound`.
 pub async fn touch_of_missing_is_not_found(store: &dyn BlobStore) {
     let result = store.touch(&Digest::sha256_of(b"never stored")).await;

@@ -1,0 +1,95 @@
+//! Cases for what a writer offers a pull-through fill besides `write` and `commit`: its
+//! local file, `flush`, and a caller that checks the digest itself.
+
+use std::os::unix::fs::FileExt;
+
+use bytes::Bytes;
+
+use super::{content, get_all};
+use crate::{BlobStore, CommitOutcome, Digest, StorageError};
+
+/// Reads `len` bytes at 0 from a writer's local file.
+fn read_file(file: &std::fs::File, len: usize) -> Vec<u8> {
+    let mut buf = vec![0; len];
+    file.read_exact_at(&mut buf, 0)
+        .expect("the local file holds every flushed byte");
+    buf
+}
+
+/// After `flush`, every byte written is in the writer's local file (when it has one),
+/// small chunks included; flushing makes nothing visible; after commit the file still
+/// reads the same bytes and the blob is stored whole.
+pub async fn flushed_bytes_are_in_the_local_file_and_invisible_until_commit(store: &dyn BlobStore) {
+    let bytes = content(41, 300 * 1024);
+    let digest = Digest::sha256_of(&bytes);
+    let mut writer = store
+        .writer(&digest, Some(bytes.len() as u64))
+        .await
+        .unwrap();
+    let file = writer.local_file();
+    let mut written = 0;
+    // Chunks smaller than any backend's buffer, then a large one.
+    for part in [&bytes[..10], &bytes[10..4096], &bytes[4096..]] {
+        writer.write(Bytes::copy_from_slice(part)).await.unwrap();
+        written += part.len();
+        writer.flush().await.unwrap();
+        if let Some(file) = &file {
+            assert_eq!(read_file(file, written), &bytes[..written]);
+        }
+        assert!(
+            store.head(&digest).await.unwrap().is_none(),
+            "flush made the blob visible"
+        );
+    }
+    assert_eq!(writer.commit().await.unwrap(), CommitOutcome::Stored);
+    if let Some(file) = &file {
+        assert_eq!(read_file(file, bytes.len()), bytes, "after commit");
+    }
+    assert_eq!(get_all(store, &digest).await, bytes);
+}
+
+/// A writer's local file stays readable after an abort, and nothing is visible.
+pub async fn local_file_stays_readable_after_abort(store: &dyn BlobStore) {
+    let bytes = content(42, 64 * 1024);
+    let digest = Digest::sha256_of(&bytes);
+    let mut writer = store.writer(&digest, None).await.unwrap();
+    let file = writer.local_file();
+    writer.write(Bytes::from(bytes.clone())).await.unwrap();
+    writer.flush().await.unwrap();
+    writer.abort().await.unwrap();
+    if let Some(file) = &file {
+        assert_eq!(read_file(file, bytes.len()), bytes);
+    }
+    assert!(store.head(&digest).await.unwrap().is_none());
+}
+
+/// A writer whose caller checks the digest (`digest_checked_by_caller`) still checks the
+/// size: too few or too many bytes never become visible; the right bytes are stored.
+pub async fn a_caller_checked_writer_still_checks_the_size(store: &dyn BlobStore) {
+    let bytes = content(43, 10_000);
+    let digest = Digest::sha256_of(&bytes);
+    for wrong in [&bytes[..9_999], &[&bytes[..], b"x"].concat()[..]] {
+        let mut writer = store
+            .writer(&digest, Some(bytes.len() as u64))
+            .await
+            .unwrap();
+        writer.digest_checked_by_caller();
+        writer.write(Bytes::copy_from_slice(wrong)).await.unwrap();
+        let result = writer.commit().await;
+        assert!(
+            matches!(result, Err(StorageError::SizeMismatch { .. })),
+            "{} bytes for {}: {result:?}",
+            wrong.len(),
+            bytes.len()
+        );
+        assert!(store.head(&digest).await.unwrap().is_none());
+    }
+    let mut writer = store
+        .writer(&digest, Some(bytes.len() as u64))
+        .await
+        .unwrap();
+    writer.digest_checked_by_caller();
+    writer.write(Bytes::from(bytes.clone())).await.unwrap();
+    assert_eq!(writer.commit().await.unwrap(), CommitOutcome::Stored);
+    assert_eq!(get_all(store, &digest).await, bytes);
+}
