@@ -31,20 +31,24 @@ fn metrics_after_real_pulls_pass_promtool_and_count_what_happened() {
     );
     let cold = fetch("GET", &url, Auth::None);
     assert_eq!(cold.status, 200, "{}", cold.describe());
-    // Wait until the fill's commit has landed, so the next GET is a storage hit.
-    let mut warm = fetch("GET", &url, Auth::None);
-    for _ in 0..50 {
+    // Wait until the fill's commit has landed (the client may finish reading before it
+    // does), so the next GET is a storage hit and not a second lookup of the same fill.
+    let in_flight = || {
         let text = fetch("GET", &format!("{}/metrics", cache.url()), Auth::None);
-        if metric(
+        metric(
             &String::from_utf8_lossy(&text.body),
             "oci_cache_fills_in_flight",
-        ) == 0
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        warm = fetch("GET", &url, Auth::None);
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while in_flight() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fill never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let warm = fetch("GET", &url, Auth::None);
     assert_eq!(warm.status, 200);
     let manifest = format!(
         "{}/v2/{}/manifests/{}",
