@@ -13,6 +13,7 @@ mod links;
 mod manifest;
 mod negative;
 mod referrers;
+mod response;
 mod stats;
 mod tags_list;
 
@@ -20,48 +21,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::stream::BoxStream;
-
 use crate::name::RepositoryName;
-use crate::{BlobStore, EngineError, ResolvedRange, TagStore};
+use crate::{BlobStore, EngineError, TagStore};
 use fill::{FillContext, Fills};
 use flights::SingleFlight;
 use negative::NegativeCache;
 use oci_cache_storage::TagKey;
 pub use referrers::{Referrers, REFERRERS_MEDIA_TYPE};
+pub use response::{BlobBody, BlobResponse};
 use stats::EngineStats;
 pub use stats::StatsSnapshot;
 pub use tags_list::TagList;
 
 pub use crate::manifest::Manifest as ManifestResponse;
-
-/// A blob body: bytes in order. An `Err` item means the body is cut and the client must
-/// see a broken response, never a complete-looking one.
-pub type BlobBody = BoxStream<'static, Result<Bytes, EngineError>>;
-
-/// A blob to send to a client.
-pub struct BlobResponse {
-    /// The blob's total size, when known (unknown only while filling from an upstream that
-    /// sent no `Content-Length`).
-    pub size: Option<u64>,
-    /// The part of the blob `body` holds, when a range was asked.
-    pub range: Option<ResolvedRange>,
-    /// The bytes.
-    pub body: BlobBody,
-    /// True when served from storage, false when from a fill.
-    pub cached: bool,
-}
-
-impl std::fmt::Debug for BlobResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobResponse")
-            .field("size", &self.size)
-            .field("range", &self.range)
-            .field("cached", &self.cached)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Engine settings.
 #[derive(Debug, Clone)]

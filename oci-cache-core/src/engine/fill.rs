@@ -3,7 +3,8 @@
 //! byte, keeps the bytes where its readers follow them, and commits only a verified blob.
 //!
 //! The parts, each in its own module, in the order a cold GET meets them:
-//! - [`Fills`] (here): the running fills, one shared [`FillContext`], join or start;
+//! - [`Fills`] (here): the running fills, join or start;
+//! - `context`: the one [`FillContext`] all fills share;
 //! - `state`: [`Progress`], the one value a fill publishes and its readers watch, spool
 //!   included;
 //! - `run`: the fill task (upstream GET, batches, hash, spool and storage, commit);
@@ -11,6 +12,7 @@
 //! - `read`: a reader's stream over the fill's state.
 
 mod batch;
+mod context;
 mod feed;
 mod memory_budget;
 mod read;
@@ -18,53 +20,15 @@ mod run;
 mod spool;
 mod state;
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::flights::{Flight, Flights};
-use super::links::Links;
-use super::stats::EngineStats;
-use crate::{BlobStore, Digest, UpstreamClient};
-use memory_budget::MemoryBudget;
+use crate::{Digest, UpstreamClient};
+pub(crate) use context::FillContext;
 pub(crate) use read::read;
 pub(crate) use state::{FillHandle, Progress};
-
-/// What every fill shares: made once with the engine.
-pub(crate) struct FillContext {
-    pub(crate) blobs: Arc<dyn BlobStore>,
-    /// A fill fails when the upstream sends nothing for this long.
-    pub(crate) idle_timeout: Duration,
-    /// Where spool files are made.
-    pub(crate) spool_dir: PathBuf,
-    /// The memory all memory spools together may hold.
-    pub(crate) memory_budget: Arc<MemoryBudget>,
-    pub(crate) stats: Arc<EngineStats>,
-    /// Learns, once the bytes are verified, that the upstream possesses the digest and that
-    /// it belongs to the repository.
-    pub(crate) links: Arc<Links>,
-}
-
-impl FillContext {
-    /// A context; the memory spools together may hold `memory_spool_limit` bytes.
-    pub(crate) fn new(
-        blobs: Arc<dyn BlobStore>,
-        stats: Arc<EngineStats>,
-        links: Arc<Links>,
-        config: &super::EngineConfig,
-    ) -> Self {
-        Self {
-            blobs,
-            idle_timeout: config.fill_idle_timeout,
-            spool_dir: config.spool_dir.clone(),
-            memory_budget: MemoryBudget::new(config.memory_spool_limit),
-            stats,
-            links,
-        }
-    }
-}
 
 /// Fills are per upstream: a client of one upstream never waits on, or fails with, a fill
 /// that runs with another upstream's credentials.

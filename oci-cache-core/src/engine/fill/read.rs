@@ -5,7 +5,7 @@ use bytes::Bytes;
 use futures_util::stream;
 
 use super::state::{FillHandle, Progress};
-use crate::engine::BlobBody;
+use crate::engine::response::BlobBody;
 use crate::EngineError;
 
 struct Reader {

@@ -10,10 +10,10 @@ use oci_cache_storage::BlobWriter;
 use tokio::sync::watch;
 
 use super::batch::next_batch;
+use super::context::FillContext;
 use super::feed::StorageFeed;
 use super::spool::Spool;
 use super::state::Progress;
-use super::FillContext;
 use crate::engine::stats::EngineStats;
 use crate::{Digest, EngineError, UpstreamClient, UpstreamError, Verifier};
 
