@@ -14,6 +14,7 @@ mod links;
 mod manifest;
 mod memory_budget;
 mod negative;
+mod probe;
 mod referrers;
 mod single_flight;
 mod spool;
