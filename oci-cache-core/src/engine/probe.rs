@@ -15,10 +15,7 @@ impl Engine {
     /// (a readiness endpoint) put their own time limit on it.
     pub async fn probe_storage(&self) -> Result<(), EngineError> {
         let digest = Digest::sha256_of(PROBE);
-        let mut writer = self
-            .blobs
-            .writer(&digest, Some(PROBE.len() as u64))
-            .await?;
+        let mut writer = self.blobs.writer(&digest, Some(PROBE.len() as u64)).await?;
         writer.write(Bytes::from_static(PROBE)).await?;
         writer.commit().await?;
         Ok(())

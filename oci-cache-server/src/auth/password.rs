@@ -135,9 +135,7 @@ fn cost_of(hash: &str) -> Option<u32> {
 }
 
 fn remembered(map: &Mutex<HashMap<[u8; 32], Instant>>, key: &[u8; 32], ttl: Duration) -> bool {
-    map.lock()
-        .get(key)
-        .is_some_and(|at| at.elapsed() < ttl)
+    map.lock().get(key).is_some_and(|at| at.elapsed() < ttl)
 }
 
 /// Remembers `key` in a map whose entries live `ttl`; when the map is full of live entries,

@@ -142,10 +142,7 @@ impl Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        self.conns
-            .all
-            .lock()
-            .remove(&self.id);
+        self.conns.all.lock().remove(&self.id);
     }
 }
 
@@ -179,9 +176,7 @@ impl Connections {
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(ConnState::new(self.origin));
-        self.all
-            .lock()
-            .insert(id, Arc::clone(&state));
+        self.all.lock().insert(id, Arc::clone(&state));
         Place {
             id,
             state,
