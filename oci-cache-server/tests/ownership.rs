@@ -332,10 +332,7 @@ impl World {
         }
         // Only a manifest fetched as one links its references: through the blobs endpoint
         // its bytes are opaque.
-        let as_manifest = matches!(
-            kind,
-            Kind::Tag | Kind::ManifestDigest | Kind::ManifestHead
-        );
+        let as_manifest = matches!(kind, Kind::Tag | Kind::ManifestDigest | Kind::ManifestHead);
         if let Some(_media) = self.contents[upstream]
             .manifests
             .get(digest)
