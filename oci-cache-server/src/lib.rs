@@ -6,19 +6,24 @@
 //! another hyper or axum application.
 
 pub mod auth;
+mod body;
 pub mod client_config;
 pub mod config;
+mod endpoint;
 mod error;
 mod handler;
 pub mod metrics;
 mod ops;
+mod outcome;
 pub mod prefetch_cmd;
+mod query;
 mod readiness;
 mod serve;
 mod service;
 mod status;
 pub mod tls;
 
+pub use body::{Body, BodyError};
 pub use error::{error_response, ApiError};
 pub use serve::{serve, serve_with, serve_with_limit, ServeOptions};
-pub use service::{Body, BodyError, CacheService, Role};
+pub use service::{CacheService, Role};
