@@ -4,10 +4,13 @@
 //! [`CacheService`] is a `tower_service::Service` for any request body, so it can be served
 //! by hyper directly (through `hyper_util::service::TowerToHyperService`) or mounted in
 //! another hyper or axum application.
+//!
+//! The `oci-cache` binary needs the `cli` feature (on by default), which adds only what the
+//! binary uses: clap, tracing-subscriber, indicatif and reqwest. An application embedding
+//! the service can depend on this crate with `default-features = false`.
 
 pub mod auth;
 mod body;
-pub mod client_config;
 pub mod config;
 mod endpoint;
 mod error;
@@ -15,7 +18,6 @@ mod handler;
 pub mod metrics;
 mod ops;
 mod outcome;
-pub mod prefetch_cmd;
 mod query;
 mod readiness;
 mod serve;

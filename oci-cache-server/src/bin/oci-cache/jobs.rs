@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use oci_cache_core::{Engine, EngineConfig, Upstreams};
-use oci_cache_server::client_config::{render, ClientKind};
-use oci_cache_server::prefetch_cmd;
 use oci_cache_storage::verify::verify_blobs;
 
+use crate::client_config::{render, ClientKind};
+use crate::prefetch_cmd;
 use crate::args::{ClientConfigArgs, GcArgs, HealthcheckArgs, PrefetchArgs, VerifyArgs};
 use crate::init_logs;
 use crate::storage::open_storage_shared;
