@@ -4,6 +4,7 @@
 mod batch;
 mod blob;
 mod bounded;
+mod config;
 mod evict;
 mod feed;
 mod fill;
@@ -21,15 +22,14 @@ mod spool;
 mod stats;
 mod tags_list;
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
 use crate::name::RepositoryName;
 use crate::{BlobStore, EngineError, ResolvedRange, TagStore};
+pub use config::EngineConfig;
 use fill::FillRegistry;
 use negative::NegativeCache;
 use oci_cache_storage::TagKey;
@@ -65,33 +65,6 @@ impl std::fmt::Debug for BlobResponse {
             .field("range", &self.range)
             .field("cached", &self.cached)
             .finish_non_exhaustive()
-    }
-}
-
-/// Engine settings.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Where fills keep the bytes that clients read while the fill runs (anonymous files,
-    /// removed when the fill ends, even after a crash).
-    pub spool_dir: PathBuf,
-    /// A fill fails when the upstream sends nothing for this long.
-    pub fill_idle_timeout: Duration,
-    /// Size of the chunks sent to clients.
-    pub chunk_size: usize,
-    /// When the disk is full (no spool file can be written), fills spool in memory, all of
-    /// them together up to this many bytes; a fill that would go past it fails rather than
-    /// exhaust memory.
-    pub memory_spool_limit: u64,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            spool_dir: std::env::temp_dir(),
-            fill_idle_timeout: Duration::from_secs(60),
-            chunk_size: 256 * 1024,
-            memory_spool_limit: 256 * 1024 * 1024,
-        }
     }
 }
 

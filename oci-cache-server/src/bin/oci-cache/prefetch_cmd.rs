@@ -11,7 +11,10 @@ use oci_cache_core::{Engine, Upstreams};
 
 /// Reads references: the arguments, then the file's lines (blank lines and `#` comments
 /// skipped).
-pub(crate) fn references(args: &[String], file: Option<&std::path::Path>) -> std::io::Result<Vec<String>> {
+pub(crate) fn references(
+    args: &[String],
+    file: Option<&std::path::Path>,
+) -> std::io::Result<Vec<String>> {
     let mut refs = args.to_vec();
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)?;
