@@ -21,11 +21,11 @@ use crate::query::{client_link, forwarded_query, percent_decode, query_param};
 
 /// A failed request, with the upstream it was routed to (for the request log), if any.
 #[derive(Debug)]
-pub(crate) struct Failure {
+struct Failure {
     /// What went wrong.
-    pub(crate) error: ApiError,
+    error: ApiError,
     /// The upstream the request was routed to, once it was.
-    pub(crate) upstream: Option<String>,
+    upstream: Option<String>,
 }
 
 impl<E: Into<ApiError>> From<E> for Failure {
@@ -77,6 +77,7 @@ pub(crate) async fn handle(
     }
 }
 
+/// The outcome of a request that succeeds, or why it failed.
 async fn answer(
     engine: &Engine,
     upstreams: &Upstreams,
