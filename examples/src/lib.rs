@@ -1,12 +1,14 @@
 //! The library side of the oci-cache examples: the `embed` example's application, factored
-//! out of `src/bin/embed.rs` so that `tests/embed.rs` can run it in-process, and the
-//! `custom-storage` example's backend ([`tiered::TieredStore`]).
+//! out of `src/bin/embed.rs` so that `tests/embed.rs` can run it in-process, the
+//! `embed-axum` example's router ([`axum_app::router`]), and the `custom-storage` example's
+//! backend ([`tiered::TieredStore`]).
 //!
 //! It shows how another Rust service embeds the pull-through logic: build an
 //! [`oci_cache_core::Engine`] over a storage of its own (here a [`MemoryStore`]), wrap it in
 //! an [`oci_cache_server::CacheService`], and hand it the requests under `/v2/` while the
 //! application keeps its own routes.
 
+pub mod axum_app;
 pub mod tiered;
 
 use std::convert::Infallible;

@@ -3,6 +3,7 @@
 
 mod blob;
 mod bounded;
+mod config;
 mod evict;
 mod fill;
 mod flights;
@@ -12,17 +13,17 @@ mod index;
 mod links;
 mod manifest;
 mod negative;
+mod probe;
 mod referrers;
 mod response;
 mod stats;
 mod tags_list;
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::name::RepositoryName;
 use crate::{BlobStore, EngineError, TagStore};
+pub use config::EngineConfig;
 use fill::{FillContext, Fills};
 use flights::SingleFlight;
 use negative::NegativeCache;
@@ -34,33 +35,6 @@ pub use stats::StatsSnapshot;
 pub use tags_list::TagList;
 
 pub use crate::manifest::Manifest as ManifestResponse;
-
-/// Engine settings.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Where fills keep the bytes that clients read while the fill runs (anonymous files,
-    /// removed when the fill ends, even after a crash).
-    pub spool_dir: PathBuf,
-    /// A fill fails when the upstream sends nothing for this long.
-    pub fill_idle_timeout: Duration,
-    /// Size of the chunks sent to clients.
-    pub chunk_size: usize,
-    /// When the disk is full (no spool file can be written), fills spool in memory, all of
-    /// them together up to this many bytes; a fill that would go past it fails rather than
-    /// exhaust memory.
-    pub memory_spool_limit: u64,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            spool_dir: std::env::temp_dir(),
-            fill_idle_timeout: Duration::from_secs(60),
-            chunk_size: 256 * 1024,
-            memory_spool_limit: 256 * 1024 * 1024,
-        }
-    }
-}
 
 /// The pull-through engine. Cheap to share behind an `Arc`.
 pub struct Engine {

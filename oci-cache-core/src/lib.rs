@@ -23,8 +23,11 @@ pub use engine::{
     TagList, REFERRERS_MEDIA_TYPE,
 };
 pub use error::EngineError;
+// Everything a storage backend names when it implements `BlobStore` and `TagStore`, so an
+// embedder with its own storage needs no direct dependency on oci-cache-storage.
 pub use oci_cache_storage::{
-    BlobStore, ByteRange, Digest, DigestError, ResolvedRange, StorageError, TagStore, Verifier,
+    BlobMeta, BlobStore, BlobStream, BlobWriter, ByteRange, CommitOutcome, Digest, DigestError,
+    ListPage, ResolvedRange, StorageError, TagKey, TagRecord, TagStore, Verifier,
 };
 pub use upstream::{
     install_crypto_provider, BodyKind, Credentials, RateLimit, TargetRefusal, UpstreamClient,

@@ -111,12 +111,11 @@ async fn eviction_removes_the_least_recently_used_image_whole() {
         .iter()
         .map(|i| (i.manifest.len() + i.layer.len()) as u64)
         .sum();
-    let policy = GcPolicy {
-        max_bytes: Some(total - 1),
-        high_watermark: 0.99,
-        low_watermark: 0.7,
-        max_age: None,
-    };
+    let mut policy = GcPolicy::default();
+    policy.max_bytes = Some(total - 1);
+    policy.high_watermark = 0.99;
+    policy.low_watermark = 0.7;
+    policy.max_age = None;
     let dry = engine.collect_garbage(&policy, true).await.unwrap();
     assert_eq!(dry.total, total);
     let m2 = Digest::sha256_of(&images[1].manifest);
@@ -169,12 +168,11 @@ async fn a_blob_being_read_is_not_evicted() {
         .blob(&client, &repo(), &layer, Some(ByteRange::From { start: 0 }))
         .await
         .unwrap();
-    let policy = GcPolicy {
-        max_bytes: Some(1),
-        high_watermark: 0.5,
-        low_watermark: 0.5,
-        max_age: None,
-    };
+    let mut policy = GcPolicy::default();
+    policy.max_bytes = Some(1);
+    policy.high_watermark = 0.5;
+    policy.low_watermark = 0.5;
+    policy.max_age = None;
     let plan = engine.collect_garbage(&policy, false).await.unwrap();
     assert!(!plan.evict.contains(&layer), "the layer's group is in use");
     assert!(store.head(&layer).await.unwrap().is_some());
@@ -196,10 +194,8 @@ async fn a_store_that_refuses_writes_never_fails_a_pull() {
         fault: Fault::RefuseWriters,
     });
     let tags = Arc::new(MemoryStore::new());
-    let config = EngineConfig {
-        spool_dir: dir.path().to_owned(),
-        ..EngineConfig::default()
-    };
+    let mut config = EngineConfig::default();
+    config.spool_dir = dir.path().to_path_buf();
     let engine = Engine::new(store.clone(), tags, config);
     let client = fake.client();
     for _ in 0..2 {
@@ -329,10 +325,8 @@ async fn disk_fills_up_during_a_fill(spool_usable: bool) {
     } else {
         dir.path().join("no-such-dir")
     };
-    let config = EngineConfig {
-        spool_dir,
-        ..EngineConfig::default()
-    };
+    let mut config = EngineConfig::default();
+    config.spool_dir = spool_dir;
     let engine = Arc::new(Engine::new(
         store.clone(),
         Arc::new(MemoryStore::new()),

@@ -8,7 +8,7 @@ use oci_cache_core::{EngineError, RouteError, UpstreamError};
 use oci_spec::distribution::ErrorCode;
 
 use crate::auth::{AuthError, REALM};
-use crate::service::{full_body, Body};
+use crate::body::{full_body, Body};
 
 /// A failure of one API request, before it is turned into a response.
 #[derive(Debug, thiserror::Error)]

@@ -8,23 +8,24 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use oci_cache_core::name::RepositoryName;
 use oci_cache_core::range::parse_range;
-use oci_cache_core::route::{parse_path, Route};
+use oci_cache_core::route::{Route, RouteParseError};
 use oci_cache_core::{
     BlobResponse, Engine, RouteError, UpstreamClient, Upstreams, REFERRERS_MEDIA_TYPE,
 };
 
 use crate::auth::{AccessPolicy, Identity};
-use crate::error::ApiError;
-use crate::service::{full_body, Body, BodyError};
+use crate::body::{full_body, Body, BodyError};
+use crate::error::{error_response, ApiError};
+use crate::outcome::{LogInfo, Outcome};
+use crate::query::{client_link, forwarded_query, percent_decode, query_param};
 
-/// Handles one request.
 /// A failed request, with the upstream it was routed to (for the request log), if any.
 #[derive(Debug)]
-pub(crate) struct Failure {
+struct Failure {
     /// What went wrong.
-    pub(crate) error: ApiError,
+    error: ApiError,
     /// The upstream the request was routed to, once it was.
-    pub(crate) upstream: Option<String>,
+    upstream: Option<String>,
 }
 
 impl<E: Into<ApiError>> From<E> for Failure {
@@ -44,13 +45,47 @@ fn at<E: Into<ApiError>>(client: &UpstreamClient) -> impl FnOnce(E) -> Failure +
     }
 }
 
+/// The log details of a response from the upstream `client`.
+fn through(client: &UpstreamClient, cache: &'static str) -> LogInfo {
+    LogInfo {
+        upstream: Some(client.name().to_owned()),
+        cache,
+    }
+}
+
+/// Answers one API request (`route`, parsed from its path); a failure becomes its OCI
+/// error response.
 pub(crate) async fn handle(
     engine: &Engine,
     upstreams: &Upstreams,
     access: &AccessPolicy,
     parts: &Parts,
-) -> Result<Response<Body>, Failure> {
-    let route = parse_path(parts.uri.path())?;
+    route: Result<Route, RouteParseError>,
+) -> Outcome {
+    match answer(engine, upstreams, access, parts, route).await {
+        Ok(outcome) => outcome,
+        Err(failure) => {
+            tracing::debug!(error = %failure.error, "request failed");
+            Outcome {
+                response: error_response(&failure.error),
+                log: LogInfo {
+                    upstream: failure.upstream,
+                    ..LogInfo::default()
+                },
+            }
+        }
+    }
+}
+
+/// The outcome of a request that succeeds, or why it failed.
+async fn answer(
+    engine: &Engine,
+    upstreams: &Upstreams,
+    access: &AccessPolicy,
+    parts: &Parts,
+    route: Result<Route, RouteParseError>,
+) -> Result<Outcome, Failure> {
+    let route = route?;
     let head = parts.method == Method::HEAD;
     if !(head || parts.method == Method::GET) || route == Route::Upload {
         return Err(ApiError::Unsupported.into());
@@ -69,7 +104,7 @@ pub(crate) async fn handle(
         Route::ApiVersion if identity == Identity::Anonymous && !access.anonymous_welcome() => {
             Err(ApiError::Unauthenticated.into())
         }
-        Route::ApiVersion => Ok(json_response(StatusCode::OK, "{}", head)),
+        Route::ApiVersion => Ok(Outcome::plain(json_response(StatusCode::OK, "{}", head))),
         Route::Upload => Err(ApiError::Unsupported.into()),
         Route::Manifest { name, reference } => {
             let (client, repo) = select(&name)?;
@@ -86,11 +121,10 @@ pub(crate) async fn handle(
             insert(h, header::CONTENT_TYPE, &m.media_type);
             insert(h, header::CONTENT_LENGTH, &m.bytes.len().to_string());
             insert(h, "docker-content-digest", &m.digest.to_string());
-            resp.extensions_mut().insert(LogInfo {
-                upstream: client.name().to_owned(),
-                cache: "-",
-            });
-            Ok(resp)
+            Ok(Outcome {
+                response: resp,
+                log: through(&client, "-"),
+            })
         }
         Route::Blob { name, digest } => {
             let (client, repo) = select(&name)?;
@@ -101,7 +135,7 @@ pub(crate) async fn handle(
                     .map_err(at(&client))?;
                 let mut resp = Response::new(full_body(""));
                 blob_headers(resp.headers_mut(), &digest.to_string(), Some(size));
-                return Ok(resp);
+                return Ok(Outcome::plain(resp));
             }
             let range = parts
                 .headers
@@ -113,12 +147,10 @@ pub(crate) async fn handle(
                 .await
                 .map_err(at(&client))?;
             let outcome = if blob.cached { "hit" } else { "miss" };
-            let mut resp = blob_response(&digest.to_string(), blob);
-            resp.extensions_mut().insert(LogInfo {
-                upstream: client.name().to_owned(),
-                cache: outcome,
-            });
-            Ok(resp)
+            Ok(Outcome {
+                response: blob_response(&digest.to_string(), blob),
+                log: through(&client, outcome),
+            })
         }
         Route::Referrers { name, digest } => {
             let (client, repo) = select(&name)?;
@@ -138,11 +170,10 @@ pub(crate) async fn handle(
             if r.filtered {
                 insert(h, "oci-filters-applied", "artifactType");
             }
-            resp.extensions_mut().insert(LogInfo {
-                upstream: client.name().to_owned(),
-                cache: if r.stale { "stale" } else { "-" },
-            });
-            Ok(resp)
+            Ok(Outcome {
+                response: resp,
+                log: through(&client, if r.stale { "stale" } else { "-" }),
+            })
         }
         Route::TagsList { name } => {
             let (client, repo) = select(&name)?;
@@ -169,11 +200,10 @@ pub(crate) async fn handle(
             {
                 insert(resp.headers_mut(), header::LINK, &link);
             }
-            resp.extensions_mut().insert(LogInfo {
-                upstream: client.name().to_owned(),
-                cache: if list.stale { "stale" } else { "-" },
-            });
-            Ok(resp)
+            Ok(Outcome {
+                response: resp,
+                log: through(&client, if list.stale { "stale" } else { "-" }),
+            })
         }
     }
 }
@@ -220,44 +250,6 @@ fn select(
     Ok((client, repo))
 }
 
-/// The `Link` of the next page as the client must follow it: the client's own path (its
-/// route: prefix, `?ns=`) with the page query the upstream (or the cache) wrote; `None`
-/// when `link` is not `<...?query>; rel="next"`.
-fn client_link(link: &str, path: &str, ns: Option<&str>) -> Option<String> {
-    let target = link.trim().strip_prefix('<')?.split_once('>')?.0;
-    let (_, page) = target.split_once('?')?;
-    // Rebuilt from checked values only: `n` digits, `last` a tag; the upstream's text is
-    // never copied into the header (a `,` or `<` in it could add a link to another host).
-    let n =
-        query_param(page, "n").filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    let last = query_param(page, "last")
-        .map(|l| percent_decode(&l))
-        .filter(|l| {
-            matches!(
-                oci_cache_core::name::Reference::parse(l),
-                Ok(oci_cache_core::name::Reference::Tag(_))
-            )
-        });
-    let page = match (n, last) {
-        (Some(n), Some(last)) => format!("n={n}&last={last}"),
-        (Some(n), None) => format!("n={n}"),
-        (None, Some(last)) => format!("last={last}"),
-        (None, None) => return None,
-    };
-    let ns = ns.map(|n| format!("&ns={n}")).unwrap_or_default();
-    Some(format!("<{path}?{page}{ns}>; rel=\"next\""))
-}
-
-/// What the request log line says beyond method, route and status.
-#[derive(Debug, Clone)]
-pub(crate) struct LogInfo {
-    /// The upstream the request went to.
-    pub(crate) upstream: String,
-    /// `hit` (from storage) or `miss` (from a fill) for blobs; `-` for manifests and tag
-    /// lists.
-    pub(crate) cache: &'static str,
-}
-
 fn blob_response(digest: &str, blob: BlobResponse) -> Response<Body> {
     let body: Body = BodyExt::boxed_unsync(StreamBody::new(
         blob.body
@@ -296,105 +288,5 @@ fn json_response(status: StatusCode, body: &'static str, head: bool) -> Response
 fn insert<K: header::IntoHeaderName>(h: &mut http::HeaderMap, name: K, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(name, v);
-    }
-}
-
-/// The value of `key` in a query string (no percent-decoding: the values used here, `ns`,
-/// `n` and `last`, are host names, numbers and tags).
-fn query_param(query: &str, key: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.to_owned())
-}
-
-/// `%XX` sequences decoded (and `+` kept: query values here are media types, not forms);
-/// invalid sequences are kept as they are.
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The part of a tags/list query that goes upstream: `n` and `last`.
-fn forwarded_query(query: &str) -> String {
-    query
-        .split('&')
-        .filter(|kv| kv.starts_with("n=") || kv.starts_with("last="))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_params() {
-        assert_eq!(
-            query_param("ns=docker.io&x=1", "ns").as_deref(),
-            Some("docker.io")
-        );
-        assert_eq!(query_param("x=1", "ns"), None);
-        assert_eq!(forwarded_query("ns=a&n=10&last=v1&evil=1"), "n=10&last=v1");
-    }
-
-    #[test]
-    fn artifact_types_are_percent_decoded() {
-        assert_eq!(
-            percent_decode("application%2Fvnd.dev.cosign.artifact.sig.v1%2Bjson"),
-            "application/vnd.dev.cosign.artifact.sig.v1+json"
-        );
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz/x"), "%zz/x");
-    }
-
-    #[test]
-    fn next_page_links_follow_the_clients_route() {
-        let up = r#"</v2/library/alpine/tags/list?n=2&last=b>; rel="next""#;
-        assert_eq!(
-            client_link(up, "/v2/docker.io/alpine/tags/list", None).as_deref(),
-            Some(r#"</v2/docker.io/alpine/tags/list?n=2&last=b>; rel="next""#)
-        );
-        assert_eq!(
-            client_link(up, "/v2/alpine/tags/list", Some("docker.io")).as_deref(),
-            Some(r#"</v2/alpine/tags/list?n=2&last=b&ns=docker.io>; rel="next""#)
-        );
-        assert_eq!(client_link("garbage", "/v2/a/tags/list", None), None);
-        // Nothing of the upstream's text but a number and a tag reaches the header.
-        let evil =
-            r#"</v2/x/tags/list?n=1&last=a, <https://evil.example/v2/x/tags/list?n=1>; rel="next""#;
-        assert_eq!(
-            client_link(evil, "/v2/x/tags/list", None).as_deref(),
-            Some(r#"</v2/x/tags/list?n=1>; rel="next""#)
-        );
-        assert_eq!(
-            client_link(
-                "</v2/x/tags/list?n=1x&last=v%2E1>; rel=\"next\"",
-                "/v2/x/tags/list",
-                None
-            )
-            .as_deref(),
-            Some(r#"</v2/x/tags/list?last=v.1>; rel="next""#)
-        );
     }
 }

@@ -4,21 +4,28 @@
 //! [`CacheService`] is a `tower_service::Service` for any request body, so it can be served
 //! by hyper directly (through `hyper_util::service::TowerToHyperService`) or mounted in
 //! another hyper or axum application.
+//!
+//! The `oci-cache` binary needs the `cli` feature (on by default), which adds only what the
+//! binary uses: clap, tracing-subscriber, indicatif and reqwest. An application embedding
+//! the service can depend on this crate with `default-features = false`.
 
 pub mod auth;
-pub mod client_config;
+mod body;
 pub mod config;
+mod endpoint;
 mod error;
 mod handler;
 pub mod metrics;
 mod ops;
-pub mod prefetch_cmd;
+mod outcome;
+mod query;
 mod readiness;
 mod serve;
 mod service;
 mod status;
 pub mod tls;
 
+pub use body::{Body, BodyError};
 pub use error::{error_response, ApiError};
 pub use serve::{serve, serve_with, serve_with_limit, ServeOptions};
-pub use service::{Body, BodyError, CacheService, Role};
+pub use service::{CacheService, Role};

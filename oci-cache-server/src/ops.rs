@@ -3,99 +3,82 @@
 //! `/metrics` (Prometheus).
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
-use oci_cache_core::route::{parse_path, Route};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use oci_cache_core::{Engine, Upstreams};
 
 use crate::auth::{AccessPolicy, Identity};
+use crate::body::{full_body, Body};
+use crate::endpoint::OpsPath;
 use crate::metrics::Metrics;
 use crate::readiness::StorageProbe;
-use crate::service::{full_body, Body};
 use crate::status::{status_html, status_json};
 
-/// Answers an operator path, or `None` for any other path. `/metrics` is OpenMetrics when
-/// the scraper accepts it, else the Prometheus text format.
+/// What the operator endpoints read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpsContext<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) upstreams: &'a Upstreams,
+    pub(crate) access: &'a AccessPolicy,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) probe: &'a StorageProbe,
+    /// The storage limit the status page shows.
+    pub(crate) max_bytes: Option<u64>,
+}
+
+/// Answers an operator endpoint; `headers` are the request's. `/metrics` is OpenMetrics
+/// when the scraper accepts it, else the Prometheus text format.
 pub(crate) async fn handle_ops(
-    parts: &http::request::Parts,
-    engine: &Engine,
-    upstreams: &Upstreams,
-    metrics: &Metrics,
-    access: &AccessPolicy,
-    probe: &StorageProbe,
-    max_bytes: Option<u64>,
-) -> Option<Response<Body>> {
-    let status = |identity: &Identity| status_json(engine, upstreams, access, identity, max_bytes);
-    match parts.uri.path() {
-        "/healthz" => Some(text(StatusCode::OK, "text/plain", "ok\n")),
-        "/" | "/status" => {
-            let status = status(&viewer(access, parts).await);
-            Some(text(
+    path: OpsPath,
+    headers: &HeaderMap,
+    cx: OpsContext<'_>,
+) -> Response<Body> {
+    let status = |identity: &Identity| {
+        status_json(cx.engine, cx.upstreams, cx.access, identity, cx.max_bytes)
+    };
+    match path {
+        OpsPath::Health => text(StatusCode::OK, "text/plain", "ok\n"),
+        OpsPath::StatusPage => {
+            let status = status(&viewer(cx.access, headers).await);
+            text(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
                 status_html(&status),
-            ))
+            )
         }
-        "/status.json" => Some(text(
+        OpsPath::StatusJson => text(
             StatusCode::OK,
             "application/json",
-            status(&viewer(access, parts).await).to_string(),
-        )),
-        "/readyz" => Some(readyz(engine, upstreams, probe).await),
-        "/metrics" => {
-            let openmetrics = parts
-                .headers
+            status(&viewer(cx.access, headers).await).to_string(),
+        ),
+        OpsPath::Ready => readyz(cx.engine, cx.upstreams, cx.probe).await,
+        OpsPath::Metrics => {
+            let openmetrics = headers
                 .get(header::ACCEPT)
                 .and_then(|a| a.to_str().ok())
                 .is_some_and(|a| a.contains("application/openmetrics-text"));
-            Some(if openmetrics {
+            if openmetrics {
                 text(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render_openmetrics(),
+                    cx.metrics.render_openmetrics(),
                 )
             } else {
                 text(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    metrics.render_prometheus(),
+                    cx.metrics.render_prometheus(),
                 )
-            })
+            }
         }
-        _ => None,
     }
 }
 
 /// Who is looking at the status page (anonymous when the credentials do not check out).
-async fn viewer(access: &AccessPolicy, parts: &http::request::Parts) -> Identity {
+async fn viewer(access: &AccessPolicy, headers: &HeaderMap) -> Identity {
     access
-        .identify(&parts.headers)
+        .identify(headers)
         .await
         .unwrap_or(Identity::Anonymous)
-}
-
-/// Whether `path` is a health probe (`/healthz`, `/readyz`): answered without a
-/// connection slot, so probes pass while every slot serves a request.
-pub(crate) fn is_probe(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz")
-}
-
-/// The route label of a request path, for metrics.
-pub(crate) fn route_label(path: &str) -> &'static str {
-    match path {
-        p if is_probe(p) => return "health",
-        "/" | "/status" | "/status.json" => return "status",
-        "/metrics" => return "metrics",
-        _ => {}
-    }
-    match parse_path(path) {
-        Ok(Route::ApiVersion) => "version",
-        Ok(Route::Manifest { .. }) => "manifest",
-        Ok(Route::Blob { .. }) => "blob",
-        Ok(Route::TagsList { .. }) => "tags",
-        Ok(Route::Referrers { .. }) => "referrers",
-        Ok(Route::Upload) => "upload",
-        Err(_) => "other",
-    }
 }
 
 async fn readyz(engine: &Engine, upstreams: &Upstreams, probe: &StorageProbe) -> Response<Body> {

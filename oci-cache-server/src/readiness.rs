@@ -4,11 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use oci_cache_core::{Digest, Engine};
+use oci_cache_core::Engine;
 
-/// The probe blob `/readyz` writes (committing it again is a no-op success).
-const PROBE: &[u8] = b"oci-cache readiness probe\n";
 /// A result is reused this long.
 const REUSE: Duration = Duration::from_secs(1);
 /// A probe write that takes longer counts as a failure.
@@ -17,12 +14,14 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The last storage probe and when it ran.
 #[derive(Debug, Default)]
 pub(crate) struct StorageProbe {
+    /// Held across a probe (hence tokio's lock, which has no poisoning): concurrent checks
+    /// wait for the running probe and share its result.
     last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl StorageProbe {
     /// Whether storage takes a write: the last result when it is under a second old, else
-    /// a new probe (one at a time).
+    /// a new probe ([`Engine::probe_storage`], one at a time).
     pub(crate) async fn check(&self, engine: &Engine) -> Result<(), String> {
         let mut last = self.last.lock().await;
         if let Some((at, result)) = last.as_ref() {
@@ -30,26 +29,11 @@ impl StorageProbe {
                 return result.clone();
             }
         }
-        let result = match tokio::time::timeout(PROBE_TIMEOUT, write_probe(engine)).await {
-            Ok(r) => r,
+        let result = match tokio::time::timeout(PROBE_TIMEOUT, engine.probe_storage()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
         };
         *last = Some((Instant::now(), result.clone()));
         result
     }
-}
-
-async fn write_probe(engine: &Engine) -> Result<(), String> {
-    let digest = Digest::sha256_of(PROBE);
-    async {
-        let mut w = engine
-            .blobs()
-            .writer(&digest, Some(PROBE.len() as u64))
-            .await?;
-        w.write(Bytes::from_static(PROBE)).await?;
-        w.commit().await
-    }
-    .await
-    .map(drop)
-    .map_err(|e| e.to_string())
 }

@@ -7,31 +7,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderValue, Request, Response};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use oci_cache_core::route::RouteParseError;
 use oci_cache_core::{Engine, Upstreams};
 
 use crate::auth::AccessPolicy;
+use crate::body::Body;
+use crate::endpoint::{Endpoint, OpsPath};
 use crate::error::{error_response, ApiError};
-use crate::handler::{handle, LogInfo};
+use crate::handler::handle;
 use crate::metrics::Metrics;
-use crate::ops::{handle_ops, route_label};
+use crate::ops::{handle_ops, OpsContext};
+use crate::outcome::Outcome;
 use crate::readiness::StorageProbe;
-use oci_cache_core::route::RouteParseError;
-
-/// The error type of a response body: a body that fails is cut, never completed.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
-/// The response body of [`CacheService`].
-pub type Body = UnsyncBoxBody<Bytes, BodyError>;
-
-/// A body holding `bytes`.
-pub(crate) fn full_body(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,47 +86,17 @@ impl CacheService {
     pub async fn call_request<B>(&self, req: Request<B>) -> Response<Body> {
         let started = Instant::now();
         let (parts, _body) = req.into_parts();
-        let path = parts.uri.path();
-        let ops = match self.role {
-            Role::Api if path != "/healthz" => None,
-            _ => {
-                handle_ops(
-                    &parts,
-                    &self.engine,
-                    &self.upstreams,
-                    &self.metrics,
-                    &self.access,
-                    &self.probe,
-                    self.max_bytes,
-                )
-                .await
-            }
-        };
-        let mut resp = match (ops, self.role) {
-            (Some(resp), _) => resp,
-            (None, Role::Admin) => error_response(&ApiError::Path(RouteParseError::NotFound)),
-            (None, _) => match handle(&self.engine, &self.upstreams, &self.access, &parts).await {
-                Ok(resp) => resp,
-                Err(failure) => {
-                    tracing::debug!(error = %failure.error, "request failed");
-                    let mut resp = error_response(&failure.error);
-                    if let Some(upstream) = failure.upstream {
-                        resp.extensions_mut().insert(LogInfo {
-                            upstream,
-                            cache: "-",
-                        });
-                    }
-                    resp
-                }
-            },
-        };
-        let route = route_label(path);
+        let endpoint = Endpoint::parse(parts.uri.path());
+        let route = endpoint.label();
+        let Outcome {
+            response: mut resp,
+            log,
+        } = self.answer(endpoint, &parts).await;
         self.metrics.request(route, resp.status().as_u16());
         resp.headers_mut().insert(
             "docker-distribution-api-version",
             HeaderValue::from_static("registry/2.0"),
         );
-        let info = resp.extensions().get::<LogInfo>();
         let bytes = resp
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -146,15 +105,46 @@ impl CacheService {
         tracing::info!(
             method = %parts.method,
             route,
-            path,
-            upstream = info.map_or("-", |i| i.upstream.as_str()),
-            cache = info.map_or("-", |i| i.cache),
+            path = parts.uri.path(),
+            upstream = log.upstream.as_deref().unwrap_or("-"),
+            cache = log.cache,
             bytes,
             status = resp.status().as_u16(),
             ms = started.elapsed().as_millis() as u64,
             "request"
         );
         resp
+    }
+
+    /// The outcome of a request for `endpoint`, as this service's [`Role`] serves it: an
+    /// API listener answers no operator endpoint but `/healthz`, an admin listener no API
+    /// route.
+    async fn answer(&self, endpoint: Endpoint, parts: &Parts) -> Outcome {
+        match (endpoint, self.role) {
+            (Endpoint::Ops(path), Role::Both | Role::Admin)
+            | (Endpoint::Ops(path @ OpsPath::Health), Role::Api) => {
+                let cx = OpsContext {
+                    engine: &self.engine,
+                    upstreams: &self.upstreams,
+                    access: &self.access,
+                    metrics: &self.metrics,
+                    probe: &self.probe,
+                    max_bytes: self.max_bytes,
+                };
+                Outcome::plain(handle_ops(path, &parts.headers, cx).await)
+            }
+            (Endpoint::Api(_), Role::Admin) => {
+                Outcome::plain(error_response(&ApiError::Path(RouteParseError::NotFound)))
+            }
+            // Not an API path either: the API handler answers it as such.
+            (Endpoint::Ops(_), Role::Api) => {
+                let not_api = Err(RouteParseError::NotFound);
+                handle(&self.engine, &self.upstreams, &self.access, parts, not_api).await
+            }
+            (Endpoint::Api(route), Role::Both | Role::Api) => {
+                handle(&self.engine, &self.upstreams, &self.access, parts, route).await
+            }
+        }
     }
 }
 

@@ -4,10 +4,11 @@
 //! to load is reported and the previous one stays in use.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oci_cache_core::Digest;
+use parking_lot::RwLock;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -103,12 +104,7 @@ impl ReloadingCert {
         let (cert_pem, key_pem) = (read(&self.cert_path)?, read(&self.key_path)?);
         let fingerprint = fingerprint(&cert_pem, &key_pem);
         let known = |d: Option<&Digest>| d == Some(&fingerprint);
-        if self
-            .current
-            .read()
-            .is_ok_and(|c| known(Some(&c.fingerprint)))
-            || self.rejected.read().is_ok_and(|r| known(r.as_ref()))
-        {
+        if known(Some(&self.current.read().fingerprint)) || known(self.rejected.read().as_ref()) {
             return Ok(false);
         }
         match parse_pair(
@@ -119,15 +115,11 @@ impl ReloadingCert {
             &self.provider,
         ) {
             Ok(key) => {
-                if let Ok(mut current) = self.current.write() {
-                    *current = Loaded { key, fingerprint };
-                }
+                *self.current.write() = Loaded { key, fingerprint };
                 Ok(true)
             }
             Err(e) => {
-                if let Ok(mut r) = self.rejected.write() {
-                    *r = Some(fingerprint);
-                }
+                *self.rejected.write() = Some(fingerprint);
                 Err(e)
             }
         }
@@ -171,7 +163,7 @@ impl ReloadingCert {
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().ok().map(|c| Arc::clone(&c.key))
+        Some(Arc::clone(&self.current.read().key))
     }
 }
 

@@ -40,10 +40,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         FsStore::open(dir.join("store")).await?,
         HOT_BUDGET,
     ));
-    let config = EngineConfig {
-        spool_dir: dir.join("spool"),
-        ..EngineConfig::default()
-    };
+    let mut config = EngineConfig::default();
+    config.spool_dir = dir.join("spool");
     std::fs::create_dir_all(&config.spool_dir)?;
     let engine = Arc::new(Engine::new(store.clone(), store, config));
 

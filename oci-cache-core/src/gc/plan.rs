@@ -12,8 +12,11 @@ use std::time::{Duration, SystemTime};
 
 use crate::Digest;
 
-/// When and how much to evict.
+/// When and how much to evict. Start from [`GcPolicy::default`] and set the fields you
+/// need; the struct is `#[non_exhaustive]`, so a field added later (with a default) does not
+/// break that code.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct GcPolicy {
     /// Stored bytes allowed; `None` for no size limit.
     pub max_bytes: Option<u64>,

@@ -21,8 +21,11 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// One upstream registry.
+/// One upstream registry. Start from [`UpstreamConfig::new`] and set the fields you need;
+/// the struct is `#[non_exhaustive]`, so a field added later (with a default) does not break
+/// that code.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct UpstreamConfig {
     /// The name clients select it by (`?ns=`, path prefix), e.g. `docker.io`.
     pub name: String,

@@ -137,12 +137,10 @@ pub async fn respond_head_then(s: &mut TcpStream, len: usize, body: &[u8]) {
 pub fn engine() -> (Engine, Arc<MemoryStore>, tempfile::TempDir) {
     let store = Arc::new(MemoryStore::new());
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        spool_dir: dir.path().to_owned(),
-        fill_idle_timeout: std::time::Duration::from_secs(3),
-        chunk_size: 64 * 1024,
-        ..EngineConfig::default()
-    };
+    let mut config = EngineConfig::default();
+    config.spool_dir = dir.path().to_path_buf();
+    config.fill_idle_timeout = std::time::Duration::from_secs(3);
+    config.chunk_size = 64 * 1024;
     (
         Engine::new(store.clone(), store.clone(), config),
         store,
@@ -178,12 +176,10 @@ pub async fn fs_engine() -> (
             .await
             .unwrap(),
     );
-    let config = EngineConfig {
-        spool_dir: dir.path().to_owned(),
-        fill_idle_timeout: std::time::Duration::from_secs(3),
-        chunk_size: 64 * 1024,
-        ..EngineConfig::default()
-    };
+    let mut config = EngineConfig::default();
+    config.spool_dir = dir.path().to_path_buf();
+    config.fill_idle_timeout = std::time::Duration::from_secs(3);
+    config.chunk_size = 64 * 1024;
     (
         Engine::new(store.clone(), store.clone(), config),
         store,

@@ -13,9 +13,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 
@@ -134,27 +135,23 @@ fn cost_of(hash: &str) -> Option<u32> {
 }
 
 fn remembered(map: &Mutex<HashMap<[u8; 32], Instant>>, key: &[u8; 32], ttl: Duration) -> bool {
-    map.lock()
-        .ok()
-        .and_then(|m| m.get(key).copied())
-        .is_some_and(|at| at.elapsed() < ttl)
+    map.lock().get(key).is_some_and(|at| at.elapsed() < ttl)
 }
 
 /// Remembers `key` in a map whose entries live `ttl`; when the map is full of live entries,
 /// the oldest one makes room, so the newest failures are always remembered.
 fn remember(map: &Mutex<HashMap<[u8; 32], Instant>>, key: [u8; 32], ttl: Duration) {
-    if let Ok(mut m) = map.lock() {
-        if m.len() >= MAX_REMEMBERED {
-            m.retain(|_, at| at.elapsed() < ttl);
-        }
-        if m.len() >= MAX_REMEMBERED {
-            let oldest = m.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                m.remove(&oldest);
-            }
-        }
-        m.insert(key, Instant::now());
+    let mut m = map.lock();
+    if m.len() >= MAX_REMEMBERED {
+        m.retain(|_, at| at.elapsed() < ttl);
     }
+    if m.len() >= MAX_REMEMBERED {
+        let oldest = m.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k);
+        if let Some(oldest) = oldest {
+            m.remove(&oldest);
+        }
+    }
+    m.insert(key, Instant::now());
 }
 
 #[cfg(test)]

@@ -61,12 +61,12 @@ impl GcSection {
                 "watermarks must satisfy 0 < low <= high <= 1, got low {low}, high {high}"
             )));
         }
-        Ok(GcPolicy {
-            max_bytes: self.max_bytes,
-            high_watermark: high,
-            low_watermark: low,
-            max_age: (self.max_age_secs > 0).then(|| Duration::from_secs(self.max_age_secs)),
-        })
+        let mut policy = GcPolicy::default();
+        policy.max_bytes = self.max_bytes;
+        policy.high_watermark = high;
+        policy.low_watermark = low;
+        policy.max_age = (self.max_age_secs > 0).then(|| Duration::from_secs(self.max_age_secs));
+        Ok(policy)
     }
 
     /// Time between passes (at least one second).

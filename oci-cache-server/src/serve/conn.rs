@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::task::AtomicWaker;
+use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// The shared state of one connection.
@@ -141,11 +142,7 @@ impl Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        self.conns
-            .all
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
+        self.conns.all.lock().remove(&self.id);
     }
 }
 
@@ -179,10 +176,7 @@ impl Connections {
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(ConnState::new(self.origin));
-        self.all
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, Arc::clone(&state));
+        self.all.lock().insert(id, Arc::clone(&state));
         Place {
             id,
             state,
@@ -195,7 +189,7 @@ impl Connections {
     /// the one unserved the longest; else one waiting for a slot or answering a probe.
     /// Returns whether one was found.
     fn shed_one(&self) -> bool {
-        let all = self.all.lock().unwrap_or_else(PoisonError::into_inner);
+        let all = self.all.lock();
         // Ties (the same millisecond) go to the earlier accepted.
         let victim = all
             .iter()

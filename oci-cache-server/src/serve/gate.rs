@@ -15,8 +15,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::Semaphore;
 
 use super::conn::{ConnState, InRequest, Serving};
-use crate::ops::is_probe;
-use crate::service::{Body, BodyError};
+use crate::body::{Body, BodyError};
+use crate::endpoint::is_probe;
 use crate::CacheService;
 
 /// Serves the requests of one connection through `service`, each holding a slot.

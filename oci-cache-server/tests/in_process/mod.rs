@@ -28,10 +28,8 @@ impl InProcess {
     pub fn new() -> InProcess {
         let store = Arc::new(MemoryStore::new());
         let spool = tempfile::tempdir().unwrap();
-        let config = EngineConfig {
-            spool_dir: spool.path().to_owned(),
-            ..EngineConfig::default()
-        };
+        let mut config = EngineConfig::default();
+        config.spool_dir = spool.path().to_path_buf();
         let engine = Arc::new(Engine::new(store.clone(), store.clone(), config));
         InProcess {
             engine,

@@ -3,12 +3,12 @@
 use std::process::ExitCode;
 
 use oci_cache_core::{Engine, EngineConfig, Upstreams};
-use oci_cache_server::client_config::{render, ClientKind};
-use oci_cache_server::prefetch_cmd;
 use oci_cache_storage::verify::verify_blobs;
 
 use crate::args::{ClientConfigArgs, GcArgs, HealthcheckArgs, PrefetchArgs, VerifyArgs};
+use crate::client_config::{render, ClientKind};
 use crate::init_logs;
+use crate::prefetch_cmd;
 use crate::storage::open_storage_shared;
 
 /// Runs a job's future on a fresh runtime; prints its error as `oci-cache NAME: ...`.
@@ -43,14 +43,9 @@ pub(crate) fn prefetch(args: &PrefetchArgs) -> ExitCode {
         let (blobs, tags) = open_storage_shared(&config).await?;
         let spool_dir = config.data_dir.join("spool");
         std::fs::create_dir_all(&spool_dir)?;
-        let engine = Engine::new(
-            blobs,
-            tags,
-            EngineConfig {
-                spool_dir,
-                ..EngineConfig::default()
-            },
-        );
+        let mut engine_config = EngineConfig::default();
+        engine_config.spool_dir = spool_dir;
+        let engine = Engine::new(blobs, tags, engine_config);
         Ok::<_, Box<dyn std::error::Error>>(prefetch_cmd::run(&engine, &upstreams, &refs).await)
     };
     let Some(report) = block_on("prefetch", run) else {

@@ -2,8 +2,10 @@
 //! `verify` and `config` are one-shot jobs beside it.
 
 mod args;
+mod client_config;
 mod fd_limit;
 mod jobs;
+mod prefetch_cmd;
 mod serve;
 mod storage;
 

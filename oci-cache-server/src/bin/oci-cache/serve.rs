@@ -41,10 +41,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
     let (blobs, tags) = open_storage(&config).await?;
     let spool_dir = config.data_dir.join("spool");
     std::fs::create_dir_all(&spool_dir)?;
-    let engine_config = EngineConfig {
-        spool_dir,
-        ..EngineConfig::default()
-    };
+    let mut engine_config = EngineConfig::default();
+    engine_config.spool_dir = spool_dir;
     let engine = Arc::new(Engine::new(blobs, tags, engine_config));
     let policy = config.gc.policy()?;
     spawn_gc(Arc::clone(&engine), policy, config.gc.interval());

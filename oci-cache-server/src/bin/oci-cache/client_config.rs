@@ -3,11 +3,11 @@
 
 use std::fmt::Write as _;
 
-use crate::config::UpstreamEntry;
+use oci_cache_server::config::UpstreamEntry;
 
 /// The clients the cache can print configuration for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientKind {
+pub(crate) enum ClientKind {
     /// containerd `hosts.toml` files (one per upstream, under `certs.d`).
     Containerd,
     /// k3s `registries.yaml`.
@@ -22,7 +22,7 @@ pub enum ClientKind {
 
 /// Renders the configuration of `kind` for a cache reachable at `cache_url`
 /// (e.g. `http://cache.internal:5000`).
-pub fn render(kind: ClientKind, cache_url: &str, upstreams: &[UpstreamEntry]) -> String {
+pub(crate) fn render(kind: ClientKind, cache_url: &str, upstreams: &[UpstreamEntry]) -> String {
     let cache_url = cache_url.trim_end_matches('/');
     let cache_host = cache_url
         .split_once("://")

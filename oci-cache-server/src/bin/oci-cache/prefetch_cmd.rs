@@ -11,7 +11,10 @@ use oci_cache_core::{Engine, Upstreams};
 
 /// Reads references: the arguments, then the file's lines (blank lines and `#` comments
 /// skipped).
-pub fn references(args: &[String], file: Option<&std::path::Path>) -> std::io::Result<Vec<String>> {
+pub(crate) fn references(
+    args: &[String],
+    file: Option<&std::path::Path>,
+) -> std::io::Result<Vec<String>> {
     let mut refs = args.to_vec();
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)?;
@@ -26,7 +29,7 @@ pub fn references(args: &[String], file: Option<&std::path::Path>) -> std::io::R
 }
 
 /// Prefetches `refs`, drawing a byte progress bar on a terminal.
-pub async fn run(engine: &Engine, upstreams: &Upstreams, refs: &[String]) -> PrefetchReport {
+pub(crate) async fn run(engine: &Engine, upstreams: &Upstreams, refs: &[String]) -> PrefetchReport {
     let bar = ProgressBar::with_draw_target(
         Some(0),
         if std::io::stderr().is_terminal() {
@@ -54,7 +57,7 @@ pub async fn run(engine: &Engine, upstreams: &Upstreams, refs: &[String]) -> Pre
 }
 
 /// The summary printed at the end.
-pub fn summary(report: &PrefetchReport) -> String {
+pub(crate) fn summary(report: &PrefetchReport) -> String {
     let mut out = String::new();
     for (r, why) in &report.failures {
         let _ = writeln!(out, "failed {r}: {why}");
