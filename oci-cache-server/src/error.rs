@@ -45,13 +45,17 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// An error code: one of the distribution spec's, or one of the two that CNCF distribution
-/// adds for failures the spec does not name.
+/// An error code: one of the distribution spec's, or one of those CNCF distribution adds
+/// for failures the spec does not name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Code {
     Spec(ErrorCode),
-    /// `UNAVAILABLE`: the upstream cannot be reached or failed (502, 503, 504).
+    /// `UNAVAILABLE`: the upstream cannot be reached or failed, sent content that does not
+    /// match its digest included (502, 503, 504).
     Unavailable,
+    /// `RANGE_INVALID`: the `Range` does not overlap the blob (416). The blob exists, so
+    /// `BLOB_UNKNOWN` would mislead a client.
+    RangeInvalid,
     /// `UNKNOWN`: an internal failure (500).
     Unknown,
 }
@@ -61,6 +65,7 @@ impl Code {
         match self {
             Code::Spec(c) => c.to_string(),
             Code::Unavailable => "UNAVAILABLE".to_owned(),
+            Code::RangeInvalid => "RANGE_INVALID".to_owned(),
             Code::Unknown => "UNKNOWN".to_owned(),
         }
     }
@@ -113,11 +118,13 @@ fn classify_engine(e: &EngineError) -> (Code, StatusCode, Extra) {
         EngineError::BlobUnknown { .. } => (Code::Spec(C::BlobUnknown), S::NOT_FOUND, None),
         EngineError::ManifestUnknown => (Code::Spec(C::ManifestUnknown), S::NOT_FOUND, None),
         EngineError::ManifestInvalid(_) => (Code::Spec(C::ManifestInvalid), S::BAD_REQUEST, None),
+        // The upstream sent bytes that are not the blob: its failure, not the client's
+        // (DIGEST_INVALID would tell the client its own digest is wrong).
         EngineError::DigestMismatch { .. } | EngineError::SizeMismatch { .. } => {
-            (Code::Spec(C::DigestInvalid), S::BAD_GATEWAY, None)
+            (Code::Unavailable, S::BAD_GATEWAY, None)
         }
         EngineError::RangeNotSatisfiable { size } => (
-            Code::Spec(C::BlobUnknown),
+            Code::RangeInvalid,
             S::RANGE_NOT_SATISFIABLE,
             Some((header::CONTENT_RANGE, format!("bytes */{size}"))),
         ),
@@ -141,14 +148,12 @@ fn classify_engine(e: &EngineError) -> (Code, StatusCode, Extra) {
             | UpstreamError::InvalidResponse { .. } => (Code::Unavailable, S::BAD_GATEWAY, None),
             _ => (Code::Unavailable, S::SERVICE_UNAVAILABLE, None),
         },
-        EngineError::Busy { .. } => (
+        EngineError::Busy { .. } | EngineError::SpoolBudgetSpent { .. } => (
             Code::Unavailable,
             S::SERVICE_UNAVAILABLE,
             Some((header::RETRY_AFTER, "5".to_owned())),
         ),
-        EngineError::Storage(_) | EngineError::Spool(_) | EngineError::Shared(_) => {
-            (Code::Unknown, S::INTERNAL_SERVER_ERROR, None)
-        }
+        // Storage, Spool, SpoolTooShort, FillLost, TaskLost: failures of the cache itself.
         _ => (Code::Unknown, S::INTERNAL_SERVER_ERROR, None),
     }
 }
@@ -195,5 +200,67 @@ mod tests {
             source: not,
         }));
         assert_eq!(error_response(&err).status(), StatusCode::BAD_GATEWAY);
+    }
+
+    fn code_and_status(e: EngineError) -> (String, StatusCode, Extra) {
+        let (code, status, extra) = classify(&ApiError::Engine(e));
+        (code.as_string(), status, extra)
+    }
+
+    #[test]
+    fn a_range_past_the_end_is_416_range_invalid_with_the_size() {
+        let (code, status, extra) = code_and_status(EngineError::RangeNotSatisfiable { size: 7 });
+        assert_eq!(
+            (code.as_str(), status),
+            ("RANGE_INVALID", StatusCode::RANGE_NOT_SATISFIABLE)
+        );
+        assert_eq!(extra, Some((header::CONTENT_RANGE, "bytes */7".to_owned())));
+    }
+
+    #[test]
+    fn bytes_from_the_upstream_that_are_not_the_blob_are_502_unavailable() {
+        let d = |b: &[u8]| oci_cache_core::Digest::sha256_of(b);
+        for e in [
+            EngineError::DigestMismatch {
+                expected: d(b"a"),
+                actual: d(b"b"),
+            },
+            EngineError::SizeMismatch {
+                expected: 1,
+                actual: 2,
+            },
+        ] {
+            let shared = EngineError::Shared(std::sync::Arc::new(e));
+            let (code, status, _) = classify(&ApiError::Engine(shared));
+            assert_eq!(
+                (code.as_string().as_str(), status),
+                ("UNAVAILABLE", StatusCode::BAD_GATEWAY)
+            );
+        }
+    }
+
+    #[test]
+    fn internal_failures_are_500_unknown_and_a_spent_memory_budget_is_503() {
+        for e in [
+            EngineError::FillLost,
+            EngineError::TaskLost { task: "hash" },
+            EngineError::SpoolTooShort {
+                offset: 1,
+                len: 2,
+                held: 0,
+            },
+        ] {
+            let (code, status, _) = code_and_status(e);
+            assert_eq!(
+                (code.as_str(), status),
+                ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR)
+            );
+        }
+        let (code, status, extra) = code_and_status(EngineError::SpoolBudgetSpent { limit: 1 });
+        assert_eq!(
+            (code.as_str(), status),
+            ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
+        );
+        assert_eq!(extra, Some((header::RETRY_AFTER, "5".to_owned())));
     }
 }

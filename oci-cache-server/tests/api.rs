@@ -148,9 +148,11 @@ async fn cached_blob_serves_full_ranged_and_head_with_the_right_headers() {
         (s, body.as_ref()),
         (StatusCode::PARTIAL_CONTENT, &bytes[995..])
     );
-    let (s, h, _) = call(&api, Method::GET, &uri, Some("bytes=1000-")).await;
+    let (s, h, body) = call(&api, Method::GET, &uri, Some("bytes=1000-")).await;
     assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(h["content-range"], "bytes */1000");
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["errors"][0]["code"], "RANGE_INVALID", "{error}");
     let (s, h, body) = call(&api, Method::HEAD, &uri, None).await;
     assert_eq!((s, body.len()), (StatusCode::OK, 0));
     assert_eq!(h["content-length"], "1000");
