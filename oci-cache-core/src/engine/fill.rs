@@ -7,18 +7,21 @@
 //! - `context`: the one [`FillContext`] all fills share;
 //! - `state`: [`Progress`], the one value a fill publishes and its readers watch, spool
 //!   included;
-//! - `run`: the fill task (upstream GET, batches, hash, spool and storage, commit);
+//! - `run`: the fill task (upstream GET, batches into the spool's window, commit);
+//! - `hash`, `store`: the stages behind the download (the digest; the disk and storage);
 //! - `spool`, `feed`, `batch`, `memory_budget`: where the bytes go;
 //! - `read`: a reader's stream over the fill's state.
 
 mod batch;
 mod context;
 mod feed;
+mod hash;
 mod memory_budget;
 mod read;
 mod run;
 mod spool;
 mod state;
+mod store;
 
 use std::sync::Arc;
 

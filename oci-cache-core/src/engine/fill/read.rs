@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use futures_util::stream;
 
+use super::spool::Recall;
 use super::state::{FillHandle, Progress};
 use crate::engine::response::BlobBody;
 use crate::EngineError;
@@ -50,11 +51,11 @@ impl Reader {
                 Progress::Connecting => (0, None, None, false),
                 Progress::Streaming {
                     size,
-                    written,
+                    received,
                     spool,
                 } => {
                     // Hold back the blob's last byte until it is verified.
-                    let limit = size.map_or(written, |s| written.min(s.saturating_sub(1)));
+                    let limit = size.map_or(received, |s| received.min(s.saturating_sub(1)));
                     (limit, size, Some(spool), false)
                 }
                 Progress::Done { size, spool } => (size, Some(size), Some(spool), true),
@@ -66,13 +67,18 @@ impl Reader {
             }
             let limit = end.map_or(readable, |e| readable.min(e));
             if let Some(spool) = spool.filter(|_| limit > self.pos) {
-                let len = (limit - self.pos).min(self.chunk) as usize;
                 let bytes = match spool.recall(self.pos, limit) {
-                    Some(bytes) => bytes,
-                    None => spool.read_at(self.pos, len).await?,
+                    Recall::Memory(bytes) => Some(bytes),
+                    Recall::Backing { end } if end > self.pos => {
+                        let len = (end - self.pos).min(self.chunk) as usize;
+                        Some(spool.read_at(self.pos, len).await?)
+                    }
+                    Recall::Backing { .. } => None,
                 };
-                self.pos += bytes.len() as u64;
-                return Ok(Some(bytes));
+                if let Some(bytes) = bytes {
+                    self.pos += bytes.len() as u64;
+                    return Ok(Some(bytes));
+                }
             }
             if done {
                 // The fill finished short of the range's end: the range lies past the blob.

@@ -1,21 +1,24 @@
-//! The fill task: one upstream GET, read in batches; each batch is hashed (on the
-//! blocking pool) while it is written where readers follow it and where storage keeps it;
-//! the verified blob is committed and linked.
+//! The fill task: one upstream GET, read in batches. Each batch reaches the readers at
+//! once (through the spool's window, in memory) and goes on to two stages that run behind
+//! the download in their own tasks: the hash (`hash.rs`) and the disk (`store.rs`).
+//! Reading the next batch never waits for either, within their bounded queues. The last
+//! byte is released to readers only when the digest matched; the verified blob is then
+//! committed and linked.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
-use oci_cache_storage::BlobWriter;
 use tokio::sync::watch;
 
 use super::batch::next_batch;
 use super::context::FillContext;
 use super::feed::StorageFeed;
+use super::hash::HashStage;
 use super::spool::Spool;
 use super::state::Progress;
+use super::store::{Sink, StoreStage, Stored};
 use crate::engine::stats::EngineStats;
-use crate::{Digest, EngineError, UpstreamClient, UpstreamError, Verifier};
+use crate::{Digest, EngineError, UpstreamClient, UpstreamError};
 
 /// One blob to download.
 pub(super) struct FillJob {
@@ -25,28 +28,10 @@ pub(super) struct FillJob {
     pub(super) digest: Digest,
 }
 
-/// Where a fill's bytes go besides the spool: straight into a storage writer whose local
-/// file is the spool (one copy on disk), into a storage writer fed in its own task, or,
-/// when storage refused or failed, nowhere (the blob is served, not stored).
-enum Sink {
-    Direct(Box<dyn BlobWriter>),
-    Fed(StorageFeed),
-    PassThrough,
-}
-
-/// A fill under way: what arrived so far and where it went.
-struct Running<'a> {
-    job: &'a FillJob,
-    tx: &'a watch::Sender<Progress>,
-    spool: Spool,
-    sink: Sink,
-    size: Option<u64>,
-    written: u64,
-}
-
 impl FillJob {
     /// Runs the fill to its end and publishes how it ended.
     pub(super) async fn run(self, tx: watch::Sender<Progress>) {
+        let tx = Arc::new(tx);
         match self.download(&tx).await {
             Ok(size) => tracing::debug!(digest = %self.digest, size, "fill done"),
             Err(e) => {
@@ -58,7 +43,7 @@ impl FillJob {
     }
 
     /// Downloads, verifies and commits one blob; returns its size.
-    async fn download(&self, tx: &watch::Sender<Progress>) -> Result<u64, EngineError> {
+    async fn download(&self, tx: &Arc<watch::Sender<Progress>>) -> Result<u64, EngineError> {
         let ctx = &self.context;
         let started = std::time::Instant::now();
         let Some(_slot) = self.client.fill_slot().await else {
@@ -81,38 +66,64 @@ impl FillJob {
         let size = resp.content_length();
         tracing::debug!(digest = %self.digest, ?size, elapsed = ?started.elapsed(), "fill: upstream answered");
         let (spool, sink) = self.sink(size).await;
-        let mut fill = Running {
-            job: self,
-            tx,
-            spool,
-            sink,
+        tx.send_replace(Progress::Streaming {
             size,
-            written: 0,
-        };
-        fill.publish();
-        let mut verifier = self.digest.verifier();
+            received: 0,
+            spool: spool.clone(),
+        });
+        let hash = HashStage::start(self.digest.verifier());
+        let store = StoreStage::start(
+            Arc::clone(ctx),
+            self.digest.clone(),
+            Arc::clone(tx),
+            spool.clone(),
+            sink,
+        );
+        let mut received = 0u64;
         let mut body = resp.bytes_stream().fuse();
         while let Some(batch) = next_batch(&mut body, ctx.idle_timeout).await? {
-            fill.check_size(batch.len() as u64)?;
-            // Hash on the blocking pool while the batch is stored.
-            let (hashed, stored) = tokio::join!(hash(verifier, batch.clone()), fill.store(batch));
-            verifier = hashed?;
-            stored?;
+            let len = batch.len() as u64;
+            if let Some(expected) = size.filter(|s| received + len > *s) {
+                return Err(EngineError::SizeMismatch {
+                    expected,
+                    actual: received + len,
+                });
+            }
+            // Readers take the batch from the window at once; the stages follow.
+            spool.arrived(received, batch.clone());
+            received += len;
+            tx.send_modify(|p| {
+                if let Progress::Streaming { received: r, .. } = p {
+                    *r = received;
+                }
+            });
+            EngineStats::add(&ctx.stats.bytes_from_upstream, len);
+            if received == len {
+                tracing::debug!(digest = %self.digest, elapsed = ?started.elapsed(), "fill: first batch arrived");
+            }
+            hash.send(batch.clone()).await?;
+            if store.send(batch).await.is_err() {
+                // The store stage failed: its error is the fill's.
+                store.finish().await?;
+                return Err(EngineError::TaskLost { task: "store" });
+            }
         }
-        if let Some(expected) = size.filter(|s| *s != fill.written) {
+        if let Some(expected) = size.filter(|s| *s != received) {
             return Err(EngineError::SizeMismatch {
                 expected,
-                actual: fill.written,
+                actual: received,
             });
         }
-        let actual = verifier.finish();
+        let actual = hash.finish().await?.finish();
         if actual != self.digest {
             return Err(EngineError::DigestMismatch {
                 expected: self.digest.clone(),
                 actual,
             });
         }
-        fill.finish().await
+        let stored = store.finish().await?;
+        self.commit(tx, stored, received).await;
+        Ok(received)
     }
 
     /// Where the bytes will go: the storage writer's own file when it has one, else a
@@ -147,135 +158,29 @@ impl FillJob {
         };
         (spool, sink)
     }
-}
 
-impl Running<'_> {
-    /// Tells readers where the bytes are and how many arrived.
-    fn publish(&self) {
-        self.tx.send_replace(Progress::Streaming {
-            size: self.size,
-            written: self.written,
-            spool: self.spool.clone(),
-        });
-    }
-
-    /// Fails when `len` more bytes would pass the announced size.
-    fn check_size(&self, len: u64) -> Result<(), EngineError> {
-        match self.size {
-            Some(expected) if self.written + len > expected => Err(EngineError::SizeMismatch {
-                expected,
-                actual: self.written + len,
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Stores `batch` (the next bytes) where the fill keeps them and tells readers; on a
-    /// storage failure goes on serving without storing.
-    async fn store(&mut self, batch: Bytes) -> Result<(), EngineError> {
-        let ctx = &self.job.context;
-        let len = batch.len() as u64;
-        match &mut self.sink {
-            Sink::Direct(w) => {
-                let stored = match w.write(batch.clone()).await {
-                    Ok(()) => w.flush().await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = stored {
-                    // The storage file failed (a full disk): go on from a spool copy of what
-                    // arrived so far, serving without storing.
-                    tracing::warn!(digest = %self.job.digest, error = %e, "storage write failed; serving without storing");
-                    self.spool = self.copy_spool(batch.clone()).await?;
-                    EngineStats::add(&ctx.stats.pass_through_bytes, self.written);
-                    self.sink = Sink::PassThrough;
-                }
-            }
-            Sink::Fed(_) | Sink::PassThrough => {
-                if let Err(e) = self.spool.write_at(self.written, batch.clone()).await {
-                    tracing::warn!(digest = %self.job.digest, error = %e, "spool write failed; spooling in memory");
-                    self.spool = self.memory_copy(batch.clone()).await?;
-                }
-                if let Sink::Fed(feed) = &mut self.sink {
-                    feed.send(batch.clone()).await;
-                }
-            }
-        }
-        self.spool.remember(self.written, batch);
-        if self.written == 0 {
-            tracing::debug!(digest = %self.job.digest, "fill: first batch stored");
-        }
-        self.written += len;
-        EngineStats::add(&ctx.stats.bytes_from_upstream, len);
-        if matches!(self.sink, Sink::PassThrough) {
-            EngineStats::add(&ctx.stats.pass_through_bytes, len);
-        }
-        self.publish();
-        Ok(())
-    }
-
-    /// A new spool holding what arrived so far and then `batch`: a file in the spool
-    /// directory, or, when that disk is full too, memory.
-    async fn copy_spool(&mut self, batch: Bytes) -> Result<Spool, EngineError> {
-        if let Ok(file) = Spool::create(&self.job.context.spool_dir) {
-            let filled = match self.spool.copy_into(&file, self.written).await {
-                Ok(()) => file.write_at(self.written, batch.clone()).await,
-                Err(e) => Err(e),
-            };
-            match filled {
-                Ok(()) => return Ok(file),
-                Err(e) => {
-                    tracing::warn!(digest = %self.job.digest, error = %e, "spool file failed too; spooling in memory");
-                }
-            }
-        }
-        self.memory_copy(batch).await
-    }
-
-    /// A memory spool holding what arrived so far and then `batch`. (`&mut`: the fill is
-    /// `Send` but not `Sync`.)
-    async fn memory_copy(&mut self, batch: Bytes) -> Result<Spool, EngineError> {
-        let memory = Spool::memory(&self.job.context.memory_budget);
-        self.spool.copy_into(&memory, self.written).await?;
-        memory.write_at(self.written, batch).await?;
-        Ok(memory)
-    }
-
-    /// The blob is verified: readers may finish now, while the commit (fsync, rename) and
-    /// the link records are made. Returns the blob's size.
-    async fn finish(self) -> Result<u64, EngineError> {
-        let job = self.job;
-        self.tx.send_replace(Progress::Done {
-            size: self.written,
-            spool: self.spool.clone(),
-        });
-        let committed = match self.sink {
+    /// The blob is verified and every byte is readable: readers may finish now, while the
+    /// commit (fsync, rename) and the link records are made.
+    async fn commit(&self, tx: &watch::Sender<Progress>, stored: Stored, size: u64) {
+        let Stored { sink, spool } = stored;
+        tx.send_replace(Progress::Done { size, spool });
+        let committed = match sink {
             Sink::Direct(w) => w.commit().await.map(Some),
             Sink::Fed(feed) => feed.commit().await,
             Sink::PassThrough => Ok(None),
         };
         if let Err(e) = committed {
-            tracing::warn!(digest = %job.digest, error = %e, "storage commit failed; blob served but not stored");
+            tracing::warn!(digest = %self.digest, error = %e, "storage commit failed; blob served but not stored");
         }
         // The upstream produced these bytes for this repository: they belong there, and
         // stored bytes of this digest may go out through this upstream from now on.
-        let digests = [job.digest.clone()];
-        let links = &job.context.links;
+        let digests = [self.digest.clone()];
+        let links = &self.context.links;
         if let Err(e) = links
-            .learn_pulled(job.client.name(), &job.repo, &digests)
+            .learn_pulled(self.client.name(), &self.repo, &digests)
             .await
         {
-            tracing::warn!(digest = %job.digest, error = %e, "could not store the blob's link records");
+            tracing::warn!(digest = %self.digest, error = %e, "could not store the blob's link records");
         }
-        Ok(self.written)
     }
-}
-
-/// Adds `batch` to the verifier, off the async threads.
-async fn hash(mut verifier: Verifier, batch: Bytes) -> Result<Verifier, EngineError> {
-    tokio::task::spawn_blocking(move || {
-        verifier.update(&batch);
-        verifier
-    })
-    .await
-    .map_err(|_| EngineError::TaskLost { task: "hash" })
 }

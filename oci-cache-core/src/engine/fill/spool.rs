@@ -1,6 +1,8 @@
-//! A fill's spool: where the bytes of a running fill are, for its readers. An anonymous
-//! file (or the storage backend's own file) that readers read at their own offsets, with
-//! the latest batches kept in memory; or, when the disk is full, a bounded buffer in memory.
+//! A fill's spool: where the bytes of a running fill are, for its readers. A window in
+//! memory holds every batch from the moment it arrives until it is stored (and the latest
+//! few MiB after), so readers that keep up never wait for the disk; behind the window, an
+//! anonymous file (or the storage backend's own file) that readers read at their own
+//! offsets, or, when the disk is full, a bounded buffer in memory.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -14,23 +16,49 @@ use parking_lot::{Mutex, RwLock};
 use super::memory_budget::{Held, MemoryBudget};
 use crate::EngineError;
 
-/// The spool, shared by the fill and its readers: an anonymous file, or (when the disk is
-/// full) a bounded buffer in memory.
+/// The spool, shared by the fill and its readers: the window in memory, and behind it an
+/// anonymous file or (when the disk is full) a bounded buffer in memory.
 #[derive(Debug, Clone)]
 pub(crate) struct Spool {
     backing: Backing,
-    recent: Arc<Mutex<Recent>>,
+    window: Arc<Mutex<Window>>,
 }
 
-/// Bytes of the latest batches a file spool keeps in memory.
+/// Bytes of stored batches the window keeps besides those not stored yet.
 const RECENT_BYTES: usize = 4 * 1024 * 1024;
 
-/// The latest batches written to a file spool, kept so readers that keep up with the fill
-/// take them as they are instead of reading them back from the file.
+/// The batches that arrived and are not stored yet, and the latest stored ones: readers
+/// that keep up with the fill take them as they are, without waiting for the disk or
+/// reading them back.
 #[derive(Debug, Default)]
-struct Recent {
+struct Window {
     batches: VecDeque<(u64, Bytes)>,
     bytes: usize,
+    /// Bytes `0..stored` are in the backing; the window drops only those.
+    stored: u64,
+}
+
+impl Window {
+    /// Drops the oldest stored batches while the window holds more than [`RECENT_BYTES`].
+    fn trim(&mut self) {
+        while self.bytes > RECENT_BYTES {
+            match self.batches.front() {
+                Some((offset, batch)) if offset + batch.len() as u64 <= self.stored => {
+                    self.bytes -= batch.len();
+                    self.batches.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Where a reader finds the bytes at its position.
+pub(super) enum Recall {
+    /// In the window: these bytes.
+    Memory(Bytes),
+    /// In the backing, up to (not including) this offset.
+    Backing { end: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -57,7 +85,7 @@ impl Spool {
     pub(crate) fn from_file(file: File) -> Self {
         Self {
             backing: Backing::File(Arc::new(file)),
-            recent: Arc::default(),
+            window: Arc::default(),
         }
     }
 
@@ -70,38 +98,56 @@ impl Spool {
                 bytes: Arc::default(),
                 held: Arc::new(MemoryBudget::hold(budget)),
             },
-            recent: Arc::default(),
+            window: Arc::default(),
         }
     }
 
-    /// Keeps `batch`, just written at `offset`, in memory for the readers that follow
-    /// (file spools only; the oldest batches are dropped past [`RECENT_BYTES`]).
-    pub(crate) fn remember(&self, offset: u64, batch: Bytes) {
-        if matches!(self.backing, Backing::Memory { .. }) {
-            return;
-        }
-        let mut recent = self.recent.lock();
-        recent.bytes += batch.len();
-        recent.batches.push_back((offset, batch));
-        while recent.bytes > RECENT_BYTES && recent.batches.len() > 1 {
-            if let Some((_, old)) = recent.batches.pop_front() {
-                recent.bytes -= old.len();
-            }
+    /// `backing`'s storage with this spool's window: for a fill that moves its bytes to
+    /// another backing while batches that are not stored yet wait in the window.
+    pub(super) fn moved_to(&self, backing: Spool) -> Spool {
+        Spool {
+            backing: backing.backing,
+            window: Arc::clone(&self.window),
         }
     }
 
-    /// The bytes from `pos` up to `limit` (or the end of their batch, if sooner) when they
-    /// are still in memory.
-    pub(super) fn recall(&self, pos: u64, limit: u64) -> Option<Bytes> {
-        let recent = self.recent.lock();
-        let (offset, batch) = recent
+    /// Keeps `batch`, which just arrived and starts at `offset`, in the window until it is
+    /// stored.
+    pub(super) fn arrived(&self, offset: u64, batch: Bytes) {
+        let mut window = self.window.lock();
+        window.bytes += batch.len();
+        window.batches.push_back((offset, batch));
+        window.trim();
+    }
+
+    /// Notes that bytes `0..end` are in the backing now.
+    pub(super) fn stored(&self, end: u64) {
+        let mut window = self.window.lock();
+        window.stored = window.stored.max(end);
+        window.trim();
+    }
+
+    /// Where the bytes from `pos` (before `limit`, which no more than what arrived) are:
+    /// in the window (up to the end of their batch), or in the backing up to where the
+    /// window starts.
+    pub(super) fn recall(&self, pos: u64, limit: u64) -> Recall {
+        let window = self.window.lock();
+        let found = window
             .batches
             .iter()
-            .find(|(offset, batch)| *offset <= pos && pos < offset + batch.len() as u64)?;
-        let end = limit.min(offset + batch.len() as u64);
-        let from = usize::try_from(pos - offset).ok()?;
-        let to = usize::try_from(end - offset).ok()?;
-        (from < to).then(|| batch.slice(from..to))
+            .find(|(offset, batch)| *offset <= pos && pos < offset + batch.len() as u64);
+        if let Some((offset, batch)) = found {
+            let end = limit.min(offset + batch.len() as u64);
+            // Both fit a usize: they lie within the batch.
+            let (from, to) = ((pos - offset) as usize, (end - offset) as usize);
+            if from < to {
+                return Recall::Memory(batch.slice(from..to));
+            }
+        }
+        let start = window.batches.front().map_or(limit, |(offset, _)| *offset);
+        Recall::Backing {
+            end: limit.min(start.max(pos)),
+        }
     }
 
     /// Copies this spool's first `len` bytes into `to`.

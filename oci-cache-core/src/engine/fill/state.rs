@@ -13,13 +13,14 @@ use crate::EngineError;
 pub(crate) enum Progress {
     /// Waiting for the upstream's answer.
     Connecting,
-    /// Bytes are arriving; the first `written` of them are in `spool`.
+    /// Bytes are arriving; the first `received` of them are in `spool` (in its window
+    /// until they are stored).
     Streaming {
         /// The size the upstream announced.
         size: Option<u64>,
-        /// Bytes in the spool.
-        written: u64,
-        /// Where the bytes are (replaced by a copy when the storage file fails).
+        /// Bytes received from the upstream.
+        received: u64,
+        /// Where the bytes are (its backing replaced by a copy when the storage file fails).
         spool: Spool,
     },
     /// All bytes arrived and matched the digest.

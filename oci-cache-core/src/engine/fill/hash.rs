@@ -1,0 +1,52 @@
+//! The fill's hash stage: hashes the batches in their own task (on the blocking pool), so
+//! the download never waits for the hash, and hands back the verifier at the end.
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::{EngineError, Verifier};
+
+/// Batches waiting for the hash, at most.
+const DEPTH: usize = 4;
+
+/// A verifier running in its own task.
+pub(super) struct HashStage {
+    tx: mpsc::Sender<Bytes>,
+    task: JoinHandle<Result<Verifier, EngineError>>,
+}
+
+impl HashStage {
+    /// Starts hashing into `verifier`.
+    pub(super) fn start(mut verifier: Verifier) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
+        let task = tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                verifier = tokio::task::spawn_blocking(move || {
+                    verifier.update(&batch);
+                    verifier
+                })
+                .await
+                .map_err(|_| EngineError::TaskLost { task: "hash" })?;
+            }
+            Ok(verifier)
+        });
+        Self { tx, task }
+    }
+
+    /// Hands the next batch to the hash (waits while [`DEPTH`] batches wait).
+    pub(super) async fn send(&self, batch: Bytes) -> Result<(), EngineError> {
+        self.tx
+            .send(batch)
+            .await
+            .map_err(|_| EngineError::TaskLost { task: "hash" })
+    }
+
+    /// Waits for the hash of every batch sent and returns the verifier.
+    pub(super) async fn finish(self) -> Result<Verifier, EngineError> {
+        drop(self.tx);
+        self.task
+            .await
+            .map_err(|_| EngineError::TaskLost { task: "hash" })?
+    }
+}

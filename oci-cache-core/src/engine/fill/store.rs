@@ -1,0 +1,186 @@
+//! The fill's store stage: writes the batches, in their own task, where the fill keeps
+//! them for readers behind the window and for storage, so the download never waits for
+//! the disk. On a storage failure it goes on serving without storing.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use oci_cache_storage::BlobWriter;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::context::FillContext;
+use super::feed::StorageFeed;
+use super::spool::Spool;
+use super::state::Progress;
+use crate::engine::stats::EngineStats;
+use crate::{Digest, EngineError};
+
+/// Batches waiting for the disk, at most (with the window's stored batches, this bounds a
+/// fill's memory).
+const DEPTH: usize = 4;
+
+/// Where a fill's bytes go besides the window: straight into a storage writer whose local
+/// file is the spool (one copy on disk), into a spool file plus a storage writer fed in its
+/// own task, or, when storage refused or failed, only a spool (served, not stored).
+pub(super) enum Sink {
+    Direct(Box<dyn BlobWriter>),
+    Fed(StorageFeed),
+    PassThrough,
+}
+
+/// What the store stage leaves for the commit.
+pub(super) struct Stored {
+    pub(super) sink: Sink,
+    pub(super) spool: Spool,
+}
+
+/// The store stage's task. Dropping it stops the task, and a storage writer it held is
+/// dropped, which discards what it wrote.
+pub(super) struct StoreStage {
+    tx: Option<mpsc::Sender<Bytes>>,
+    task: JoinHandle<Result<Stored, EngineError>>,
+}
+
+/// The stage's state inside its task.
+struct Store {
+    context: Arc<FillContext>,
+    digest: Digest,
+    progress: Arc<watch::Sender<Progress>>,
+    spool: Spool,
+    sink: Sink,
+    written: u64,
+}
+
+impl StoreStage {
+    /// Starts storing into `spool` and `sink`; readers learn of a change of spool through
+    /// `progress`.
+    pub(super) fn start(
+        context: Arc<FillContext>,
+        digest: Digest,
+        progress: Arc<watch::Sender<Progress>>,
+        spool: Spool,
+        sink: Sink,
+    ) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
+        let mut store = Store {
+            context,
+            digest,
+            progress,
+            spool,
+            sink,
+            written: 0,
+        };
+        let task = tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                store.write(batch).await?;
+            }
+            Ok(Stored {
+                sink: store.sink,
+                spool: store.spool,
+            })
+        });
+        Self { tx: Some(tx), task }
+    }
+
+    /// Hands the next batch to the stage (waits while [`DEPTH`] batches wait). An error
+    /// means the stage failed; [`StoreStage::finish`] says how.
+    pub(super) async fn send(&self, batch: Bytes) -> Result<(), ()> {
+        match &self.tx {
+            Some(tx) => tx.send(batch).await.map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
+    /// Waits until every batch sent is written (and readable behind the window).
+    pub(super) async fn finish(mut self) -> Result<Stored, EngineError> {
+        self.tx = None;
+        (&mut self.task)
+            .await
+            .map_err(|_| EngineError::TaskLost { task: "store" })?
+    }
+}
+
+impl Drop for StoreStage {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Store {
+    /// Writes `batch`, the next bytes, and tells the window they are stored.
+    async fn write(&mut self, batch: Bytes) -> Result<(), EngineError> {
+        let len = batch.len() as u64;
+        match &mut self.sink {
+            Sink::Direct(w) => {
+                let stored = match w.write(batch.clone()).await {
+                    Ok(()) => w.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = stored {
+                    // The storage file failed (a full disk): go on from a spool copy of what
+                    // was stored so far, serving without storing.
+                    tracing::warn!(digest = %self.digest, error = %e, "storage write failed; serving without storing");
+                    let spool = self.copy_spool(batch).await?;
+                    self.move_to(spool);
+                    EngineStats::add(&self.context.stats.pass_through_bytes, self.written);
+                    self.sink = Sink::PassThrough;
+                }
+            }
+            Sink::Fed(_) | Sink::PassThrough => {
+                if let Err(e) = self.spool.write_at(self.written, batch.clone()).await {
+                    tracing::warn!(digest = %self.digest, error = %e, "spool write failed; spooling in memory");
+                    let spool = self.memory_copy(batch.clone()).await?;
+                    self.move_to(spool);
+                }
+                if let Sink::Fed(feed) = &mut self.sink {
+                    feed.send(batch).await;
+                }
+            }
+        }
+        self.written += len;
+        self.spool.stored(self.written);
+        if matches!(self.sink, Sink::PassThrough) {
+            EngineStats::add(&self.context.stats.pass_through_bytes, len);
+        }
+        Ok(())
+    }
+
+    /// Moves to another backing (keeping the window) and tells the readers.
+    fn move_to(&mut self, backing: Spool) {
+        self.spool = self.spool.moved_to(backing);
+        let moved = self.spool.clone();
+        self.progress.send_modify(|p| {
+            if let Progress::Streaming { spool, .. } = p {
+                *spool = moved;
+            }
+        });
+    }
+
+    /// A new backing holding what was stored so far and then `batch`: a file in the spool
+    /// directory, or, when that disk is full too, memory.
+    async fn copy_spool(&mut self, batch: Bytes) -> Result<Spool, EngineError> {
+        if let Ok(file) = Spool::create(&self.context.spool_dir) {
+            let filled = match self.spool.copy_into(&file, self.written).await {
+                Ok(()) => file.write_at(self.written, batch.clone()).await,
+                Err(e) => Err(e),
+            };
+            match filled {
+                Ok(()) => return Ok(file),
+                Err(e) => {
+                    tracing::warn!(digest = %self.digest, error = %e, "spool file failed too; spooling in memory");
+                }
+            }
+        }
+        self.memory_copy(batch).await
+    }
+
+    /// A memory backing holding what was stored so far and then `batch`. (`&mut`: the
+    /// stage is `Send` but not `Sync`.)
+    async fn memory_copy(&mut self, batch: Bytes) -> Result<Spool, EngineError> {
+        let memory = Spool::memory(&self.context.memory_budget);
+        self.spool.copy_into(&memory, self.written).await?;
+        memory.write_at(self.written, batch).await?;
+        Ok(memory)
+    }
+}
