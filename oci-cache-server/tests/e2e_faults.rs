@@ -1,6 +1,6 @@
 //! End to end: upstream faults. The `oci-cache` binary sits in front of a fake
-//! upstream that misbehaves on purpose (tests/fixtures/fault_upstream.py:
-//! wrong bytes, short bodies, resets, stalls, hangs), and in front of a real
+//! upstream that misbehaves on purpose (the harness's `FakeUpstream`: wrong
+//! bytes, short bodies, resets, stalls, hangs), and in front of a real
 //! registry while the cache itself is killed mid-fill. A client must never get
 //! a complete-looking body that is wrong, and nothing partial may be stored.
 
@@ -12,10 +12,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::cache_home::{files_under, stored_blob_path, CacheHome};
-use support::fault_upstream::{FaultMode, FaultUpstream};
 use support::{
     fetch, pseudo_random_bytes, sha256_bytes, sha256_file, wait_until, Auth, AuthRegistry, Cache,
-    Sha256Pipe,
+    FakeUpstream, FaultMode, Sha256Pipe,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -103,7 +102,7 @@ fn cut_then_recover(mode: FaultMode, seed: u64, extra: &str) {
     let size = 4 * MIB;
     let blob = pseudo_random_bytes(seed, size);
     let digest = sha256_bytes(&blob);
-    let fake = FaultUpstream::start(blob, &digest, mode);
+    let fake = FakeUpstream::serving_blob("test/faulty", &blob, mode);
     let cache = Cache::start_with_config(&config(&fake.url(), extra), &[]);
     let store = cache.data_dir().join("store");
     let path = format!("/v2/test/faulty/blobs/{digest}");
@@ -208,7 +207,7 @@ fn a_stalled_blob_body_is_cut_and_not_stored() {
 fn an_open_breaker_fails_misses_fast_against_a_hanging_upstream() {
     let blob = pseudo_random_bytes(105, 64 * 1024);
     let digest = sha256_bytes(&blob);
-    let fake = FaultUpstream::start(blob, &digest, FaultMode::Hang);
+    let fake = FakeUpstream::serving_blob("test/hung", &blob, FaultMode::Hang);
     let cache = Cache::start_with_config(
         &config(
             &fake.url(),
