@@ -12,12 +12,15 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::cache_home::{files_under, stored_blob_path, CacheHome};
+use support::lifecycle::{metric, scrape_metrics};
 use support::{
     fetch, pseudo_random_bytes, sha256_bytes, sha256_file, wait_until, Auth, AuthRegistry, Cache,
     FakeUpstream, FaultMode, Sha256Pipe,
 };
 
 const MIB: usize = 1024 * 1024;
+const FILLS_FAILED: &str = "oci_cache_fills_failed_total";
+const FILLS_IN_FLIGHT: &str = "oci_cache_fills_in_flight";
 
 fn runtime() -> tokio::runtime::Runtime {
     support::rt::runtime(2)
@@ -132,8 +135,17 @@ fn cut_then_recover(mode: FaultMode, seed: u64, extra: &str) {
             .contains(&format!("{} GET {path}", mode.as_str())),
         "{mode:?}: the fake never saw the GET: {stats:?}"
     );
-    // The fill has failed by now (the client saw it); nothing was stored.
-    std::thread::sleep(Duration::from_millis(300));
+    // Nothing was stored: looked at once the fill has ended as failed (a fill
+    // counts its failure after its storage writer is gone), not after a guess.
+    wait_until(
+        "the fill to end as failed",
+        Duration::from_secs(20),
+        || {
+            let m = scrape_metrics(&cache.url());
+            (metric(&m, FILLS_FAILED) >= 1 && metric(&m, FILLS_IN_FLIGHT) == 0).then_some(())
+        },
+        || format!("{}\n{}", scrape_metrics(&cache.url()), logs()),
+    );
     let blob_file = stored_blob_path(&store, &digest);
     assert!(
         !blob_file.exists(),
@@ -270,12 +282,14 @@ fn an_open_breaker_fails_misses_fast_against_a_hanging_upstream() {
             "{url}: with the breaker open the miss took {took:?} (bound 1 s)"
         );
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let stats = fake.stats();
+    // Every dial the cache made is counted once the fake has accepted a
+    // connection opened after the misses were answered.
+    let dialled = fake.connections_before_probe();
     assert_eq!(
-        stats.connections,
+        dialled,
         2,
-        "the open breaker let a request through: {stats:?}\n{}",
+        "the open breaker let a request through: {:?}\n{}",
+        fake.stats(),
         logs()
     );
 }
