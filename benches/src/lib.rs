@@ -1,6 +1,7 @@
-//! Helpers of the oci-cache benchmarks: deterministic random data, child processes that
-//! die with the benchmark, the CNCF distribution registry and the `oci-cache` binary as
-//! subprocesses, and a verifying blob GET.
+//! Helpers of the oci-cache benchmarks: deterministic random data, the CNCF distribution
+//! registry and the `oci-cache` binary as subprocesses (started with the workspace's
+//! shared harness, `oci-cache-testkit`, and killed when dropped), and a verifying blob
+//! GET.
 //!
 //! - `benches/verify.rs`: criterion micro-benchmarks (streaming sha256 `Verifier`,
 //!   `FsStore` write + commit).
@@ -10,13 +11,12 @@
 //!   [`upstream`]).
 
 use std::error::Error;
-use std::fs::File;
-use std::io::{self, Read as _, Seek as _, SeekFrom};
-use std::net::{SocketAddr, TcpListener};
+use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use oci_cache_testkit::{CacheOptions, OciCache, RegistryOptions};
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 
@@ -30,9 +30,6 @@ pub mod upstream;
 
 /// The error type of the benchmarks.
 pub type BoxError = Box<dyn Error + Send + Sync>;
-
-/// How long a subprocess may take to answer `GET /v2/`.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A small, fast, deterministic pseudo-random generator (xorshift64*): benchmark data
 /// that does not compress and can be produced twice from the same seed without storing it.
@@ -90,180 +87,41 @@ pub fn random_chunks(seed: u64, size: u64, chunk: usize) -> impl Iterator<Item =
     })
 }
 
-/// A child process that is killed (and reaped) when this guard is dropped: on every
-/// return, error or panic of the benchmark.
-#[derive(Debug)]
-pub struct ChildGuard {
-    child: Child,
-    name: String,
-}
-
-impl ChildGuard {
-    /// Spawns `cmd`, guarded.
-    pub fn spawn(name: &str, cmd: &mut Command) -> io::Result<Self> {
-        let child = cmd
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {name}: {e}")))?;
-        Ok(Self {
-            child,
-            name: name.to_owned(),
-        })
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// An error if the process has already exited.
-    pub fn check_running(&mut self) -> Result<(), BoxError> {
-        match self.child.try_wait()? {
-            Some(status) => Err(format!("{} exited early: {status}", self.name).into()),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free TCP port on 127.0.0.1 (bound to port 0, then released for the child to take).
-pub fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The last `max` bytes of a log file, for error messages.
-pub fn log_tail(path: &Path, max: u64) -> String {
-    let read = || -> io::Result<String> {
-        let mut f = File::open(path)?;
-        let len = f.metadata()?.len();
-        f.seek(SeekFrom::Start(len.saturating_sub(max)))?;
-        let mut s = String::new();
-        f.take(max).read_to_string(&mut s)?;
-        Ok(s)
-    };
-    read().unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()))
-}
-
-/// Polls `GET http://addr/v2/` until it answers 200, the child exits, or
-/// [`READY_TIMEOUT`] passes.
-async fn wait_ready(
-    client: &reqwest::Client,
-    addr: SocketAddr,
-    child: &mut ChildGuard,
-    log: &Path,
-) -> Result<(), BoxError> {
-    let started = Instant::now();
-    let url = format!("http://{addr}/v2/");
-    loop {
-        if let Err(e) = child.check_running() {
-            return Err(format!("{e}; log:\n{}", log_tail(log, 2000)).into());
-        }
-        let answer = client
-            .get(&url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        if matches!(&answer, Ok(r) if r.status() == reqwest::StatusCode::OK) {
-            return Ok(());
-        }
-        if started.elapsed() > READY_TIMEOUT {
-            return Err(format!(
-                "{url} not ready after {READY_TIMEOUT:?}; log:\n{}",
-                log_tail(log, 2000)
-            )
-            .into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A `docker-registry serve` process on 127.0.0.1 with filesystem storage in a temporary
-/// directory, logging to a file there: the upstream of the benchmarks, or (with a
-/// `proxy` remote) distribution's own pull-through cache.
-pub(crate) struct Distribution {
-    pub(crate) addr: SocketAddr,
-    pub(crate) child: ChildGuard,
-    pub(crate) log: PathBuf,
-    pub(crate) dir: TempDir,
-}
-
-impl Distribution {
-    /// Starts `binary` in a temporary directory named from `prefix`, logging at `level`,
-    /// as a proxy of `proxy_of` when given, and waits until it answers.
-    pub(crate) async fn start(
-        binary: &Path,
-        client: &reqwest::Client,
-        prefix: &str,
-        level: &str,
-        proxy_of: Option<SocketAddr>,
-    ) -> Result<Self, BoxError> {
-        let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let proxy = proxy_of.map_or_else(String::new, |up| {
-            format!("proxy:\n  remoteurl: http://{up}\n")
-        });
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\n\
-                 log:\n  level: {level}\n  formatter: text\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n  \
-                 maintenance:\n    uploadpurging:\n      enabled: false\n\
-                 http:\n  addr: {addr}\n  secret: oci-cache-bench\n{proxy}",
-                dir.path().join("data").display()
-            ),
-        )?;
-        let log = dir.path().join("registry.log");
-        let name = if proxy_of.is_some() {
-            "docker-registry (proxy)"
-        } else {
-            "docker-registry"
-        };
-        let mut child = ChildGuard::spawn(
-            name,
-            Command::new(binary)
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&log)?),
-        )?;
-        wait_ready(client, addr, &mut child, &log).await?;
-        Ok(Self {
-            addr,
-            child,
-            log,
-            dir,
-        })
-    }
+/// Starts the CNCF distribution registry with `options` (the shared harness's
+/// [`oci_cache_testkit::Registry`]) off the async threads, and waits until it answers.
+pub(crate) async fn start_distribution(
+    options: RegistryOptions,
+) -> Result<oci_cache_testkit::Registry, BoxError> {
+    Ok(
+        tokio::task::spawn_blocking(move || oci_cache_testkit::Registry::try_start(&options))
+            .await??,
+    )
 }
 
 /// The CNCF distribution registry (`docker-registry serve`), on 127.0.0.1 with filesystem
-/// storage in a temporary directory, logging to a file.
+/// storage in a temporary directory, logging to a file: the upstream of the benchmarks.
+/// Killed when dropped.
 #[derive(Debug)]
 pub struct Registry {
     /// Where it listens.
     pub addr: SocketAddr,
-    child: ChildGuard,
-    log: PathBuf,
-    _dir: TempDir,
+    process: oci_cache_testkit::Registry,
 }
 
 impl Registry {
     /// Starts `binary` (normally `docker-registry`) and waits until it answers.
-    pub async fn start(binary: &Path, client: &reqwest::Client) -> Result<Self, BoxError> {
-        let d = Distribution::start(binary, client, "pull-bench-registry-", "info", None).await?;
+    pub async fn start(binary: &Path) -> Result<Self, BoxError> {
+        let registry = start_distribution(RegistryOptions {
+            binary: Some(binary.to_path_buf()),
+            log_level: "info",
+            access_log: false,
+            dir_prefix: "pull-bench-registry-",
+            ..RegistryOptions::default()
+        })
+        .await?;
         Ok(Self {
-            addr: d.addr,
-            child: d.child,
-            log: d.log,
-            _dir: d.dir,
+            addr: registry.addr(),
+            process: registry,
         })
     }
 
@@ -300,80 +158,70 @@ impl Registry {
             let text = resp.text().await.unwrap_or_default();
             return Err(format!("upload PUT: {status}: {text}").into());
         }
-        self.child.check_running()?;
+        self.process.check_running()?;
         Ok(digest)
     }
 
-    /// How many GETs of `path` the registry has completed so far (lines of its log with
-    /// `msg="response completed"`, `http.request.method=GET` and the path).
-    pub fn completed_gets(&self, path: &str) -> io::Result<usize> {
-        let log = std::fs::read_to_string(&self.log)?;
-        Ok(log
-            .lines()
-            .filter(|l| {
-                l.contains("msg=\"response completed\"")
-                    && l.contains("http.request.method=GET")
-                    && l.contains(path)
-            })
-            .count())
+    /// How many GETs of `path` the registry has completed so far (its log's
+    /// `response completed` lines of a GET whose URI holds `path`).
+    pub fn completed_gets(&self, path: &str) -> usize {
+        usize::try_from(self.traffic(Some("GET"), path).requests).unwrap_or(usize::MAX)
     }
 }
 
-/// An `oci-cache serve` process with a fresh data directory, mirroring one upstream as
-/// `docker.io`.
+/// An `oci-cache serve` process (the shared harness's [`OciCache`]) with a fresh data
+/// directory, mirroring one upstream as `docker.io`; killed when dropped.
 #[derive(Debug)]
 pub struct Cache {
     /// Where it listens.
     pub addr: SocketAddr,
-    child: ChildGuard,
+    process: OciCache,
     _dir: TempDir,
 }
 
 impl Cache {
     /// Starts `binary` (the `oci-cache` executable) against `upstream` and waits until
-    /// it answers.
-    pub async fn start(
-        binary: &Path,
-        upstream: SocketAddr,
-        client: &reqwest::Client,
-    ) -> Result<Self, BoxError> {
-        let dir = tempfile::Builder::new()
-            .prefix("pull-bench-cache-")
-            .tempdir()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let log = dir.path().join("oci-cache.log");
-        let mut child = ChildGuard::spawn(
-            "oci-cache",
-            Command::new(binary)
-                .arg("serve")
-                .arg("--listen")
-                .arg(addr.to_string())
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .arg("--upstream")
-                .arg(format!("docker.io=http://{upstream}"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&log)?),
-        )?;
-        wait_ready(client, addr, &mut child, &log).await?;
+    /// it answers. Its log level is the environment's `RUST_LOG`, or its own default.
+    pub async fn start(binary: &Path, upstream: SocketAddr) -> Result<Self, BoxError> {
+        let binary: PathBuf = binary.to_path_buf();
+        let (cache, dir) = tokio::task::spawn_blocking(move || {
+            let dir = tempfile::Builder::new()
+                .prefix("pull-bench-cache-")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
+            let options = CacheOptions {
+                upstreams: vec![("docker.io".to_owned(), format!("http://{upstream}"))],
+                ..CacheOptions::default()
+            };
+            let cache = OciCache::start(
+                &binary,
+                &dir.path().join("data"),
+                dir.path(),
+                "oci-cache",
+                &options,
+            )?;
+            Ok::<_, String>((cache, dir))
+        })
+        .await??;
         Ok(Self {
-            addr,
-            child,
+            addr: cache.addr(),
+            process: cache,
             _dir: dir,
         })
+    }
+
+    /// The process id (an error if it has exited).
+    pub fn pid(&mut self) -> Result<u32, BoxError> {
+        self.process.check_running()?;
+        self.process
+            .pid()
+            .ok_or_else(|| "oci-cache was stopped".into())
     }
 
     /// The process's peak resident set size so far, in KiB (`VmHWM` of
     /// `/proc/PID/status`).
     pub fn peak_rss_kib(&mut self) -> Result<u64, BoxError> {
-        self.child.check_running()?;
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.pid()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| "no VmHWM in /proc/PID/status".into())
+        procfs::peak_rss_kib(self.pid()?)
     }
 }
 

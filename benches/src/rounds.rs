@@ -83,7 +83,7 @@ impl Bench<'_> {
         before: Traffic,
     ) -> Result<Traffic, BoxError> {
         tokio::time::sleep(LOG_SETTLE).await;
-        Ok(self.upstream.traffic(method, path)?.since(before))
+        Ok(self.upstream.traffic(method, path).since(before))
     }
 
     /// Waits (bounded) until the cache holds `path` locally: a HEAD of it through the
@@ -93,7 +93,7 @@ impl Bench<'_> {
     async fn wait_local(&self, cache_base: &str, path: &str) -> Result<(), BoxError> {
         for _ in 0..QUIESCE_TRIES {
             tokio::time::sleep(LOG_SETTLE).await;
-            let before = self.upstream.traffic(None, path)?;
+            let before = self.upstream.traffic(None, path);
             self.client
                 .head(format!("{cache_base}{path}"))
                 .timeout(Duration::from_secs(10))
@@ -121,12 +121,12 @@ impl Bench<'_> {
         )
         .await?;
 
-        let mut cache = Subject::start(kind, &self.bins, self.upstream.addr, &self.client).await?;
+        let mut cache = Subject::start(kind, &self.bins, self.upstream.addr).await?;
         let base = format!("http://{}", cache.addr());
         let url = format!("{base}{big_path}");
 
         // Cold big blob.
-        let before = self.upstream.traffic(Some("GET"), &big_path)?;
+        let before = self.upstream.traffic(Some("GET"), &big_path);
         let cpu = cache.cpu_seconds(self.ticks)?;
         let cold = verified_get(&self.client, &url, &big.digest, big.size).await?;
         self.wait_local(&base, &big_path).await?;
@@ -146,7 +146,7 @@ impl Bench<'_> {
         r.add(kind, "cold_cpu_gib", cpu / big_gib);
 
         // Warm big blob: 1 client, then 8.
-        let before = self.upstream.traffic(Some("GET"), &big_path)?;
+        let before = self.upstream.traffic(Some("GET"), &big_path);
         for clients in [1, WARM_CLIENTS] {
             let cpu = cache.cpu_seconds(self.ticks)?;
             let wall = concurrent_gets(&self.client, &url, &big.digest, big.size, clients).await?;
@@ -175,7 +175,7 @@ impl Bench<'_> {
         // Background fills of 4 KiB blobs are quick; misses show in `small_up`.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let small_prefix = format!("/v2/{}/blobs/", content.repo);
-        let before = self.upstream.traffic(None, &small_prefix)?;
+        let before = self.upstream.traffic(None, &small_prefix);
         let mut latencies = Vec::with_capacity(content.small.len());
         for blob in &content.small {
             let url = format!("{base}{}", self.blob_path(blob));
@@ -196,11 +196,11 @@ impl Bench<'_> {
         drop(cache);
 
         // Thundering herd: concurrent cold GETs of the 64 MiB blob, fresh cache.
-        let mut cache = Subject::start(kind, &self.bins, self.upstream.addr, &self.client).await?;
+        let mut cache = Subject::start(kind, &self.bins, self.upstream.addr).await?;
         let mid = &content.mid;
         let mid_path = self.blob_path(mid);
         let url = format!("http://{}{mid_path}", cache.addr());
-        let before = self.upstream.traffic(Some("GET"), &mid_path)?;
+        let before = self.upstream.traffic(Some("GET"), &mid_path);
         let wall = concurrent_gets(&self.client, &url, &mid.digest, mid.size, HERD_CLIENTS).await?;
         self.wait_local(&format!("http://{}", cache.addr()), &mid_path)
             .await?;
@@ -236,7 +236,7 @@ impl Bench<'_> {
                 return Err(format!("{} manifest warm-up: {e}", kind.name()).into());
             }
             tokio::time::sleep(LOG_SETTLE).await;
-            let before = self.upstream.traffic(None, &prefix)?;
+            let before = self.upstream.traffic(None, &prefix);
             let cpu = cache.cpu_seconds(self.ticks)?;
             let storm = manifest_storm(
                 c,

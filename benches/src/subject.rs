@@ -53,12 +53,11 @@ impl Subject {
         kind: Kind,
         bins: &Binaries<'_>,
         upstream: SocketAddr,
-        client: &reqwest::Client,
     ) -> Result<Self, BoxError> {
         Ok(match kind {
-            Kind::OciCache => Self::OciCache(Cache::start(bins.oci_cache, upstream, client).await?),
+            Kind::OciCache => Self::OciCache(Cache::start(bins.oci_cache, upstream).await?),
             Kind::Distribution => {
-                Self::Distribution(DistProxy::start(bins.registry, upstream, client).await?)
+                Self::Distribution(DistProxy::start(bins.registry, upstream).await?)
             }
         })
     }
@@ -74,10 +73,7 @@ impl Subject {
     /// The process id (an error if it has exited).
     pub fn pid(&mut self) -> Result<u32, BoxError> {
         match self {
-            Self::OciCache(c) => {
-                c.child.check_running()?;
-                Ok(c.child.pid())
-            }
+            Self::OciCache(c) => c.pid(),
             Self::Distribution(d) => d.pid(),
         }
     }

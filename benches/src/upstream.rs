@@ -2,15 +2,15 @@
 //! (from its log), pushes of small blobs and manifests, and CNCF distribution started in
 //! proxy (pull-through cache) mode.
 
-use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use oci_cache_testkit::access_log::parse_log;
+use oci_cache_testkit::RegistryOptions;
 use sha2::{Digest as _, Sha256};
-use tempfile::TempDir;
 
-use crate::{upload_url, BoxError, ChildGuard, Distribution, Registry};
+use crate::{start_distribution, upload_url, BoxError, Registry};
 
 /// Requests a registry completed and the body bytes it wrote for them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,34 +32,22 @@ impl Traffic {
     }
 }
 
-/// The traffic in a distribution log: lines with `msg="response completed"`, the
-/// method (any if `None`) and `path`.
+/// The traffic in a distribution log: its `response completed` lines (see
+/// [`oci_cache_testkit::access_log`]) of `method` (any if `None`) whose URI holds `path`.
 pub fn traffic_in_log(log: &str, method: Option<&str>, path: &str) -> Traffic {
-    let method = method.map(|m| format!("http.request.method={m} "));
-    let mut t = Traffic::default();
-    for line in log.lines().filter(|l| {
-        l.contains("msg=\"response completed\"")
-            && l.contains(path)
-            && method.as_deref().is_none_or(|m| l.contains(m))
-    }) {
-        t.requests += 1;
-        t.bytes += line
-            .split_once("http.response.written=")
-            .and_then(|(_, v)| v.split_whitespace().next())
-            .and_then(|v| v.trim_matches('"').parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    t
+    parse_log(log)
+        .iter()
+        .filter(|r| r.uri.contains(path) && method.is_none_or(|m| r.method == m))
+        .fold(Traffic::default(), |t, r| Traffic {
+            requests: t.requests + 1,
+            bytes: t.bytes + r.written,
+        })
 }
 
 impl Registry {
     /// The requests of `path` the registry has completed so far (see [`traffic_in_log`]).
-    pub fn traffic(&self, method: Option<&str>, path: &str) -> io::Result<Traffic> {
-        Ok(traffic_in_log(
-            &std::fs::read_to_string(&self.log)?,
-            method,
-            path,
-        ))
+    pub fn traffic(&self, method: Option<&str>, path: &str) -> Traffic {
+        traffic_in_log(&self.process.log(), method, path)
     }
 
     /// Pushes `bytes` as one blob of `repo` (POST, then a monolithic PUT). Returns its
@@ -109,7 +97,7 @@ impl Registry {
             let text = resp.text().await.unwrap_or_default();
             return Err(format!("manifest PUT: {status}: {text}").into());
         }
-        self.child.check_running()?;
+        self.process.check_running()?;
         Ok(digest)
     }
 }
@@ -138,40 +126,38 @@ pub fn oci_manifest(config: (&str, u64), layers: &[(&str, u64)]) -> String {
 /// CNCF distribution (`docker-registry serve`) in proxy mode: a pull-through cache of
 /// one upstream, with filesystem storage in a fresh temporary directory. It logs only
 /// warnings and errors (no per-request lines), like oci-cache at its default level.
+/// Killed when dropped.
 #[derive(Debug)]
 pub struct DistProxy {
     /// Where it listens.
     pub addr: SocketAddr,
-    child: ChildGuard,
-    _dir: TempDir,
+    process: oci_cache_testkit::Registry,
 }
 
 impl DistProxy {
     /// Starts `binary` as a proxy of `upstream` and waits until it answers.
-    pub async fn start(
-        binary: &Path,
-        upstream: SocketAddr,
-        client: &reqwest::Client,
-    ) -> Result<Self, BoxError> {
-        let d = Distribution::start(
-            binary,
-            client,
-            "side-by-side-proxy-",
-            "warn",
-            Some(upstream),
-        )
+    pub async fn start(binary: &Path, upstream: SocketAddr) -> Result<Self, BoxError> {
+        let registry = start_distribution(RegistryOptions {
+            binary: Some(binary.to_path_buf()),
+            log_level: "warn",
+            access_log: false,
+            proxy_of: Some(format!("http://{upstream}")),
+            dir_prefix: "side-by-side-proxy-",
+            ..RegistryOptions::default()
+        })
         .await?;
         Ok(Self {
-            addr: d.addr,
-            child: d.child,
-            _dir: d.dir,
+            addr: registry.addr(),
+            process: registry,
         })
     }
 
     /// The process id.
     pub fn pid(&mut self) -> Result<u32, BoxError> {
-        self.child.check_running()?;
-        Ok(self.child.pid())
+        self.process.check_running()?;
+        self.process
+            .pid()
+            .ok_or_else(|| "the proxy was stopped".into())
     }
 }
 

@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{client, Upstream, REPO};
+use oci_cache_testkit::free_port;
 
 /// A child process killed when dropped.
 struct Running(Child);
@@ -21,14 +21,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts `bin UPSTREAM 127.0.0.1:PORT DATA_DIR` and waits until it answers `/v2/`.

@@ -108,7 +108,6 @@ async fn pulls_an_image_through_the_mounted_cache_once() {
     );
     let manifest_gets = upstream
         .registry
-        .completed_gets(&format!("/v2/{REPO}/manifests/v1"))
-        .unwrap();
+        .completed_gets(&format!("/v2/{REPO}/manifests/v1"));
     assert_eq!(manifest_gets, 1, "the tag is fresh: asked upstream once");
 }

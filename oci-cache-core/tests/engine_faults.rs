@@ -546,10 +546,7 @@ async fn a_dead_first_endpoint_fails_over_to_the_next() {
     let blob = data(10_000, 10);
     let digest = Digest::sha256_of(&blob);
     let fake = blob_server(blob.clone(), None).await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_url = format!("http://{}", dead.local_addr().unwrap());
-    drop(dead);
-    let mut config = oci_cache_core::UpstreamConfig::new("multi", dead_url);
+    let mut config = oci_cache_core::UpstreamConfig::new("multi", oci_cache_testkit::dead_url());
     config.endpoints.push(fake.url());
     let client = Arc::new(oci_cache_core::UpstreamClient::new(config).unwrap());
     let (engine, _store, _dir) = engine();

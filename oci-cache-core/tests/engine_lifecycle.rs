@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -16,7 +16,11 @@ use oci_cache_core::name::{Reference, RepositoryName};
 use oci_cache_core::{BlobStore, ByteRange, Digest, Engine, EngineConfig, StorageError};
 use oci_cache_storage::memory::MemoryStore;
 use oci_cache_storage::{BlobMeta, BlobStream, BlobWriter, ListPage, ResolvedRange};
+use oci_cache_testkit::wait_until_async;
 use support::{data, respond, Fake};
+
+/// Bound of every wait for the engine's background work.
+const WAIT: Duration = Duration::from_secs(5);
 
 fn repo() -> RepositoryName {
     RepositoryName::parse("test/app").unwrap()
@@ -66,6 +70,19 @@ async fn registry(images: &[Image]) -> Fake {
     .await
 }
 
+/// The newest last access of an image's stored manifest and layer, once both are stored.
+async fn newest_access(store: &dyn BlobStore, i: &Image) -> SystemTime {
+    let digests = [Digest::sha256_of(&i.manifest), Digest::sha256_of(&i.layer)];
+    wait_until_async("the image stored", WAIT, || async {
+        let mut newest = SystemTime::UNIX_EPOCH;
+        for d in &digests {
+            newest = newest.max(store.head(d).await.unwrap()?.last_access);
+        }
+        Some(newest)
+    })
+    .await
+}
+
 async fn pull(engine: &Engine, client: &Arc<oci_cache_core::UpstreamClient>, i: &Image) {
     let m = engine
         .manifest(client, &repo(), &Reference::Tag(i.tag.clone()))
@@ -95,7 +112,14 @@ async fn eviction_removes_the_least_recently_used_image_whole() {
         support::committed_size(store.as_ref(), &Digest::sha256_of(&i.layer))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The next image's blobs must be stored strictly later than this one's.
+        let stored = newest_access(store.as_ref(), i).await;
+        wait_until_async(
+            "the clock to pass the image's last access",
+            WAIT,
+            || async { (SystemTime::now() > stored).then_some(()) },
+        )
+        .await;
     }
     // Image 1 is used again (by digest, from the cache): now image 2 is the oldest.
     let m1 = Digest::sha256_of(&images[0].manifest);
@@ -105,7 +129,14 @@ async fn eviction_removes_the_least_recently_used_image_whole() {
         .unwrap();
     let l1 = Digest::sha256_of(&images[0].layer);
     drop(engine.blob(&client, &repo(), &l1, None).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The engine refreshes last access in the background: wait until image 1's manifest
+    // (which dates its whole image) is newer than anything of image 3.
+    let newest = newest_access(store.as_ref(), &images[2]).await;
+    wait_until_async("image 1's manifest touched", WAIT, || async {
+        let meta = store.head(&m1).await.unwrap()?;
+        (meta.last_access > newest).then_some(())
+    })
+    .await;
 
     let total: u64 = images
         .iter()

@@ -1,6 +1,6 @@
 //! End to end: connections cannot be hoarded. The `oci-cache` binary, with 4 request
 //! slots and short timeouts, in front of a fake upstream serving one 32 MiB blob
-//! (tests/fixtures/fault_upstream.py, needs python3). Sockets that send nothing or half a
+//! (the harness's FakeUpstream). Sockets that send nothing or half a
 //! request line, and kept-alive connections gone silent, take no slot and are closed by
 //! the server after the header (idle) timeout; `/healthz` and `/readyz` are answered while
 //! they are open and while every slot serves a download; a client that stops reading a
@@ -15,8 +15,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::fault_upstream::{FaultMode, FaultUpstream};
 use support::{pseudo_random_bytes, sha256_bytes, Cache};
+use support::{FakeUpstream, FaultMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
@@ -35,14 +35,15 @@ const BOUND: Duration = Duration::from_secs(20);
 /// connections, in front of a fake upstream serving the blob; the blob is cached.
 struct Setup {
     cache: Cache,
-    fake: FaultUpstream,
+    fake: FakeUpstream,
+    digest: String,
     blob_path: String,
 }
 
 fn setup(header: u64, idle: u64, stalled: u64) -> Setup {
     let blob = pseudo_random_bytes(1203, BLOB);
     let digest = sha256_bytes(&blob);
-    let fake = FaultUpstream::start(blob, &digest, FaultMode::Ok);
+    let fake = FakeUpstream::serving_blob("test/conn", &blob, FaultMode::Ok);
     let config = format!(
         "max_connections = {SLOTS}\n\
          [limits]\n\
@@ -58,6 +59,7 @@ fn setup(header: u64, idle: u64, stalled: u64) -> Setup {
     Setup {
         cache,
         fake,
+        digest,
         blob_path,
     }
 }
@@ -276,7 +278,7 @@ fn a_client_that_stops_reading_is_cut_after_the_stall_timeout_a_slow_one_is_not(
         );
         let whole = [early, rest].concat();
         let digest = tokio::task::block_in_place(|| sha256_bytes(&whole));
-        assert_eq!(digest, s.fake.digest, "the slow reader's bytes");
+        assert_eq!(digest, s.digest, "the slow reader's bytes");
         eprintln!("the slow reader took {took:?} (stall timeout {stalled:?})");
 
         // A reader that takes the head and stops.

@@ -1,6 +1,6 @@
 //! End to end: upstream faults. The `oci-cache` binary sits in front of a fake
-//! upstream that misbehaves on purpose (tests/fixtures/fault_upstream.py:
-//! wrong bytes, short bodies, resets, stalls, hangs), and in front of a real
+//! upstream that misbehaves on purpose (the harness's `FakeUpstream`: wrong
+//! bytes, short bodies, resets, stalls, hangs), and in front of a real
 //! registry while the cache itself is killed mid-fill. A client must never get
 //! a complete-looking body that is wrong, and nothing partial may be stored.
 
@@ -12,13 +12,15 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::cache_home::{files_under, stored_blob_path, CacheHome};
-use support::fault_upstream::{FaultMode, FaultUpstream};
+use support::lifecycle::{metric, scrape_metrics};
 use support::{
     fetch, pseudo_random_bytes, sha256_bytes, sha256_file, wait_until, Auth, AuthRegistry, Cache,
-    Sha256Pipe,
+    FakeUpstream, FaultMode, Sha256Pipe,
 };
 
 const MIB: usize = 1024 * 1024;
+const FILLS_FAILED: &str = "oci_cache_fills_failed_total";
+const FILLS_IN_FLIGHT: &str = "oci_cache_fills_in_flight";
 
 fn runtime() -> tokio::runtime::Runtime {
     support::rt::runtime(2)
@@ -103,7 +105,7 @@ fn cut_then_recover(mode: FaultMode, seed: u64, extra: &str) {
     let size = 4 * MIB;
     let blob = pseudo_random_bytes(seed, size);
     let digest = sha256_bytes(&blob);
-    let fake = FaultUpstream::start(blob, &digest, mode);
+    let fake = FakeUpstream::serving_blob("test/faulty", &blob, mode);
     let cache = Cache::start_with_config(&config(&fake.url(), extra), &[]);
     let store = cache.data_dir().join("store");
     let path = format!("/v2/test/faulty/blobs/{digest}");
@@ -133,8 +135,17 @@ fn cut_then_recover(mode: FaultMode, seed: u64, extra: &str) {
             .contains(&format!("{} GET {path}", mode.as_str())),
         "{mode:?}: the fake never saw the GET: {stats:?}"
     );
-    // The fill has failed by now (the client saw it); nothing was stored.
-    std::thread::sleep(Duration::from_millis(300));
+    // Nothing was stored: looked at once the fill has ended as failed (a fill
+    // counts its failure after its storage writer is gone), not after a guess.
+    wait_until(
+        "the fill to end as failed",
+        Duration::from_secs(20),
+        || {
+            let m = scrape_metrics(&cache.url());
+            (metric(&m, FILLS_FAILED) >= 1 && metric(&m, FILLS_IN_FLIGHT) == 0).then_some(())
+        },
+        || format!("{}\n{}", scrape_metrics(&cache.url()), logs()),
+    );
     let blob_file = stored_blob_path(&store, &digest);
     assert!(
         !blob_file.exists(),
@@ -208,7 +219,7 @@ fn a_stalled_blob_body_is_cut_and_not_stored() {
 fn an_open_breaker_fails_misses_fast_against_a_hanging_upstream() {
     let blob = pseudo_random_bytes(105, 64 * 1024);
     let digest = sha256_bytes(&blob);
-    let fake = FaultUpstream::start(blob, &digest, FaultMode::Hang);
+    let fake = FakeUpstream::serving_blob("test/hung", &blob, FaultMode::Hang);
     let cache = Cache::start_with_config(
         &config(
             &fake.url(),
@@ -271,12 +282,14 @@ fn an_open_breaker_fails_misses_fast_against_a_hanging_upstream() {
             "{url}: with the breaker open the miss took {took:?} (bound 1 s)"
         );
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let stats = fake.stats();
+    // Every dial the cache made is counted once the fake has accepted a
+    // connection opened after the misses were answered.
+    let dialled = fake.connections_before_probe();
     assert_eq!(
-        stats.connections,
+        dialled,
         2,
-        "the open breaker let a request through: {stats:?}\n{}",
+        "the open breaker let a request through: {:?}\n{}",
+        fake.stats(),
         logs()
     );
 }

@@ -146,7 +146,7 @@ fn registry_with_token_auth_serves_seeded_images_to_skopeo() {
 
 #[test]
 fn registry_without_auth_accepts_anonymous_pushes() {
-    let reg = support::Registry::start(None);
+    let reg = support::Registry::start_default();
     assert_eq!(http_status(reg.port, "/v2/"), Some(200));
     let opts = SeedOptions {
         seed: 2,

@@ -12,22 +12,22 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use support::big_blob::{push_blob_file, random_file};
 use support::cache::run_cli;
-use support::cache_home::{stored_blob_path, CacheHome};
+use support::cache_home::{stored_blob_path, CacheHome, CacheRun};
 use support::lifecycle::{
-    metric, oci_cache_output, push_multilayer, scrape_metrics, set_mtime, stored_blob_bytes,
-    PausedDownload, PushedImage, TmpfsMount,
+    manifest_blobs, metric, oci_cache_output, push_multilayer, scrape_metrics, set_mtime,
+    stored_blob_bytes, PausedDownload, PushedImage, TmpfsMount,
 };
 use support::{
-    fetch, free_port, http_status, sha256_bytes, short_tempdir, skopeo_copy_to_dir,
+    dead_url, fetch, http_status, sha256_bytes, short_tempdir, skopeo_copy_to_dir,
     skopeo_copy_to_oci_dir, skopeo_inspect_raw, wait_until, write_hosts_toml, Auth, AuthRegistry,
-    Cache, Containerd, SeedOptions, PUSH_CREDS,
+    Cache, Containerd, Registry, SeedOptions, Seeded, PUSH_CREDS,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -37,6 +37,9 @@ const STORED_BYTES: &str = "oci_cache_stored_bytes";
 const PASS_THROUGH: &str = "oci_cache_pass_through_bytes_total";
 const BLOB_HITS: &str = "oci_cache_lookups_total{kind=\"blob\",result=\"hit\"}";
 const FILLS_IN_FLIGHT: &str = "oci_cache_fills_in_flight";
+/// What the cache logs at the end of each eviction pass that evicted something (once its
+/// deletions are done).
+const PASS_LOGGED: &str = "eviction pass";
 
 /// A cache config: one upstream (the default) with extra keys, and a `[gc]` section.
 fn config(name: &str, url: &str, upstream_extra: &str, gc: &str) -> String {
@@ -83,120 +86,196 @@ fn present(paths: &[std::path::PathBuf]) -> Vec<bool> {
     paths.iter().map(|p| p.is_file()).collect()
 }
 
-#[test]
-fn eviction_shrinks_to_the_low_watermark_least_recently_used_first() {
-    const IMAGES: usize = 4;
-    const HIGH: f64 = 0.9;
-    const LOW: f64 = 0.6;
-    let auth = AuthRegistry::start(&[]);
-    let reg = &auth.registry;
-    // Four distinct images (two random 1 MiB layers each, other seeds, other names).
-    let images: Vec<PushedImage> = (0..IMAGES)
-        .map(|i| {
-            push_multilayer(
-                reg,
-                Some(PUSH_CREDS),
-                &format!("test/lru{i}"),
-                900 + i as u64,
-                2,
-                1024,
-            )
-        })
-        .collect();
-    let distinct: BTreeSet<&String> = images
-        .iter()
-        .flat_map(|i| i.blobs.iter().map(|(d, _)| d))
-        .collect();
-    assert_eq!(distinct.len(), IMAGES * 4, "the images must share no blob");
-    let sizes: Vec<u64> = images.iter().map(PushedImage::size).collect();
-    let all: u64 = sizes.iter().sum();
+/// How many eviction passes that evicted something have ended, by the cache's log.
+fn evicting_passes_ended(log: &str) -> usize {
+    log.lines().filter(|l| l.contains(PASS_LOGGED)).count()
+}
 
-    // max_bytes = everything: the last pull crosses the high watermark (90 %), the
-    // first three pulls do not; shrinking to 60 % takes the two oldest images.
-    let max_bytes = all;
-    let (high, low) = (watermark(max_bytes, HIGH), watermark(max_bytes, LOW));
-    let first_three: u64 = sizes[..3].iter().sum();
-    assert!(
-        first_three <= high && all > high,
-        "precondition: sizes {sizes:?}, high {high}"
-    );
-    assert!(
-        all - sizes[0] > low && all - sizes[0] - sizes[1] <= low,
-        "precondition: sizes {sizes:?}, low {low}"
-    );
-    eprintln!(
-        "image sizes {sizes:?}: {all} bytes in all; max_bytes {max_bytes}, high {high}, low {low}"
-    );
+// ---------------------------------------------------------------------------
+// Eviction: least recently used images go first, whole.
+// ---------------------------------------------------------------------------
 
-    let cache = Cache::start_with_config(
-        &config(
-            "upstream",
-            &reg.url(),
-            "",
-            &format!("max_bytes = {max_bytes}\nhigh_watermark = {HIGH}\nlow_watermark = {LOW}\nmax_age_secs = 0\ninterval_secs = 1"),
-        ),
-        &[],
-    );
-    let store = cache.data_dir().join("store");
-    let logs = || format!("{}\n{}", cache.log_tail(), auth.logs());
-    let out = short_tempdir("e2e-lru-");
-    let metrics = || scrape_metrics(&cache.url());
+const IMAGES: usize = 4;
+const HIGH: f64 = 0.9;
+const LOW: f64 = 0.6;
 
-    // The first three, one after another; each stored whole before the next.
-    for img in &images[..3] {
-        pull_through(&cache, img, out.path(), "first", &logs);
-        let paths = img.paths(&store);
-        wait_until(
-            &format!("every blob of {} stored", img.name),
-            Duration::from_secs(30),
-            || paths.iter().all(|p| p.is_file()).then_some(()),
-            logs,
+/// Four images (two random 1 MiB layers each) behind a cache whose `max_bytes` is
+/// all of them: the first three, pulled one after another and aged 30, 20 and 10
+/// minutes, stay below the high watermark (90 %); the fourth crosses it, and a
+/// pass has shrunk the store to the low watermark (60 %).
+struct Evicted {
+    auth: AuthRegistry,
+    images: Vec<PushedImage>,
+    sizes: Vec<u64>,
+    /// Bytes of all four images.
+    all: u64,
+    low: u64,
+    /// What the pass after the fourth pull freed: the two oldest images.
+    expected_freed: u64,
+    cache: Cache,
+    store: PathBuf,
+    out: tempfile::TempDir,
+}
+
+impl Evicted {
+    fn start() -> Evicted {
+        let auth = AuthRegistry::start(&[]);
+        let reg = &auth.registry;
+        // Four distinct images (two random 1 MiB layers each, other seeds, other names).
+        let images: Vec<PushedImage> = (0..IMAGES)
+            .map(|i| {
+                push_multilayer(
+                    reg,
+                    Some(PUSH_CREDS),
+                    &format!("test/lru{i}"),
+                    900 + i as u64,
+                    2,
+                    1024,
+                )
+            })
+            .collect();
+        let distinct: BTreeSet<&String> = images
+            .iter()
+            .flat_map(|i| i.blobs.iter().map(|(d, _)| d))
+            .collect();
+        assert_eq!(distinct.len(), IMAGES * 4, "the images must share no blob");
+        let sizes: Vec<u64> = images.iter().map(PushedImage::size).collect();
+        let all: u64 = sizes.iter().sum();
+
+        // max_bytes = everything: the last pull crosses the high watermark (90 %), the
+        // first three pulls do not; shrinking to 60 % takes the two oldest images.
+        let max_bytes = all;
+        let (high, low) = (watermark(max_bytes, HIGH), watermark(max_bytes, LOW));
+        let first_three: u64 = sizes[..3].iter().sum();
+        assert!(
+            first_three <= high && all > high,
+            "precondition: sizes {sizes:?}, high {high}"
         );
+        assert!(
+            all - sizes[0] > low && all - sizes[0] - sizes[1] <= low,
+            "precondition: sizes {sizes:?}, low {low}"
+        );
+        eprintln!(
+            "image sizes {sizes:?}: {all} bytes in all; max_bytes {max_bytes}, high {high}, low {low}"
+        );
+
+        let cache = Cache::start_with_config(
+            &config(
+                "upstream",
+                &reg.url(),
+                "",
+                &format!("max_bytes = {max_bytes}\nhigh_watermark = {HIGH}\nlow_watermark = {LOW}\nmax_age_secs = 0\ninterval_secs = 1"),
+            ),
+            &[],
+        );
+        let store = cache.data_dir().join("store");
+        let out = short_tempdir("e2e-lru-");
+        let w = Evicted {
+            expected_freed: sizes[0] + sizes[1],
+            auth,
+            images,
+            sizes,
+            all,
+            low,
+            cache,
+            store,
+            out,
+        };
+        let logs = || w.logs();
+
+        // The first three, one after another; each stored whole before the next.
+        for img in &w.images[..3] {
+            pull_through(&w.cache, img, w.out.path(), "first", &logs);
+            let paths = img.paths(&w.store);
+            wait_until(
+                &format!("every blob of {} stored", img.name),
+                Duration::from_secs(30),
+                || paths.iter().all(|p| p.is_file()).then_some(()),
+                logs,
+            );
+        }
+        // Make the order explicit: image i was last used (3 - i) x 10 minutes ago.
+        let now = SystemTime::now();
+        for (i, img) in w.images[..3].iter().enumerate() {
+            let age = Duration::from_secs(600 * (3 - i as u64));
+            for p in img.paths(&w.store) {
+                set_mtime(&p, now - age);
+            }
+        }
+        assert_eq!(
+            stored_blob_bytes(&w.store),
+            first_three,
+            "stored after three pulls"
+        );
+        assert_eq!(
+            metric(&w.metrics(), EVICTED_BLOBS),
+            0,
+            "nothing may go below the high watermark"
+        );
+
+        // The fourth pull crosses the high watermark: the next pass shrinks the store.
+        let t_last = Instant::now();
+        pull_through(&w.cache, &w.images[3], w.out.path(), "first", &logs);
+        wait_until(
+            "an eviction pass after the fourth pull",
+            Duration::from_secs(30),
+            || {
+                // The gauge is "as of the last pass": a pass may run before the last commit
+                // of the pull lands (the config is committed after its bytes are served), so
+                // wait for a pass that saw everything.
+                let m = w.metrics();
+                (metric(&m, EVICTED_BYTES) >= w.expected_freed
+                    && metric(&m, FILLS_IN_FLIGHT) == 0
+                    && metric(&m, STORED_BYTES) == stored_blob_bytes(&w.store))
+                .then_some(())
+            },
+            || format!("{}\n{}", w.metrics(), logs()),
+        );
+        eprintln!(
+            "eviction done {:?} after the fourth pull began",
+            t_last.elapsed()
+        );
+        w
     }
-    // Make the order explicit: image i was last used (3 - i) x 10 minutes ago.
-    let now = SystemTime::now();
-    for (i, img) in images[..3].iter().enumerate() {
-        let age = Duration::from_secs(600 * (3 - i as u64));
-        for p in img.paths(&store) {
-            set_mtime(&p, now - age);
+
+    fn reg(&self) -> &Registry {
+        &self.auth.registry
+    }
+
+    fn metrics(&self) -> String {
+        scrape_metrics(&self.cache.url())
+    }
+
+    fn logs(&self) -> String {
+        format!("{}\n{}", self.cache.log_tail(), self.auth.logs())
+    }
+
+    /// Panics unless exactly the images `stored(i)` says are stored, whole.
+    fn assert_stored(&self, stored: impl Fn(usize) -> bool, when: &str) {
+        for (i, img) in self.images.iter().enumerate() {
+            let want = stored(i);
+            assert_eq!(
+                present(&img.paths(&self.store)),
+                vec![want; 4],
+                "{when}: image {i} ({}, blobs {:?}): expected {}",
+                img.name,
+                img.blobs,
+                if want {
+                    "every blob stored"
+                } else {
+                    "every blob evicted"
+                }
+            );
         }
     }
-    assert_eq!(
-        stored_blob_bytes(&store),
-        first_three,
-        "stored after three pulls"
-    );
-    assert_eq!(
-        metric(&metrics(), EVICTED_BLOBS),
-        0,
-        "nothing may go below the high watermark"
-    );
+}
 
-    // The fourth pull crosses the high watermark: the next pass shrinks the store.
-    let t_last = Instant::now();
-    pull_through(&cache, &images[3], out.path(), "first", &logs);
-    let expected_freed = sizes[0] + sizes[1];
-    wait_until(
-        "an eviction pass after the fourth pull",
-        Duration::from_secs(30),
-        || {
-            // The gauge is "as of the last pass": a pass may run before the last commit
-            // of the pull lands (the config is committed after its bytes are served), so
-            // wait for a pass that saw everything.
-            let m = metrics();
-            (metric(&m, EVICTED_BYTES) >= expected_freed
-                && metric(&m, FILLS_IN_FLIGHT) == 0
-                && metric(&m, STORED_BYTES) == stored_blob_bytes(&store))
-            .then_some(())
-        },
-        || format!("{}\n{}", metrics(), logs()),
-    );
-    eprintln!(
-        "eviction done {:?} after the fourth pull began",
-        t_last.elapsed()
-    );
-    let m = metrics();
-    let on_disk = stored_blob_bytes(&store);
+#[test]
+fn eviction_shrinks_to_the_low_watermark_least_recently_used_image_first() {
+    let w = Evicted::start();
+    let (low, sizes) = (w.low, &w.sizes);
+    let m = w.metrics();
+    let on_disk = stored_blob_bytes(&w.store);
     eprintln!(
         "after the pass: {on_disk} bytes on disk (low {low}); metrics: evicted {} blobs / {} bytes, stored {}",
         metric(&m, EVICTED_BLOBS),
@@ -206,7 +285,7 @@ fn eviction_shrinks_to_the_low_watermark_least_recently_used_first() {
     assert!(
         on_disk <= low,
         "stored {on_disk} bytes, above the low watermark {low}\n{}",
-        logs()
+        w.logs()
     );
     assert_eq!(
         on_disk,
@@ -218,30 +297,23 @@ fn eviction_shrinks_to_the_low_watermark_least_recently_used_first() {
         on_disk,
         "oci_cache_stored_bytes\n{m}"
     );
-    assert_eq!(metric(&m, EVICTED_BYTES), expected_freed, "{m}");
+    assert_eq!(metric(&m, EVICTED_BYTES), w.expected_freed, "{m}");
     assert_eq!(
         metric(&m, EVICTED_BLOBS),
         8,
         "two images of four blobs each\n{m}"
     );
-    for (i, img) in images.iter().enumerate() {
-        let want = i >= 2;
-        assert_eq!(
-            present(&img.paths(&store)),
-            vec![want; 4],
-            "image {i} ({}, blobs {:?}): expected {}",
-            img.name,
-            img.blobs,
-            if want {
-                "every blob stored"
-            } else {
-                "every blob evicted"
-            }
-        );
-    }
+    w.assert_stored(|i| i >= 2, "after the pass");
+}
 
+#[test]
+fn gc_dry_run_agrees_with_the_running_cache_and_deletes_nothing() {
+    let w = Evicted::start();
+    w.assert_stored(|i| i >= 2, "precondition");
+    let on_disk = stored_blob_bytes(&w.store);
+    let sizes = &w.sizes;
     // `oci-cache gc --dry-run` on the same data dir agrees: nothing left to evict ...
-    let (config_path, data_dir) = (cache.config_path(), cache.data_dir());
+    let (config_path, data_dir) = (w.cache.config_path(), w.cache.data_dir());
     let dry = |extra: &[&str]| {
         let mut args: Vec<&OsStr> = vec![
             OsStr::new("gc"),
@@ -265,7 +337,7 @@ fn eviction_shrinks_to_the_low_watermark_least_recently_used_first() {
     );
     assert!(!text.contains("would evict sha256:"), "{text}");
     // ... and with a smaller limit it names the least recently used image left (2), deleting nothing.
-    let smaller = all / 2;
+    let smaller = w.all / 2;
     assert!(sizes[2] + sizes[3] > watermark(smaller, HIGH) && sizes[3] <= watermark(smaller, LOW));
     let text = dry(&["--max-bytes", &smaller.to_string()]);
     eprintln!("gc --dry-run --max-bytes {smaller}:\n{text}");
@@ -274,31 +346,45 @@ fn eviction_shrinks_to_the_low_watermark_least_recently_used_first() {
         .filter_map(|l| l.strip_prefix("would evict sha256:"))
         .map(|hex| format!("sha256:{hex}"))
         .collect();
-    let third: BTreeSet<String> = images[2].blobs.iter().map(|(d, _)| d.clone()).collect();
+    let third: BTreeSet<String> = w.images[2].blobs.iter().map(|(d, _)| d.clone()).collect();
     assert_eq!(named, third, "gc --dry-run --max-bytes {smaller}:\n{text}");
     assert!(
         text.contains(&format!("would evict 4 blobs, {} bytes", sizes[2])),
         "{text}"
     );
     assert_eq!(
-        stored_blob_bytes(&store),
+        stored_blob_bytes(&w.store),
         on_disk,
         "a dry run deleted something"
     );
+}
 
+#[test]
+fn an_image_that_survived_eviction_pulls_again_without_an_upstream_blob_get() {
+    let w = Evicted::start();
+    w.assert_stored(|i| i >= 2, "precondition");
+    let reg = w.reg();
+    let logs = || w.logs();
     // The survivor pulls again without one upstream blob GET.
     let before = reg.blob_gets(None);
-    pull_through(&cache, &images[3], out.path(), "again", &logs);
+    pull_through(&w.cache, &w.images[3], w.out.path(), "again", &logs);
     assert_eq!(
         reg.blob_gets(None),
         before,
         "pulling the newest image again reached upstream\n{}",
         reg.request_summary()
     );
+}
 
+#[test]
+fn evicted_images_are_fetched_again_and_the_next_pass_takes_the_least_recently_used() {
+    let w = Evicted::start();
+    w.assert_stored(|i| i >= 2, "precondition");
+    let (reg, sizes) = (w.reg(), &w.sizes);
+    let logs = || w.logs();
     // The evicted images pull again correctly: fetched from upstream once more.
-    for img in &images[..2] {
-        pull_through(&cache, img, out.path(), "refetch", &logs);
+    for img in &w.images[..2] {
+        pull_through(&w.cache, img, w.out.path(), "refetch", &logs);
         for layer in img.layers() {
             assert_eq!(
                 reg.blob_gets(Some(&layer)),
@@ -314,34 +400,35 @@ fn eviction_shrinks_to_the_low_watermark_least_recently_used_first() {
         "the pass after the refetch",
         Duration::from_secs(30),
         || {
-            let m = metrics();
-            (metric(&m, EVICTED_BYTES) >= expected_freed + sizes[2] + sizes[3]
+            let m = w.metrics();
+            (metric(&m, EVICTED_BYTES) >= w.expected_freed + sizes[2] + sizes[3]
                 && metric(&m, FILLS_IN_FLIGHT) == 0)
                 .then_some(())
         },
-        || format!("{}\n{}", metrics(), logs()),
+        || format!("{}\n{}", w.metrics(), logs()),
     );
-    for (i, img) in images.iter().enumerate() {
-        let want = i < 2;
-        assert_eq!(
-            present(&img.paths(&store)),
-            vec![want; 4],
-            "after the refetch, image {i}"
-        );
-    }
-    assert!(stored_blob_bytes(&store) <= low);
+    w.assert_stored(|i| i < 2, "after the refetch");
+    assert!(stored_blob_bytes(&w.store) <= w.low);
 }
 
-#[test]
-fn a_pull_running_during_eviction_completes_with_the_right_digest() {
+// ---------------------------------------------------------------------------
+// Reads during eviction.
+// ---------------------------------------------------------------------------
+
+/// A registry holding random blobs of the given sizes (in test/big), pushed from
+/// files; their digests in that order.
+fn registry_with_big_blobs(sizes: &[u64]) -> (AuthRegistry, Vec<String>) {
     let auth = AuthRegistry::start(&[]);
-    let reg = &auth.registry;
     let files = short_tempdir("e2e-big-");
-    let big_path = files.path().join("big");
-    let small_path = files.path().join("small");
-    let (big_len, small_len) = (128 * MIB, 32 * MIB);
-    let big = random_file(&big_path, big_len);
-    let small = random_file(&small_path, small_len);
+    let blobs: Vec<(PathBuf, String)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, len)| {
+            let path = files.path().join(format!("blob{i}"));
+            let digest = random_file(&path, *len);
+            (path, digest)
+        })
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -353,78 +440,111 @@ fn a_pull_running_during_eviction_completes_with_the_right_digest() {
             .timeout(Duration::from_secs(300))
             .build()
             .expect("reqwest client");
-        push_blob_file(&client, reg, Some(&auth.token), "test/big", &big_path, &big).await;
-        push_blob_file(
-            &client,
-            reg,
-            Some(&auth.token),
-            "test/big",
-            &small_path,
-            &small,
-        )
-        .await;
+        for (path, digest) in &blobs {
+            push_blob_file(
+                &client,
+                &auth.registry,
+                Some(&auth.token),
+                "test/big",
+                path,
+                digest,
+            )
+            .await;
+        }
     });
-    let gc = |max: u64| {
-        format!("max_bytes = {max}\nhigh_watermark = 0.9\nlow_watermark = 0.8\nmax_age_secs = 0\ninterval_secs = 1")
-    };
+    let digests = blobs.into_iter().map(|(_, d)| d).collect();
+    (auth, digests)
+}
 
-    // 1. max_bytes (64 MiB) below the blob: a cold pull, paused halfway, while passes run.
-    {
-        let cache =
-            Cache::start_with_config(&config("upstream", &reg.url(), "", &gc(64 * MIB)), &[]);
-        let store = cache.data_dir().join("store");
-        let url = format!("{}/v2/test/big/blobs/{big}", cache.url());
-        let reader = PausedDownload::start(&url, big_len / 2);
-        let at = reader.wait_paused(Duration::from_secs(120));
-        // The fill goes on without the client; once committed, the blob is over the
-        // limit: a pass either evicts it or (were the reader protecting it) reports it.
-        let outcome = wait_until(
-            "a pass seeing the committed blob",
-            Duration::from_secs(120),
-            || {
-                let m = scrape_metrics(&cache.url());
-                if metric(&m, FILLS_IN_FLIGHT) != 0 {
-                    return None;
-                }
-                if metric(&m, EVICTED_BYTES) >= big_len {
-                    Some("evicted")
-                } else if metric(&m, STORED_BYTES) >= big_len {
-                    Some("kept")
-                } else {
-                    None
-                }
-            },
-            || format!("{}\n{}", scrape_metrics(&cache.url()), cache.log_tail()),
-        );
-        // Two more passes while the client still waits.
-        std::thread::sleep(Duration::from_millis(2500));
-        let file_there = stored_blob_path(&store, &big).is_file();
-        eprintln!("cold read paused at {at} bytes; a pass {outcome} the blob; stored file present: {file_there}");
-        let (n, digest) = reader
-            .finish(Duration::from_secs(300))
-            .unwrap_or_else(|e| panic!("the paused cold pull failed: {e}\n{}", cache.log_tail()));
-        assert_eq!(n, big_len, "the cold pull was cut short");
-        assert_eq!(digest, big, "the cold pull got other bytes");
-        let m = scrape_metrics(&cache.url());
-        eprintln!(
-            "cold pull complete; evicted {} bytes",
-            metric(&m, EVICTED_BYTES)
-        );
-        assert_eq!(reg.blob_gets(Some(&big)), 1, "{}", reg.request_summary());
-    }
+/// The `[gc]` keys of the read-during-eviction tests: `max_bytes`, passes every second.
+fn gc_every_second(max: u64) -> String {
+    format!("max_bytes = {max}\nhigh_watermark = 0.9\nlow_watermark = 0.8\nmax_age_secs = 0\ninterval_secs = 1")
+}
 
-    // 2. A stored blob read slowly while a pass must shrink the store: the reader's
-    // blob is the least recently used, yet the pass takes the newer one instead.
-    let cache = Cache::start_with_config(&config("upstream", &reg.url(), "", &gc(160 * MIB)), &[]);
+#[test]
+fn a_cold_pull_paused_while_passes_run_completes_with_the_right_digest() {
+    let big_len = 128 * MIB;
+    let (auth, digests) = registry_with_big_blobs(&[big_len]);
+    let (reg, big) = (&auth.registry, &digests[0]);
+    // max_bytes (64 MiB) below the blob: a cold pull, paused halfway, while passes run.
+    let cache = Cache::start_with_config(
+        &config("upstream", &reg.url(), "", &gc_every_second(64 * MIB)),
+        &[],
+    );
     let store = cache.data_dir().join("store");
-    let big_file = stored_blob_path(&store, &big);
-    let small_file = stored_blob_path(&store, &small);
+    let url = format!("{}/v2/test/big/blobs/{big}", cache.url());
+    let reader = PausedDownload::start(&url, big_len / 2);
+    let at = reader.wait_paused(Duration::from_secs(120));
+    // The fill goes on without the client; once committed, the blob is over the
+    // limit: a pass either evicts it or (were the reader protecting it) reports it.
+    let outcome = wait_until(
+        "a pass seeing the committed blob",
+        Duration::from_secs(120),
+        || {
+            let m = scrape_metrics(&cache.url());
+            if metric(&m, FILLS_IN_FLIGHT) != 0 {
+                return None;
+            }
+            if metric(&m, EVICTED_BYTES) >= big_len {
+                Some("evicted")
+            } else if metric(&m, STORED_BYTES) >= big_len {
+                Some("kept")
+            } else {
+                None
+            }
+        },
+        || format!("{}\n{}", scrape_metrics(&cache.url()), cache.log_tail()),
+    );
+    if outcome == "evicted" {
+        // The pass that evicted the blob has ended once it logs; with nothing left
+        // stored, any later pass has nothing to do while the client waits.
+        wait_until(
+            "the evicting pass to end",
+            Duration::from_secs(60),
+            || (evicting_passes_ended(&cache.log()) >= 1).then_some(()),
+            || cache.log_tail(),
+        );
+    } else {
+        // Two more passes while the client still waits. A pass that finds only a blob
+        // being read leaves no trace (no counter moves, nothing is logged), so only
+        // wall-clock time (two 1 s intervals) lets them run: the one bounded sleep here.
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    let file_there = stored_blob_path(&store, big).is_file();
+    eprintln!("cold read paused at {at} bytes; a pass {outcome} the blob; stored file present: {file_there}");
+    let (n, digest) = reader
+        .finish(Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("the paused cold pull failed: {e}\n{}", cache.log_tail()));
+    assert_eq!(n, big_len, "the cold pull was cut short");
+    assert_eq!(digest, *big, "the cold pull got other bytes");
+    let m = scrape_metrics(&cache.url());
+    eprintln!(
+        "cold pull complete; evicted {} bytes",
+        metric(&m, EVICTED_BYTES)
+    );
+    assert_eq!(reg.blob_gets(Some(big)), 1, "{}", reg.request_summary());
+}
+
+#[test]
+fn a_pass_spares_the_blob_being_read_and_takes_it_once_the_read_is_done() {
+    let (big_len, small_len) = (128 * MIB, 32 * MIB);
+    let (auth, digests) = registry_with_big_blobs(&[big_len, small_len]);
+    let (reg, big, small) = (&auth.registry, &digests[0], &digests[1]);
+    // A stored blob read slowly while a pass must shrink the store: the reader's
+    // blob is the least recently used, yet the pass takes the newer one instead.
+    let cache = Cache::start_with_config(
+        &config("upstream", &reg.url(), "", &gc_every_second(160 * MIB)),
+        &[],
+    );
+    let store = cache.data_dir().join("store");
+    let big_file = stored_blob_path(&store, big);
+    let small_file = stored_blob_path(&store, small);
     let big_url = format!("{}/v2/test/big/blobs/{big}", cache.url());
     let small_url = format!("{}/v2/test/big/blobs/{small}", cache.url());
     let logs = || format!("{}\n{}", scrape_metrics(&cache.url()), cache.log_tail());
     let a = fetch("GET", &big_url, Auth::None);
     assert_eq!(a.status, 200, "{}", a.describe());
-    assert_eq!(sha256_bytes(&a.body), big);
+    assert_eq!(sha256_bytes(&a.body), *big);
     drop(a);
     wait_until(
         "the big blob stored",
@@ -444,14 +564,22 @@ fn a_pull_running_during_eviction_completes_with_the_right_digest() {
     // 160 MiB stored (over 90 % of 160 MiB): a pass must shrink to 128 MiB.
     let a = fetch("GET", &small_url, Auth::None);
     assert_eq!(a.status, 200, "{}", a.describe());
-    assert_eq!(sha256_bytes(&a.body), small);
+    assert_eq!(sha256_bytes(&a.body), *small);
     wait_until(
         "a pass evicting while the big blob is read",
         Duration::from_secs(60),
         || (metric(&scrape_metrics(&cache.url()), EVICTED_BLOBS) >= 1).then_some(()),
         logs,
     );
-    std::thread::sleep(Duration::from_millis(2500));
+    // That pass counts each blob as it deletes it; look once it has ended. After it
+    // the store (the big blob, 128 MiB) is below the high watermark (144 MiB), so no
+    // later pass may evict anything while the read goes on.
+    wait_until(
+        "the evicting pass to end",
+        Duration::from_secs(60),
+        || (evicting_passes_ended(&cache.log()) >= 1).then_some(()),
+        logs,
+    );
     let m = scrape_metrics(&cache.url());
     eprintln!(
         "while the big blob was read: big stored {}, small stored {}, evicted {} bytes",
@@ -481,7 +609,7 @@ fn a_pull_running_during_eviction_completes_with_the_right_digest() {
 
     // Read done: the next time the store is over, the big blob (least recently used) goes.
     let a = fetch("GET", &small_url, Auth::None);
-    assert_eq!(sha256_bytes(&a.body), small);
+    assert_eq!(sha256_bytes(&a.body), *small);
     wait_until(
         "the big blob evicted once nobody reads it",
         Duration::from_secs(60),
@@ -499,6 +627,10 @@ fn a_pull_running_during_eviction_completes_with_the_right_digest() {
         small_len + big_len
     );
 }
+
+// ---------------------------------------------------------------------------
+// A full disk.
+// ---------------------------------------------------------------------------
 
 #[test]
 fn a_full_disk_never_fails_a_pull() {
@@ -598,58 +730,84 @@ fn full_disk_pulls(which: FullDisk) {
     drop(mount);
 }
 
-#[test]
-fn prefetched_multi_platform_image_pulls_every_platform_offline() {
-    let mut auth = AuthRegistry::start(&[]);
-    let seeded = auth.seed_with(SeedOptions {
-        seed: 1201,
-        layers: 1,
-        layer_kib: 64,
-    });
-    let reg_url = auth.registry.url();
-    let images = [&seeded.index, &seeded.index_docker];
-    // Every blob of both images, as the registry serves them.
-    let mut manifests: BTreeSet<String> = BTreeSet::new();
-    let mut blobs: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for img in images {
-        let raw = skopeo_inspect_raw(&auth.registry.docker_ref(&img.name_tag()), None)
-            .expect("inspect upstream");
-        manifests.insert(img.digest.clone());
-        let v: serde_json::Value = serde_json::from_slice(&raw).expect("index JSON");
-        for child in v["manifests"].as_array().expect("an index") {
-            let d = child["digest"].as_str().expect("child digest");
-            manifests.insert(d.to_owned());
-            let raw = skopeo_inspect_raw(
-                &auth.registry.docker_ref(&format!("{}@{d}", img.name)),
-                None,
-            )
-            .expect("inspect a child upstream");
-            for (digest, size) in support::lifecycle::manifest_blobs(d, &raw)
-                .into_iter()
-                .skip(1)
-            {
-                blobs.insert(digest, size);
+// ---------------------------------------------------------------------------
+// Prefetch, then pulls with the upstream gone.
+// ---------------------------------------------------------------------------
+
+/// docker.io's test/index and test/index-docker (two platforms each, one 64 KiB
+/// layer), prefetched into a data directory with no cache running.
+struct Prefetched {
+    auth: AuthRegistry,
+    seeded: Seeded,
+    /// Both indexes and their four platform manifests.
+    manifests: BTreeSet<String>,
+    /// Every config and layer of the four platforms, with its size.
+    blobs: BTreeMap<String, u64>,
+    home: CacheHome,
+    upstream_flag: String,
+    /// What the prefetch printed.
+    first: String,
+}
+
+impl Prefetched {
+    fn new() -> Prefetched {
+        let auth = AuthRegistry::start(&[]);
+        let seeded = auth.seed_with(SeedOptions {
+            seed: 1201,
+            layers: 1,
+            layer_kib: 64,
+        });
+        let reg_url = auth.registry.url();
+        // Every blob of both images, as the registry serves them.
+        let mut manifests: BTreeSet<String> = BTreeSet::new();
+        let mut blobs: BTreeMap<String, u64> = BTreeMap::new();
+        for img in [&seeded.index, &seeded.index_docker] {
+            let raw = skopeo_inspect_raw(&auth.registry.docker_ref(&img.name_tag()), None)
+                .expect("inspect upstream");
+            manifests.insert(img.digest.clone());
+            let v: serde_json::Value = serde_json::from_slice(&raw).expect("index JSON");
+            for child in v["manifests"].as_array().expect("an index") {
+                let d = child["digest"].as_str().expect("child digest");
+                manifests.insert(d.to_owned());
+                let raw = skopeo_inspect_raw(
+                    &auth.registry.docker_ref(&format!("{}@{d}", img.name)),
+                    None,
+                )
+                .expect("inspect a child upstream");
+                for (digest, size) in manifest_blobs(d, &raw).into_iter().skip(1) {
+                    blobs.insert(digest, size);
+                }
             }
         }
+        assert_eq!(manifests.len(), 6, "two indexes of two platforms each");
+        // Prefetch both into a data directory, no cache running.
+        let home = CacheHome::new(&config(
+            "docker.io",
+            &reg_url,
+            "tag_ttl_secs = 0",
+            "max_age_secs = 0",
+        ));
+        let mut p = Prefetched {
+            upstream_flag: format!("docker.io={reg_url}"),
+            auth,
+            seeded,
+            manifests,
+            blobs,
+            home,
+            first: String::new(),
+        };
+        p.first = p.prefetch("first");
+        p
     }
-    assert_eq!(manifests.len(), 6, "two indexes of two platforms each");
-    let blob_bytes: u64 = blobs.values().sum();
 
-    // Prefetch both into a data directory, no cache running.
-    let mut home = CacheHome::new(&config(
-        "docker.io",
-        &reg_url,
-        "tag_ttl_secs = 0",
-        "max_age_secs = 0",
-    ));
-    let upstream_flag = format!("docker.io={reg_url}");
-    let data_dir = home.data_dir();
-    let prefetch = |what: &str| {
+    /// `oci-cache prefetch` of both images into the data directory; its stdout.
+    fn prefetch(&self, what: &str) -> String {
+        let data_dir = self.home.data_dir();
         let out = oci_cache_output(
             &[
                 OsStr::new("prefetch"),
                 OsStr::new("--upstream"),
-                OsStr::new(&upstream_flag),
+                OsStr::new(&self.upstream_flag),
                 OsStr::new("--data-dir"),
                 data_dir.as_os_str(),
                 OsStr::new("docker.io/test/index:latest"),
@@ -669,37 +827,85 @@ fn prefetched_multi_platform_image_pulls_every_platform_offline() {
             String::from_utf8_lossy(&out.stderr)
         );
         stdout
-    };
-    let text = prefetch("first");
+    }
+
+    /// A cache on the data directory, then the upstream goes away.
+    fn serve_offline(&mut self) -> CacheRun {
+        let run = self.home.start();
+        self.auth.registry.stop();
+        assert_eq!(
+            http_status(self.auth.registry.port, "/v2/"),
+            None,
+            "the registry still answers"
+        );
+        run
+    }
+
+    /// Nothing was fetched on demand: the only blob GETs the registry served the
+    /// cache are the first prefetch's, one per blob.
+    fn assert_only_the_first_prefetch_downloaded_blobs(&self) {
+        let cache_blob_gets: Vec<_> = self
+            .auth
+            .registry
+            .blob_get_records(None)
+            .into_iter()
+            .filter(|r| r.user_agent.starts_with("oci-cache"))
+            .collect();
+        assert_eq!(
+            cache_blob_gets.len(),
+            self.blobs.len(),
+            "only the first prefetch downloads blobs\n{}",
+            self.auth.registry.request_summary()
+        );
+    }
+}
+
+/// The cache said it answered a tag from storage because the upstream was gone.
+fn assert_served_a_stale_tag(run: &CacheRun) {
+    assert!(
+        run.log()
+            .contains("upstream unavailable; serving the cached tag"),
+        "the cache never said it served a stale tag\n{}",
+        run.log_tail()
+    );
+}
+
+#[test]
+fn prefetch_stores_every_manifest_and_blob_of_every_platform() {
+    let p = Prefetched::new();
+    let blob_bytes: u64 = p.blobs.values().sum();
     let expected =
         format!("prefetched 2 images (6 manifests, 8 blobs), downloaded {blob_bytes} bytes in ");
     assert!(
-        text.contains(&expected) && text.trim_end().ends_with("; 0 failed"),
-        "expected {expected:?}...\n{text}"
+        p.first.contains(&expected) && p.first.trim_end().ends_with("; 0 failed"),
+        "expected {expected:?}...\n{}",
+        p.first
     );
-    let store = home.store_dir();
-    for d in manifests.iter().chain(blobs.keys()) {
+    let store = p.home.store_dir();
+    for d in p.manifests.iter().chain(p.blobs.keys()) {
         assert!(stored_blob_path(&store, d).is_file(), "{d} not prefetched");
     }
+}
 
+#[test]
+fn prefetching_again_beside_a_running_cache_downloads_nothing() {
+    let mut p = Prefetched::new();
     // A cache on that data directory; prefetching again beside it downloads nothing.
-    let run = home.start();
-    let text = prefetch("second");
+    let _run = p.home.start();
+    let text = p.prefetch("second");
     assert!(
         text.contains("prefetched 2 images (6 manifests, 8 blobs), downloaded 0 bytes in "),
         "{text}"
     );
+    p.assert_only_the_first_prefetch_downloaded_blobs();
+}
 
-    // The upstream goes away.
-    auth.registry.stop();
-    assert_eq!(
-        http_status(auth.registry.port, "/v2/"),
-        None,
-        "the registry still answers"
-    );
+#[test]
+fn skopeo_copies_every_prefetched_platform_with_the_upstream_gone() {
+    let mut p = Prefetched::new();
+    let run = p.serve_offline();
     let logs = || run.log_tail();
-
-    // skopeo copies every platform.
+    let seeded = &p.seeded;
     let out = short_tempdir("e2e-prefetched-");
     let cache_ref = |name_tag: &str| format!("docker://127.0.0.1:{}/{name_tag}", run.port);
     let digest = skopeo_copy_to_oci_dir(
@@ -725,19 +931,25 @@ fn prefetched_multi_platform_image_pulls_every_platform_offline() {
     });
     let list = std::fs::read(dir.join("manifest.json")).expect("manifest.json of the dir: copy");
     assert_eq!(sha256_bytes(&list), seeded.index_docker.digest);
+    assert_served_a_stale_tag(&run);
+    p.assert_only_the_first_prefetch_downloaded_blobs();
+}
 
+#[test]
+fn containerd_pulls_every_prefetched_platform_with_the_upstream_gone() {
+    let mut p = Prefetched::new();
+    let run = p.serve_offline();
     // containerd pulls every platform (its fallback server is a dead port).
     let ctrd = Containerd::start();
     let hosts = ctrd.hosts_dir("hosts");
-    let dead_server = format!("http://127.0.0.1:{}", free_port());
-    write_hosts_toml(&hosts, "docker.io", &run.url(), &dead_server);
-    for img in images {
+    write_hosts_toml(&hosts, "docker.io", &run.url(), &dead_url());
+    for img in [&p.seeded.index, &p.seeded.index_docker] {
         let image_ref = format!("docker.io/{}", img.name_tag());
         ctrd.pull(&image_ref, &hosts, true).unwrap_or_else(|e| {
             panic!(
                 "offline ctr pull --all-platforms {image_ref}: {e}\n{}\n{}",
                 ctrd.log_tail(),
-                logs()
+                run.log_tail()
             )
         });
         assert_eq!(
@@ -747,29 +959,12 @@ fn prefetched_multi_platform_image_pulls_every_platform_offline() {
         );
     }
     let content = ctrd.content_digests();
-    for d in manifests.iter().chain(blobs.keys()) {
+    for d in p.manifests.iter().chain(p.blobs.keys()) {
         assert!(
             content.contains(d),
             "{d} missing from containerd's content store"
         );
     }
-    assert!(
-        run.log()
-            .contains("upstream unavailable; serving the cached tag"),
-        "the cache never said it served a stale tag\n{}",
-        logs()
-    );
-    // Nothing was fetched on demand: every blob came from the prefetch.
-    let cache_blob_gets: Vec<_> = auth
-        .registry
-        .blob_get_records(None)
-        .into_iter()
-        .filter(|r| r.user_agent.starts_with("oci-cache"))
-        .collect();
-    assert_eq!(
-        cache_blob_gets.len(),
-        blobs.len(),
-        "only the first prefetch downloads blobs\n{}",
-        auth.registry.request_summary()
-    );
+    assert_served_a_stale_tag(&run);
+    p.assert_only_the_first_prefetch_downloaded_blobs();
 }

@@ -12,15 +12,17 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use support::cache::{run_cli, serve_expecting_refusal};
+use support::fetch::fetch_with;
 use support::process::run_ok;
 use support::{
-    fetch, free_port, require_tool, sha256_bytes, skopeo_copy_to_oci_dir, skopeo_inspect_digest,
-    skopeo_inspect_raw, write_hosts_toml, Auth, AuthRegistry, Cache, Containerd, Dockerd, Registry,
-    SeedOptions, Seeded, TokenOptions,
+    dead_url, fetch, require_tool, sha256_bytes, short_tempdir, skopeo_copy_to_oci_dir,
+    skopeo_inspect_digest, skopeo_inspect_raw, write_hosts_toml, Auth, AuthRegistry, Cache,
+    Containerd, Dockerd, Registry, SeedOptions, Seeded, TokenOptions,
 };
 
 /// Small images: one 64 KiB layer for the "multilayer" image. `seed` picks the content.
@@ -30,11 +32,6 @@ fn small_images(seed: u64) -> SeedOptions {
         layers: 1,
         layer_kib: 64,
     }
-}
-
-/// `http://127.0.0.1:PORT` where nothing listens (and never will in this process).
-fn dead_url() -> String {
-    format!("http://127.0.0.1:{}", free_port())
 }
 
 /// How many finished requests a registry has logged.
@@ -70,52 +67,93 @@ fn toml_path(p: &std::path::Path) -> String {
     format!("{:?}", p.display().to_string())
 }
 
-#[test]
-fn same_names_on_three_upstreams_each_pull_from_the_right_upstream() {
-    let hub = AuthRegistry::start(&[]);
-    let quay = AuthRegistry::start(&[]);
-    let ghcr = AuthRegistry::start(&[]);
-    let hub_img = hub.seed_with(small_images(11));
-    let quay_img = quay.seed_with(small_images(12));
-    let ghcr_img = ghcr.seed_with(small_images(13));
-    // The same names hold different content on each upstream.
-    for (a, b) in [
-        (&hub_img, &quay_img),
-        (&hub_img, &ghcr_img),
-        (&quay_img, &ghcr_img),
-    ] {
-        assert_ne!(a.small.digest, b.small.digest);
-        assert_ne!(a.index.digest, b.index.digest);
-        assert_ne!(a.multilayer.digest, b.multilayer.digest);
-    }
-    // An official image: library/e2elib on the docker.io registry.
-    let lib_digest = hub.copy_within(&hub_img.multilayer.name_tag(), "library/e2elib:latest");
-    assert_eq!(lib_digest, hub_img.multilayer.digest);
+// ---------------------------------------------------------------------------
+// Three upstreams holding the same names with different content.
+// ---------------------------------------------------------------------------
 
-    let config = format!(
-        "{}{}{}hosts = [\"ghcr-cache.test\"]\n",
-        upstream_toml("docker.io", &hub.registry.url()),
-        upstream_toml("quay.io", &quay.registry.url()),
-        upstream_toml("ghcr.io", &ghcr.registry.url()),
-    );
-    let cache = Cache::start_with_config(&config, &[]);
-    let regs: [(&str, &AuthRegistry, &Seeded); 3] = [
-        ("docker.io", &hub, &hub_img),
-        ("quay.io", &quay, &quay_img),
-        ("ghcr.io", &ghcr, &ghcr_img),
-    ];
-    let all_logs = || {
-        regs.iter()
+/// docker.io, quay.io and ghcr.io (reachable also as the Host `ghcr-cache.test`)
+/// behind one cache; each registry seeded with its own content under the same
+/// names, and docker.io also holding the official image `library/e2elib`.
+struct ThreeUpstreams {
+    cache: Cache,
+    hub: AuthRegistry,
+    quay: AuthRegistry,
+    ghcr: AuthRegistry,
+    hub_img: Seeded,
+    quay_img: Seeded,
+    ghcr_img: Seeded,
+    /// The digest of docker.io's `library/e2elib:latest`.
+    lib_digest: String,
+}
+
+impl ThreeUpstreams {
+    fn start() -> ThreeUpstreams {
+        let hub = AuthRegistry::start(&[]);
+        let quay = AuthRegistry::start(&[]);
+        let ghcr = AuthRegistry::start(&[]);
+        let hub_img = hub.seed_with(small_images(11));
+        let quay_img = quay.seed_with(small_images(12));
+        let ghcr_img = ghcr.seed_with(small_images(13));
+        // The same names hold different content on each upstream.
+        for (a, b) in [
+            (&hub_img, &quay_img),
+            (&hub_img, &ghcr_img),
+            (&quay_img, &ghcr_img),
+        ] {
+            assert_ne!(a.small.digest, b.small.digest);
+            assert_ne!(a.index.digest, b.index.digest);
+            assert_ne!(a.multilayer.digest, b.multilayer.digest);
+        }
+        // An official image: library/e2elib on the docker.io registry.
+        let lib_digest = hub.copy_within(&hub_img.multilayer.name_tag(), "library/e2elib:latest");
+        assert_eq!(lib_digest, hub_img.multilayer.digest);
+        let config = format!(
+            "{}{}{}hosts = [\"ghcr-cache.test\"]\n",
+            upstream_toml("docker.io", &hub.registry.url()),
+            upstream_toml("quay.io", &quay.registry.url()),
+            upstream_toml("ghcr.io", &ghcr.registry.url()),
+        );
+        let cache = Cache::start_with_config(&config, &[]);
+        ThreeUpstreams {
+            cache,
+            hub,
+            quay,
+            ghcr,
+            hub_img,
+            quay_img,
+            ghcr_img,
+            lib_digest,
+        }
+    }
+
+    /// Each upstream's name, registry and content.
+    fn regs(&self) -> [(&'static str, &AuthRegistry, &Seeded); 3] {
+        [
+            ("docker.io", &self.hub, &self.hub_img),
+            ("quay.io", &self.quay, &self.quay_img),
+            ("ghcr.io", &self.ghcr, &self.ghcr_img),
+        ]
+    }
+
+    /// Every registry's logs, for failure messages.
+    fn all_logs(&self) -> String {
+        self.regs()
+            .iter()
             .map(|(n, r, _)| format!("===== {n} =====\n{}", r.logs()))
             .collect::<Vec<_>>()
             .join("\n")
-    };
+    }
+}
 
+#[test]
+fn containerd_with_only_a_default_hosts_toml_pulls_each_upstreams_own_content() {
+    let w = ThreeUpstreams::start();
+    let regs = w.regs();
     // containerd with ONLY a _default hosts.toml: the cache for every registry,
     // the fallback server dead, so a pull that bypassed the cache would fail.
     let ctrd = Containerd::start();
     let hosts = ctrd.hosts_dir("hosts");
-    write_hosts_toml(&hosts, "_default", &cache.url(), &dead_url());
+    write_hosts_toml(&hosts, "_default", &w.cache.url(), &dead_url());
     let entries: Vec<_> = std::fs::read_dir(&hosts)
         .expect("read hosts dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -128,8 +166,8 @@ fn same_names_on_three_upstreams_each_pull_from_the_right_upstream() {
                 panic!(
                     "ctr pull {image_ref} through the cache failed: {e}\n{}\n{}\n{}",
                     ctrd.log_tail(),
-                    cache.log_tail(),
-                    all_logs()
+                    w.cache.log_tail(),
+                    w.all_logs()
                 )
             });
             assert_eq!(
@@ -187,10 +225,15 @@ fn same_names_on_three_upstreams_each_pull_from_the_right_upstream() {
             reg.registry.request_summary()
         );
     }
+}
 
+#[test]
+fn a_path_prefix_picks_the_upstream_and_no_prefix_means_the_first() {
+    let w = ThreeUpstreams::start();
+    let cache = &w.cache;
     // skopeo through the path prefix /v2/<upstream>/<repo>/...: the same tag,
     // each upstream's digest (tags are kept per upstream).
-    for (upstream, _, seeded) in regs {
+    for (upstream, _, seeded) in w.regs() {
         let reference = cache.docker_ref(&format!("{upstream}/test/small:latest"));
         assert_eq!(
             skopeo_inspect_digest(&reference, None),
@@ -198,70 +241,100 @@ fn same_names_on_three_upstreams_each_pull_from_the_right_upstream() {
             "{reference}"
         );
     }
-    let out = support::short_tempdir("e2e-multi-");
+    let out = short_tempdir("e2e-multi-");
     let digest = skopeo_copy_to_oci_dir(
         &cache.docker_ref("quay.io/test/multilayer:latest"),
         &out.path().join("quay-multilayer"),
         false,
         None,
     )
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", cache.log_tail(), all_logs()));
-    assert_eq!(digest, quay_img.multilayer.digest);
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", cache.log_tail(), w.all_logs()));
+    assert_eq!(digest, w.quay_img.multilayer.digest);
     assert_eq!(
-        quay.registry
-            .blob_gets(Some(&quay_img.multilayer.layers[0])),
+        w.quay
+            .registry
+            .blob_gets(Some(&w.quay_img.multilayer.layers[0])),
         1,
         "{}",
-        quay.registry.request_summary()
+        w.quay.registry.request_summary()
     );
     assert_eq!(
-        hub.registry.blob_gets(Some(&hub_img.multilayer.layers[0])),
+        w.hub
+            .registry
+            .blob_gets(Some(&w.hub_img.multilayer.layers[0])),
         0,
         "{}",
-        hub.registry.request_summary()
+        w.hub.registry.request_summary()
     );
     // No prefix: the default upstream (the first, docker.io).
     assert_eq!(
         skopeo_inspect_digest(&cache.docker_ref("test/small:latest"), None),
-        hub_img.small.digest
+        w.hub_img.small.digest
     );
+}
 
-    // A single-segment name on docker.io is an official image: library/NAME.
+#[test]
+fn a_single_segment_docker_io_name_is_an_official_library_image() {
+    let w = ThreeUpstreams::start();
+    let out = short_tempdir("e2e-multi-");
     let digest = skopeo_copy_to_oci_dir(
-        &cache.docker_ref("e2elib:latest"),
+        &w.cache.docker_ref("e2elib:latest"),
         &out.path().join("e2elib"),
         false,
         None,
     )
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", cache.log_tail(), hub.logs()));
-    assert_eq!(digest, lib_digest);
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", w.cache.log_tail(), w.hub.logs()));
+    assert_eq!(digest, w.lib_digest);
     assert!(
-        request_uris(&hub.registry)
+        request_uris(&w.hub.registry)
             .iter()
             .any(|u| u == "/v2/library/e2elib/manifests/latest"),
         "{}",
-        hub.registry.request_summary()
+        w.hub.registry.request_summary()
     );
+}
 
-    // Docker Hub's aliases name the docker.io upstream; a Host name listed in
-    // `hosts` selects its upstream.
+#[test]
+fn docker_hub_aliases_and_a_listed_host_name_pick_their_upstream() {
+    let w = ThreeUpstreams::start();
+    let cache = &w.cache;
+    // Docker Hub's aliases name the docker.io upstream.
     for alias in ["docker.io", "index.docker.io", "registry-1.docker.io"] {
         let url = format!("{}/v2/test/small/manifests/latest?ns={alias}", cache.url());
         let answer = fetch("GET", &url, Auth::None);
         assert_eq!(answer.status, 200, "{alias}: {}", answer.describe());
-        assert_eq!(sha256_bytes(&answer.body), hub_img.small.digest, "{alias}");
+        assert_eq!(
+            sha256_bytes(&answer.body),
+            w.hub_img.small.digest,
+            "{alias}"
+        );
     }
-    let answer = support::fetch::fetch_with(
+    // A Host name listed in `hosts` selects its upstream.
+    let answer = fetch_with(
         "GET",
         &format!("{}/v2/test/small/manifests/latest", cache.url()),
         Auth::None,
         &[("Host", &format!("ghcr-cache.test:{}", cache.port))],
     );
     assert_eq!(answer.status, 200, "{}", answer.describe());
-    assert_eq!(sha256_bytes(&answer.body), ghcr_img.small.digest);
+    assert_eq!(sha256_bytes(&answer.body), w.ghcr_img.small.digest);
+}
 
-    // An unknown ns is NAME_UNKNOWN, and no registry hears of it, not even for
-    // a blob the cache holds.
+#[test]
+fn an_unknown_ns_is_name_unknown_and_reaches_no_registry_or_token_server() {
+    let w = ThreeUpstreams::start();
+    let cache = &w.cache;
+    let regs = w.regs();
+    // The cache holds docker.io's layer: an unknown ns must not reach it either.
+    let layer = &w.hub_img.small.layers[0];
+    let stored = fetch(
+        "GET",
+        &format!("{}/v2/test/small/blobs/{layer}", cache.url()),
+        Auth::None,
+    );
+    assert_eq!(stored.status, 200, "{}", stored.describe());
+    assert_eq!(sha256_bytes(&stored.body), *layer);
+
     let before: Vec<usize> = regs
         .iter()
         .map(|(_, r, _)| request_count(&r.registry))
@@ -272,10 +345,7 @@ fn same_names_on_three_upstreams_each_pull_from_the_right_upstream() {
         .collect();
     for path in [
         "/v2/test/small/manifests/latest?ns=evil.example".to_owned(),
-        format!(
-            "/v2/test/small/blobs/{}?ns=evil.example",
-            hub_img.small.layers[0]
-        ),
+        format!("/v2/test/small/blobs/{layer}?ns=evil.example"),
     ] {
         let answer = fetch("GET", &format!("{}{path}", cache.url()), Auth::None);
         assert_eq!(answer.status, 404, "{path}: {}", answer.describe());
@@ -298,7 +368,7 @@ fn same_names_on_three_upstreams_each_pull_from_the_right_upstream() {
         before,
         after,
         "an unknown ns reached a registry\n{}",
-        all_logs()
+        w.all_logs()
     );
     assert_eq!(
         tokens_before, tokens_after,
@@ -306,49 +376,118 @@ fn same_names_on_three_upstreams_each_pull_from_the_right_upstream() {
     );
 }
 
+// ---------------------------------------------------------------------------
+// A private upstream: credentials for the cache, access control for clients.
+// ---------------------------------------------------------------------------
+
+const UPSTREAM_USER: &str = "cacheuser";
+const UPSTREAM_PASS: &str = "upstream-pass-7f3a9c-never-log-me";
+const CI_TOKEN: &str = "ci-token-0123456789abcdef-e2e";
+const ALICE_PASS: &str = "alice-pw-5e1d";
+const PRIVATE_MANIFEST: &str = "/v2/test/private/manifests/latest";
+
+/// A registry whose test/private only `UPSTREAM_USER` may read, the secrets a
+/// deployment would mount (the upstream password in a file, an htpasswd file
+/// with alice), and the cache's TOML credentials for the upstream.
+struct PrivateUpstream {
+    reg: AuthRegistry,
+    /// The digest of test/private:latest.
+    private_digest: String,
+    /// Its one layer.
+    layer: String,
+    /// `username = ...` and `password_file = ...` lines of an `[[upstreams]]` entry.
+    creds_toml: String,
+    htpasswd: PathBuf,
+    _secrets: tempfile::TempDir,
+}
+
+impl PrivateUpstream {
+    fn start() -> PrivateUpstream {
+        require_tool("htpasswd");
+        let reg = AuthRegistry::start_with(TokenOptions {
+            user: Some(format!("{UPSTREAM_USER}:{UPSTREAM_PASS}")),
+            private: vec!["test/private".to_owned()],
+        });
+        let seeded = reg.seed_with(small_images(21));
+        let private_digest = reg.copy_within(&seeded.multilayer.name_tag(), "test/private:latest");
+        let layer = seeded.multilayer.layers[0].clone();
+        let private_direct = reg.registry.docker_ref("test/private:latest");
+        assert!(
+            skopeo_inspect_raw(&private_direct, None).is_err(),
+            "the registry lets anonymous users read test/private"
+        );
+
+        // Secrets as a Kubernetes deployment would mount them, and an htpasswd file.
+        let secrets = short_tempdir("e2e-secrets-");
+        let password_file = secrets.path().join("upstream-password");
+        std::fs::write(&password_file, format!("{UPSTREAM_PASS}\n")).expect("write password file");
+        let htpasswd_out = run_ok(
+            Command::new("htpasswd").args(["-nbB", "alice", ALICE_PASS]),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("htpasswd failed: {e}"));
+        let htpasswd_line = String::from_utf8_lossy(&htpasswd_out).trim().to_owned();
+        assert!(htpasswd_line.starts_with("alice:$2"), "{htpasswd_line}");
+        let htpasswd = secrets.path().join("htpasswd");
+        std::fs::write(&htpasswd, format!("{htpasswd_line}\n")).expect("write htpasswd");
+        let creds_toml = format!(
+            "username = \"{UPSTREAM_USER}\"\npassword_file = {}\n",
+            toml_path(&password_file)
+        );
+        PrivateUpstream {
+            reg,
+            private_digest,
+            layer,
+            creds_toml,
+            htpasswd,
+            _secrets: secrets,
+        }
+    }
+
+    /// A cache with `[auth]` (alice in htpasswd, user ci with a static token)
+    /// in front of the registry as `private.example` (any authenticated user)
+    /// and as `alice-only.example` (`access = ["alice"]`), logging at debug.
+    fn cache(&self) -> Cache {
+        let creds = &self.creds_toml;
+        let config = format!(
+            "[auth]\nhtpasswd = {htpasswd}\n\
+             [[auth.tokens]]\nuser = \"ci\"\ntoken_env = \"OCI_CACHE_E2E_CI_TOKEN\"\n\n\
+             {private}{creds}\n\
+             {alice_only}{creds}access = [\"alice\"]\n",
+            htpasswd = toml_path(&self.htpasswd),
+            private = upstream_toml("private.example", &self.reg.registry.url()),
+            alice_only = upstream_toml("alice-only.example", &self.reg.registry.url()),
+        );
+        Cache::start_with_config(
+            &config,
+            &[("OCI_CACHE_E2E_CI_TOKEN", CI_TOKEN), ("RUST_LOG", "debug")],
+        )
+    }
+}
+
+/// No secret ever reaches the cache's log (debug level), which shows the
+/// requests for the private manifest.
+fn assert_no_secret_in_the_log(cache: &Cache) {
+    let log = cache.log();
+    assert!(log.contains(PRIVATE_MANIFEST), "{log}");
+    for (what, secret) in [
+        ("the upstream password", UPSTREAM_PASS),
+        ("the client token", CI_TOKEN),
+        ("alice's password", ALICE_PASS),
+    ] {
+        assert!(!log.contains(secret), "{what} appears in the cache's log");
+    }
+}
+
 #[test]
-fn private_upstream_needs_client_credentials_and_never_leaks_password_or_blobs() {
-    const UPSTREAM_USER: &str = "cacheuser";
-    const UPSTREAM_PASS: &str = "upstream-pass-7f3a9c-never-log-me";
-    const CI_TOKEN: &str = "ci-token-0123456789abcdef-e2e";
-    const ALICE_PASS: &str = "alice-pw-5e1d";
-    require_tool("htpasswd");
-    let reg = AuthRegistry::start_with(TokenOptions {
-        user: Some(format!("{UPSTREAM_USER}:{UPSTREAM_PASS}")),
-        private: vec!["test/private".to_owned()],
-    });
-    let seeded = reg.seed_with(small_images(21));
-    let private_digest = reg.copy_within(&seeded.multilayer.name_tag(), "test/private:latest");
-    let layer = seeded.multilayer.layers[0].clone();
-    let private_direct = reg.registry.docker_ref("test/private:latest");
-    assert!(
-        skopeo_inspect_raw(&private_direct, None).is_err(),
-        "the registry lets anonymous users read test/private"
-    );
-
-    // Secrets as a Kubernetes deployment would mount them, and an htpasswd file.
-    let secrets = support::short_tempdir("e2e-secrets-");
-    let password_file = secrets.path().join("upstream-password");
-    std::fs::write(&password_file, format!("{UPSTREAM_PASS}\n")).expect("write password file");
-    let htpasswd_out = run_ok(
-        Command::new("htpasswd").args(["-nbB", "alice", ALICE_PASS]),
-        Duration::from_secs(30),
-    )
-    .unwrap_or_else(|e| panic!("htpasswd failed: {e}"));
-    let htpasswd_line = String::from_utf8_lossy(&htpasswd_out).trim().to_owned();
-    assert!(htpasswd_line.starts_with("alice:$2"), "{htpasswd_line}");
-    let htpasswd = secrets.path().join("htpasswd");
-    std::fs::write(&htpasswd, format!("{htpasswd_line}\n")).expect("write htpasswd");
-
+fn upstream_credentials_without_auth_are_refused_unless_the_upstream_is_opened_to_everyone() {
+    let p = PrivateUpstream::start();
     // With credentials and no [auth], the cache refuses to start unless the
     // upstream is opened to everyone explicitly.
-    let creds_toml = format!(
-        "username = \"{UPSTREAM_USER}\"\npassword_file = {}\n",
-        toml_path(&password_file)
-    );
     let open_config = format!(
-        "{}{creds_toml}",
-        upstream_toml("private.example", &reg.registry.url())
+        "{}{}",
+        upstream_toml("private.example", &p.reg.registry.url()),
+        p.creds_toml
     );
     let (status, text) = serve_expecting_refusal(&open_config, &[])
         .unwrap_or_else(|e| panic!("the cache did not refuse credentials without [auth]: {e}"));
@@ -362,32 +501,20 @@ fn private_upstream_needs_client_credentials_and_never_leaks_password_or_blobs()
         Cache::start_with_config(&format!("{open_config}access = \"anonymous\"\n"), &[]);
     assert_eq!(
         skopeo_inspect_digest(&anonymous_ok.docker_ref("test/private:latest"), None),
-        private_digest,
+        p.private_digest,
         "an explicitly anonymous upstream serves its private images to everyone"
     );
     assert!(!anonymous_ok.log().contains(UPSTREAM_PASS));
-    drop(anonymous_ok);
+}
 
-    let config = format!(
-        "[auth]\nhtpasswd = {htpasswd}\n\
-         [[auth.tokens]]\nuser = \"ci\"\ntoken_env = \"OCI_CACHE_E2E_CI_TOKEN\"\n\n\
-         {private}{creds_toml}\n\
-         {alice_only}{creds_toml}access = [\"alice\"]\n",
-        htpasswd = toml_path(&htpasswd),
-        private = upstream_toml("private.example", &reg.registry.url()),
-        alice_only = upstream_toml("alice-only.example", &reg.registry.url()),
-    );
-    let cache = Cache::start_with_config(
-        &config,
-        &[("OCI_CACHE_E2E_CI_TOKEN", CI_TOKEN), ("RUST_LOG", "debug")],
-    );
+#[test]
+fn anonymous_clients_and_wrong_credentials_are_challenged_and_never_reach_the_registry() {
+    let p = PrivateUpstream::start();
+    let cache = p.cache();
     let url = |path: &str| format!("{}{path}", cache.url());
-    let manifest_path = "/v2/test/private/manifests/latest";
-    let blob_path = format!("/v2/test/private/blobs/{layer}");
-
     // Anonymous clients are challenged (no upstream is anonymous), and never
     // reach the registry.
-    let before = request_count(&reg.registry);
+    let before = request_count(&p.reg.registry);
     let answer = fetch("GET", &url("/v2/"), Auth::None);
     assert_eq!(answer.status, 401, "{}", answer.describe());
     assert_eq!(
@@ -411,7 +538,7 @@ fn private_upstream_needs_client_credentials_and_never_leaks_password_or_blobs()
         ),
         ("GET", Auth::Basic("alice", "wrong"), "wrong password"),
     ] {
-        let answer = fetch(method, &url(manifest_path), auth);
+        let answer = fetch(method, &url(PRIVATE_MANIFEST), auth);
         assert_eq!(answer.status, 401, "{method} {what}: {}", answer.describe());
         assert!(
             answer.header("www-authenticate").is_some(),
@@ -420,30 +547,47 @@ fn private_upstream_needs_client_credentials_and_never_leaks_password_or_blobs()
         );
     }
     assert_eq!(
-        request_count(&reg.registry),
+        request_count(&p.reg.registry),
         before,
         "unauthenticated requests reached the registry\n{}",
-        reg.registry.request_summary()
+        p.reg.registry.request_summary()
     );
 
     assert!(
         skopeo_inspect_raw(&cache.docker_ref("test/private:latest"), None).is_err(),
         "skopeo read the private manifest through the cache without credentials"
     );
+    assert_no_secret_in_the_log(&cache);
+}
 
-    // skopeo with the static token pulls the private image through the cache,
-    // which authenticates upstream with the password from the file.
-    let out = support::short_tempdir("e2e-private-");
+/// skopeo with the static token copies test/private through `cache` into a
+/// fresh OCI layout; returns the layout's directory (kept alive) and path.
+fn copy_private_with_the_ci_token(
+    p: &PrivateUpstream,
+    cache: &Cache,
+) -> (tempfile::TempDir, PathBuf) {
+    let out = short_tempdir("e2e-private-");
+    let dir = out.path().join("private");
     let ci_creds = format!("ci:{CI_TOKEN}");
     let digest = skopeo_copy_to_oci_dir(
         &cache.docker_ref("test/private:latest"),
-        &out.path().join("private"),
+        &dir,
         false,
         Some(&ci_creds),
     )
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", cache.log_tail(), reg.logs()));
-    assert_eq!(digest, private_digest);
-    let token_requests = reg.token.requests();
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", cache.log_tail(), p.reg.logs()));
+    assert_eq!(digest, p.private_digest);
+    (out, dir)
+}
+
+#[test]
+fn a_client_token_pulls_a_private_image_with_the_caches_upstream_credentials() {
+    let p = PrivateUpstream::start();
+    let cache = p.cache();
+    // skopeo with the static token pulls the private image through the cache,
+    // which authenticates upstream with the password from the file.
+    let _copy = copy_private_with_the_ci_token(&p, &cache);
+    let token_requests = p.reg.token.requests();
     assert!(
         token_requests
             .iter()
@@ -452,17 +596,27 @@ fn private_upstream_needs_client_credentials_and_never_leaks_password_or_blobs()
                 && l.contains("\"pull\"")),
         "the cache did not use its upstream credentials: {token_requests:#?}"
     );
-    assert_eq!(reg.registry.blob_gets(Some(&layer)), 1);
+    assert_eq!(p.reg.registry.blob_gets(Some(&p.layer)), 1);
+    assert_no_secret_in_the_log(&cache);
+}
+
+#[test]
+fn a_stored_private_blob_is_served_only_to_authenticated_clients_and_from_the_cache() {
+    let p = PrivateUpstream::start();
+    let cache = p.cache();
+    let url = |path: &str| format!("{}{path}", cache.url());
+    let layer = &p.layer;
+    let blob_path = format!("/v2/test/private/blobs/{layer}");
+    let (_copy, dir) = copy_private_with_the_ci_token(&p, &cache);
     let blob_bytes = std::fs::read(
-        out.path()
-            .join("private/blobs/sha256")
+        dir.join("blobs/sha256")
             .join(layer.trim_start_matches("sha256:")),
     )
     .expect("the copied layer");
 
     // The blob is now stored; anonymous clients still get 401 and an OCI error,
     // never its bytes: by its repository, by ns, by another repository name.
-    let before = request_count(&reg.registry);
+    let before = request_count(&p.reg.registry);
     for path in [
         blob_path.clone(),
         format!("{blob_path}?ns=private.example"),
@@ -488,7 +642,7 @@ fn private_upstream_needs_client_credentials_and_never_leaks_password_or_blobs()
                     answer.body.len() < 1024 && answer.body != blob_bytes,
                     "{path}: the body is not just an error"
                 );
-                assert_ne!(sha256_bytes(&answer.body), layer);
+                assert_ne!(sha256_bytes(&answer.body), *layer);
             } else {
                 assert!(answer.body.is_empty());
             }
@@ -502,15 +656,21 @@ fn private_upstream_needs_client_credentials_and_never_leaks_password_or_blobs()
     // With the token (Bearer) it is served, from the cache alone.
     let answer = fetch("GET", &url(&blob_path), Auth::Bearer(CI_TOKEN));
     assert_eq!(answer.status, 200, "{}", answer.describe());
-    assert_eq!(sha256_bytes(&answer.body), layer);
+    assert_eq!(sha256_bytes(&answer.body), *layer);
     assert!(answer.body == blob_bytes);
     assert_eq!(
-        request_count(&reg.registry),
+        request_count(&p.reg.registry),
         before,
         "serving a stored blob reached the registry\n{}",
-        reg.registry.request_summary()
+        p.reg.registry.request_summary()
     );
+    assert_no_secret_in_the_log(&cache);
+}
 
+#[test]
+fn containerd_pulls_a_private_image_as_an_htpasswd_user_and_not_without() {
+    let p = PrivateUpstream::start();
+    let cache = p.cache();
     // containerd with an htpasswd user (Basic), through a _default hosts.toml.
     let ctrd = Containerd::start();
     let hosts = ctrd.hosts_dir("hosts");
@@ -531,17 +691,23 @@ fn private_upstream_needs_client_credentials_and_never_leaks_password_or_blobs()
             "{e}\n{}\n{}\n{}",
             ctrd.log_tail(),
             cache.log_tail(),
-            reg.logs()
+            p.reg.logs()
         )
     });
     assert_eq!(
         ctrd.image_digest(image_ref).as_deref(),
-        Some(private_digest.as_str())
+        Some(p.private_digest.as_str())
     );
-    assert_no_requests_from(&reg.registry, "containerd", "the registry");
+    assert_no_requests_from(&p.reg.registry, "containerd", "the registry");
+    assert_no_secret_in_the_log(&cache);
+}
 
+#[test]
+fn an_upstream_open_to_alice_only_denies_other_authenticated_users() {
+    let p = PrivateUpstream::start();
+    let cache = p.cache();
     // access = ["alice"]: alice may, ci (authenticated) is denied with 403.
-    let alice_only = url(&format!("{manifest_path}?ns=alice-only.example"));
+    let alice_only = format!("{}{PRIVATE_MANIFEST}?ns=alice-only.example", cache.url());
     let answer = fetch("GET", &alice_only, Auth::Bearer(CI_TOKEN));
     assert_eq!(answer.status, 403, "{}", answer.describe());
     assert_eq!(answer.error_code().as_deref(), Some("DENIED"));
@@ -549,19 +715,13 @@ fn private_upstream_needs_client_credentials_and_never_leaks_password_or_blobs()
     assert_eq!(answer.status, 401, "{}", answer.describe());
     let answer = fetch("GET", &alice_only, Auth::Basic("alice", ALICE_PASS));
     assert_eq!(answer.status, 200, "{}", answer.describe());
-    assert_eq!(sha256_bytes(&answer.body), private_digest);
-
-    // No secret ever reaches the cache's log (debug level).
-    let log = cache.log();
-    assert!(log.contains("/v2/test/private/manifests/latest"), "{log}");
-    for (what, secret) in [
-        ("the upstream password", UPSTREAM_PASS),
-        ("the client token", CI_TOKEN),
-        ("alice's password", ALICE_PASS),
-    ] {
-        assert!(!log.contains(secret), "{what} appears in the cache's log");
-    }
+    assert_eq!(sha256_bytes(&answer.body), p.private_digest);
+    assert_no_secret_in_the_log(&cache);
 }
+
+// ---------------------------------------------------------------------------
+// Docker's daemon and the printed client configurations.
+// ---------------------------------------------------------------------------
 
 #[test]
 fn docker_daemon_pulls_docker_io_images_through_the_cache_as_registry_mirror() {
@@ -674,37 +834,52 @@ fn containerd_blocks(out: &str) -> Vec<(String, String)> {
     blocks
 }
 
-#[test]
-fn printed_containerd_config_has_one_hosts_toml_per_upstream_and_works_with_ctr() {
-    let hub = AuthRegistry::start(&[]);
-    let seeded = hub.seed_with(small_images(41));
-    let config = format!(
-        "{}{}[[upstreams]]\nname = \"ghcr.io\"\nurls = [\"{}\", \"{}\"]\n",
-        upstream_toml("docker.io", &hub.registry.url()),
-        upstream_toml("quay.io", "https://quay.io"),
-        "https://ghcr.io",
-        "https://ghcr-backup.invalid",
-    );
-    let cache = Cache::start_with_config(&config, &[]);
-    let cfg = cache.config_path();
-    let print = |client: &str| {
+/// A cache of docker.io (a real registry), quay.io and ghcr.io (two URLs),
+/// and `oci-cache config CLIENT` run on its config file.
+struct PrintedConfigs {
+    hub: AuthRegistry,
+    cache: Cache,
+}
+
+impl PrintedConfigs {
+    fn start() -> PrintedConfigs {
+        let hub = AuthRegistry::start(&[]);
+        let config = format!(
+            "{}{}[[upstreams]]\nname = \"ghcr.io\"\nurls = [\"{}\", \"{}\"]\n",
+            upstream_toml("docker.io", &hub.registry.url()),
+            upstream_toml("quay.io", "https://quay.io"),
+            "https://ghcr.io",
+            "https://ghcr-backup.invalid",
+        );
+        let cache = Cache::start_with_config(&config, &[]);
+        PrintedConfigs { hub, cache }
+    }
+
+    /// What `oci-cache config CLIENT --config FILE --cache-url URL` prints.
+    fn print(&self, client: &str) -> String {
+        let cfg = self.cache.config_path();
         run_cli(&[
             OsStr::new("config"),
             OsStr::new(client),
             OsStr::new("--config"),
             cfg.as_os_str(),
             OsStr::new("--cache-url"),
-            OsStr::new(&cache.url()),
+            OsStr::new(&self.cache.url()),
         ])
         .unwrap_or_else(|e| panic!("oci-cache config {client} failed: {e}"))
-    };
+    }
+}
 
-    let out = print("containerd");
+#[test]
+fn printed_containerd_config_has_one_hosts_toml_per_upstream_naming_the_cache() {
+    let p = PrintedConfigs::start();
+    let cache = &p.cache;
+    let out = p.print("containerd");
     let blocks = containerd_blocks(&out);
     let names: Vec<&str> = blocks.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["docker.io", "quay.io", "ghcr.io"], "{out}");
     let servers = [
-        hub.registry.url(),
+        p.hub.registry.url(),
         "https://quay.io".to_owned(),
         "https://ghcr.io".to_owned(),
     ];
@@ -730,7 +905,15 @@ fn printed_containerd_config_has_one_hosts_toml_per_upstream_and_works_with_ctr(
             .collect();
         assert_eq!(caps, BTreeSet::from(["pull", "resolve"]), "{name}:\n{text}");
     }
+}
 
+#[test]
+fn the_printed_docker_io_hosts_toml_used_as_is_makes_ctr_pull_through_the_cache() {
+    let p = PrintedConfigs::start();
+    let (hub, cache) = (&p.hub, &p.cache);
+    let seeded = hub.seed_with(small_images(41));
+    let blocks = containerd_blocks(&p.print("containerd"));
+    assert_eq!(blocks[0].0, "docker.io");
     // The printed docker.io block, used as is: containerd pulls through the
     // cache (its `server` is the registry itself, so the registry's log shows
     // whether containerd went around the cache).
@@ -760,9 +943,13 @@ fn printed_containerd_config_has_one_hosts_toml_per_upstream_and_works_with_ctr(
         log.contains("/v2/test/multilayer/manifests/latest"),
         "the cache never saw the pull\n{log}"
     );
+}
 
-    // The other clients' configurations name the cache too.
-    let docker = print("docker");
+#[test]
+fn printed_docker_k3s_and_podman_configs_name_the_cache() {
+    let p = PrintedConfigs::start();
+    let cache = &p.cache;
+    let docker = p.print("docker");
     let json: String = docker
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
@@ -776,7 +963,7 @@ fn printed_containerd_config_has_one_hosts_toml_per_upstream_and_works_with_ctr(
         serde_json::json!([cache.host()])
     );
     for client in ["k3s", "podman"] {
-        let text = print(client);
+        let text = p.print(client);
         for name in ["docker.io", "quay.io", "ghcr.io"] {
             assert!(text.contains(name), "{client} config lacks {name}:\n{text}");
         }

@@ -45,7 +45,7 @@ struct World {
 
 fn world(storage: Option<(&S3Server, &str)>) -> World {
     require_tool("htpasswd");
-    let public = Registry::start(None);
+    let public = Registry::start_default();
     support::seed_images(
         &public,
         None,

@@ -12,17 +12,16 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use support::cache_home::CacheHome;
-use support::fault_upstream::{FaultMode, FaultUpstream};
 use support::fetch::fetch;
 use support::s3::S3Server;
-use support::{pseudo_random_bytes, sha256_bytes, Auth};
+use support::{pseudo_random_bytes, sha256_bytes, Auth, FakeUpstream, FaultMode};
 
 const BUCKET: &str = "oci";
 
 fn sigterm_during_a_fill_keeps_the_blob(s3: Option<&S3Server>) {
     let blob = pseudo_random_bytes(77, 4 * 1024 * 1024);
     let digest = sha256_bytes(&blob);
-    let fake = FaultUpstream::start(blob.clone(), &digest, FaultMode::Slow);
+    let fake = FakeUpstream::serving_blob("library/slow", &blob, FaultMode::Slow);
     let storage = if s3.is_some() {
         format!("storage = \"s3://{BUCKET}/shutdown\"\n")
     } else {

@@ -91,7 +91,7 @@ fn swap_in(from: &Path, to: &Path) {
 
 #[test]
 fn https_listener_serves_real_clients_and_reloads_a_swapped_certificate() {
-    let registry = Registry::start(None);
+    let registry = Registry::start_default();
     let seeded = seed_images(&registry, None, SeedOptions::default());
     let image = seeded.small.name_tag();
     let upstream_manifest = skopeo_inspect_raw(&registry.docker_ref(&image), None)

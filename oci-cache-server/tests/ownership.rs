@@ -25,7 +25,7 @@ use oci_cache_server::auth::{Access, AccessPolicy, ClientAuth};
 use oci_cache_server::CacheService;
 use oci_cache_storage::BlobStore;
 use proptest::prelude::*;
-use support::fake_registry::{FakeContent, FakeRegistry};
+use support::{FakeContent, FakeUpstream, FaultMode};
 
 const UPSTREAMS: [&str; 2] = ["docker.io", "private"];
 const REPOS: [&str; 3] = ["pub/app", "pub/other", "team/secret"];
@@ -118,7 +118,7 @@ fn op() -> impl Strategy<Value = Op> {
 struct World {
     service: CacheService,
     cache: InProcess,
-    registries: Vec<FakeRegistry>,
+    registries: Vec<FakeUpstream>,
     contents: [FakeContent; 2],
     /// Every digest of both upstreams, sorted: `object` indexes it.
     objects: Vec<String>,
@@ -131,15 +131,15 @@ struct World {
     possessed: HashSet<(usize, String)>,
 }
 
-async fn world() -> World {
-    world_with(contents()).await
+fn world() -> World {
+    world_with(contents())
 }
 
-async fn world_with(contents: [FakeContent; 2]) -> World {
+fn world_with(contents: [FakeContent; 2]) -> World {
     let mut registries = Vec::new();
     let mut configs = Vec::new();
     for (i, c) in contents.iter().enumerate() {
-        let reg = FakeRegistry::start(c.clone()).await;
+        let reg = FakeUpstream::start(c.clone());
         let mut config = UpstreamConfig::new(UPSTREAMS[i], reg.url());
         config.hosts = vec![format!("{}.cache.test", UPSTREAMS[i])];
         config.connect_timeout = Duration::from_secs(2);
@@ -208,7 +208,11 @@ impl World {
         else {
             if let Op::Down(u, d) = op {
                 self.down[*u] = *d;
-                self.registries[*u].set_down(*d);
+                self.registries[*u].set_mode(if *d {
+                    FaultMode::Unavailable
+                } else {
+                    FaultMode::Ok
+                });
             }
             return Ok(());
         };
@@ -369,7 +373,7 @@ proptest! {
     fn content_is_served_only_through_the_repositories_it_belongs_to(ops in proptest::collection::vec(op(), 1..24)) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
-            let mut w = world().await;
+            let mut w = world();
             for op in &ops {
                 w.apply(op).await?;
             }
@@ -383,7 +387,7 @@ proptest! {
 /// private's.
 #[tokio::test]
 async fn private_layers_stay_private_after_alice_pulls_them() {
-    let mut w = world().await;
+    let mut w = world();
     for kind in [Kind::Tag, Kind::Blob] {
         for object in 0..w.objects.len() {
             w.apply(&Op::Request {
@@ -441,7 +445,7 @@ async fn private_layers_stay_private_after_alice_pulls_them() {
 /// produce them.
 #[tokio::test]
 async fn an_ordinary_pull_costs_no_extra_upstream_request() {
-    let w = world().await;
+    let w = world();
     let pull = |repo: &'static str, ns: &'static str, token: Option<&'static str>| {
         let svc = w.service.clone();
         async move {
@@ -517,7 +521,7 @@ async fn a_public_manifest_naming_a_private_digest_opens_nothing() {
             "layers": [desc(&secret)],
         }),
     );
-    let w = world_with(contents).await;
+    let w = world_with(contents);
     // alice pulls the private image: the secret layer and config are stored.
     let (s, _) = get_as(
         &w.service,
@@ -573,7 +577,7 @@ async fn a_public_manifest_naming_a_private_digest_opens_nothing() {
 /// that may pull from its upstream; tags that do not exist are not counted.
 #[tokio::test]
 async fn operator_pages_name_private_repositories_only_to_those_allowed() {
-    let w = world().await;
+    let w = world();
     let call = |uri: &'static str, token: Option<&'static str>| {
         let svc = w.service.clone();
         async move {
@@ -633,9 +637,9 @@ async fn operator_pages_name_private_repositories_only_to_those_allowed() {
 /// own upstream, whole and verified, while the private one still hangs.
 #[tokio::test]
 async fn a_client_of_one_upstream_never_waits_on_another_upstreams_fill() {
-    let w = world().await;
+    let w = world();
     let shared = support::sha256_bytes(b"shared base layer");
-    w.registries[1].stall_blob(&shared);
+    w.registries[1].set_blob_mode(&shared, FaultMode::Stall);
     let private = {
         let svc = w.service.clone();
         let uri = format!("/v2/team/secret/blobs/{shared}?ns=private");

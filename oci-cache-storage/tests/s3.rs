@@ -4,81 +4,59 @@
 #![cfg(feature = "s3")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
 use oci_cache_storage::s3::S3Store;
 use oci_cache_storage::{BlobStore, Digest, StorageError};
+use oci_cache_testkit::{http_status, require_tool, start_server, Proc, ServerSpec};
 use tempfile::TempDir;
 
-/// A running s3s-fs; killed on drop.
+/// A running s3s-fs (killed on drop) and its directory.
 struct S3Server {
-    child: Child,
+    _proc: Proc,
     port: u16,
     _dir: TempDir,
 }
 
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> S3Server {
-    let bin = which("s3s-fs").unwrap_or_else(|| {
-        panic!(
-            "s3s-fs is missing: cargo install s3s-fs --version 0.14.1 --features binary --locked"
-        )
-    });
+fn start_s3s_fs() -> S3Server {
+    let bin = require_tool("s3s-fs");
     let dir = TempDir::new().unwrap();
-    std::fs::create_dir(dir.path().join("bucket")).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(bin)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--access-key", "AKTEST", "--secret-key", "SKTEST123456"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "s3s-fs did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The served directory (one subdirectory per bucket); the logs go beside it.
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("bucket")).unwrap();
+    let spec = ServerSpec {
+        name: "s3s-fs",
+        log_dir: dir.path(),
+        graceful: false,
+        timeout: Duration::from_secs(20),
+    };
+    let (proc, port) = start_server(
+        &spec,
+        |port| {
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", "AKTEST", "--secret-key", "SKTEST123456"])
+                .arg(&data);
+            cmd
+        },
+        // Any HTTP answer (403 without a signature) means it serves.
+        |port| http_status(port, "/").is_some(),
+    )
+    .unwrap_or_else(|e| panic!("s3s-fs did not start: {e}"));
     S3Server {
-        child,
+        _proc: proc,
         port,
         _dir: dir,
     }
 }
 
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    let home = std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo/bin"));
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(home)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 fn s3_store() -> std::future::Ready<(S3Server, S3Store)> {
     oci_cache_storage_test_provider();
-    let server = start_server();
+    let server = start_s3s_fs();
     let client = AmazonS3Builder::new()
         .with_endpoint(format!("http://127.0.0.1:{}", server.port))
         .with_allow_http(true)

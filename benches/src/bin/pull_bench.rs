@@ -23,6 +23,7 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::Parser;
 use oci_cache_benches::{timed_get, transfer_timeout, BoxError, Cache, Registry};
 
 /// Repository the blob is pushed to (two segments: no `library/` prefix on Docker Hub).
@@ -32,56 +33,39 @@ const SEED: u64 = 0x0C1_CAC4E;
 /// Time the registry gets to write its log line after a response ended.
 const LOG_SETTLE: Duration = Duration::from_millis(300);
 
-#[derive(Debug)]
+/// End-to-end pull benchmark: registry → oci-cache → clients.
+#[derive(Debug, Parser)]
+#[command(name = "pull_bench")]
 struct Args {
+    /// Size of the random blob, MiB.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=4096))]
     size_mib: u64,
-    runs: usize,
-    clients: usize,
+    /// Runs (each with fresh caches).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
+    runs: u32,
+    /// Concurrent clients of the `concurrent` phase.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    clients: u32,
+    /// The `oci-cache` executable (build it with `cargo build --release -p oci-cache-server`).
+    #[arg(long, value_name = "PATH", default_value_os_t = default_oci_cache())]
     oci_cache: PathBuf,
+    /// The `docker-registry` executable.
+    #[arg(long, value_name = "PATH", default_value = "docker-registry")]
     registry: PathBuf,
 }
 
-const USAGE: &str = "usage: pull_bench [--size-mib N (256)] [--runs N (5)] [--clients N (4)] \
-                     [--oci-cache PATH (target/release/oci-cache)] [--registry PATH (docker-registry)]";
-
-fn parse_args() -> Result<Args, BoxError> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+/// `target/release/oci-cache` under the workspace root.
+fn default_oci_cache() -> PathBuf {
+    let bench_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    bench_dir
         .parent()
-        .ok_or("no workspace root")?;
-    let mut args = Args {
-        size_mib: 256,
-        runs: 5,
-        clients: 4,
-        oci_cache: workspace.join("target/release/oci-cache"),
-        registry: PathBuf::from("docker-registry"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        match flag.as_str() {
-            "--size-mib" => args.size_mib = value.parse()?,
-            "--runs" => args.runs = value.parse()?,
-            "--clients" => args.clients = value.parse()?,
-            "--oci-cache" => args.oci_cache = PathBuf::from(value),
-            "--registry" => args.registry = PathBuf::from(value),
-            _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
-        }
-    }
-    if !(1..=4096).contains(&args.size_mib)
-        || !(1..=50).contains(&args.runs)
-        || !(1..=64).contains(&args.clients)
-    {
-        return Err(format!(
-            "out of bounds: --size-mib 1..=4096, --runs 1..=50, --clients 1..=64\n{USAGE}"
-        )
-        .into());
-    }
+        .unwrap_or(bench_dir)
+        .join("target/release/oci-cache")
+}
+
+/// The arguments; Err unless the `oci-cache` executable exists.
+fn parse_args() -> Result<Args, BoxError> {
+    let args = Args::parse();
     if !args.oci_cache.is_file() {
         return Err(format!(
             "{} not found: build it with `cargo build --release -p oci-cache-server`, or pass --oci-cache PATH",
@@ -126,7 +110,7 @@ impl Bench {
         tokio::time::sleep(LOG_SETTLE).await;
         Ok(self
             .registry
-            .completed_gets(&self.blob_path())?
+            .completed_gets(&self.blob_path())
             .saturating_sub(before))
     }
 
@@ -137,22 +121,20 @@ impl Bench {
         let url = format!("http://{}{path}", self.registry.addr);
         run.direct = timed_get(&self.client, &url, &self.digest, self.size).await?;
 
-        let mut cache =
-            Cache::start(&self.args.oci_cache, self.registry.addr, &self.client).await?;
+        let mut cache = Cache::start(&self.args.oci_cache, self.registry.addr).await?;
         let url = format!("http://{}{path}", cache.addr);
-        let before = self.registry.completed_gets(&path)?;
+        let before = self.registry.completed_gets(&path);
         run.cold = timed_get(&self.client, &url, &self.digest, self.size).await?;
         run.cold_gets = self.upstream_gets_since(before).await?;
-        let before = self.registry.completed_gets(&path)?;
+        let before = self.registry.completed_gets(&path);
         run.warm = timed_get(&self.client, &url, &self.digest, self.size).await?;
         run.warm_gets = self.upstream_gets_since(before).await?;
         run.rss_kib = cache.peak_rss_kib()?;
         drop(cache);
 
-        let mut cache =
-            Cache::start(&self.args.oci_cache, self.registry.addr, &self.client).await?;
+        let mut cache = Cache::start(&self.args.oci_cache, self.registry.addr).await?;
         let url = format!("http://{}{path}", cache.addr);
-        let before = self.registry.completed_gets(&path)?;
+        let before = self.registry.completed_gets(&path);
         let started = std::time::Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..self.args.clients {
@@ -177,7 +159,7 @@ impl Bench {
 impl Run {
     /// One line about this run.
     #[allow(clippy::cast_precision_loss, reason = "KiB counts are far below 2^52")]
-    fn summary(&self, clients: usize) -> String {
+    fn summary(&self, clients: u32) -> String {
         format!(
             "direct {:.0} ms, cold {:.0} ms, warm {:.0} ms, {clients}x concurrent {:.0} ms; \
              upstream GETs {}/{}/{}; peak RSS {:.1}/{:.1} MiB",
@@ -246,7 +228,7 @@ fn print_table(args: &Args, digest: &str, runs: &[Run]) {
         (
             format!("{clients}x concurrent cold"),
             med(|r| r.concurrent),
-            size * clients as f64,
+            size * f64::from(clients),
             gets(|r| r.concurrent_gets),
             format!("{:.1}", rss(|r| r.concurrent_rss_kib)),
         ),
@@ -283,7 +265,7 @@ async fn bench(args: Args) -> Result<(), BoxError> {
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
         .build()?;
-    let mut registry = Registry::start(&args.registry, &client).await?;
+    let mut registry = Registry::start(&args.registry).await?;
     let size = args.size_mib << 20;
     eprintln!(
         "registry on {}; pushing {} MiB…",
@@ -313,8 +295,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let args = parse_args().map_err(|e| e.to_string())?;
     // Per run: 2 + 2 * clients transfers, plus starts; bounded as a whole.
     let per_run =
-        transfer_timeout(args.size_mib << 20) * (3 + args.clients as u32) + Duration::from_secs(60);
-    let limit = per_run * args.runs as u32 + transfer_timeout(args.size_mib << 20) * 2;
+        transfer_timeout(args.size_mib << 20) * (3 + args.clients) + Duration::from_secs(60);
+    let limit = per_run * args.runs + transfer_timeout(args.size_mib << 20) * 2;
     // Dropping the benchmark's future (on Ctrl-C or the time limit) drops the guards that
     // kill the registry and the caches.
     tokio::select! {

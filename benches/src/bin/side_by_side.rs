@@ -20,6 +20,7 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::Parser;
 use oci_cache_benches::metrics::METRICS;
 use oci_cache_benches::report::Results;
 use oci_cache_benches::rounds::{Bench, Blob, Content};
@@ -33,47 +34,36 @@ const MID_MIB: u64 = 64;
 const SMALL_COUNT: u64 = 100;
 const SMALL_SIZE: u64 = 4096;
 
-const USAGE: &str = "usage: side_by_side [--rounds N (3)] [--big-mib N (1024)] \
-                     [--oci-cache PATH (target/release/oci-cache)] [--registry PATH (docker-registry)]";
-
-#[derive(Debug)]
+/// oci-cache against CNCF distribution in proxy mode, same upstream, same content.
+#[derive(Debug, Parser)]
+#[command(name = "side_by_side")]
 struct Args {
-    rounds: usize,
+    /// Rounds (each measures both caches with fresh processes).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
+    /// Size of the big random blob, MiB.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=4096))]
     big_mib: u64,
+    /// The `oci-cache` executable (build it with `cargo build --release -p oci-cache-server`).
+    #[arg(long, value_name = "PATH", default_value_os_t = default_oci_cache())]
     oci_cache: PathBuf,
+    /// The `docker-registry` executable (upstream and proxy).
+    #[arg(long, value_name = "PATH", default_value = "docker-registry")]
     registry: PathBuf,
 }
 
-fn parse_args() -> Result<Args, BoxError> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+/// `target/release/oci-cache` under the workspace root.
+fn default_oci_cache() -> PathBuf {
+    let bench_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    bench_dir
         .parent()
-        .ok_or("no workspace root")?;
-    let mut args = Args {
-        rounds: 3,
-        big_mib: 1024,
-        oci_cache: workspace.join("target/release/oci-cache"),
-        registry: PathBuf::from("docker-registry"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        match flag.as_str() {
-            "--rounds" => args.rounds = value.parse()?,
-            "--big-mib" => args.big_mib = value.parse()?,
-            "--oci-cache" => args.oci_cache = PathBuf::from(value),
-            "--registry" => args.registry = PathBuf::from(value),
-            _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
-        }
-    }
-    if !(1..=20).contains(&args.rounds) || !(1..=4096).contains(&args.big_mib) {
-        return Err(format!("out of bounds: --rounds 1..=20, --big-mib 1..=4096\n{USAGE}").into());
-    }
+        .unwrap_or(bench_dir)
+        .join("target/release/oci-cache")
+}
+
+/// The arguments; Err unless the `oci-cache` executable exists.
+fn parse_args() -> Result<Args, BoxError> {
+    let args = Args::parse();
     if !args.oci_cache.is_file() {
         return Err(format!(
             "{} not found: build it with `cargo build --release -p oci-cache-server`, or pass --oci-cache PATH",
@@ -128,7 +118,7 @@ async fn bench(args: Args) -> Result<(), BoxError> {
         .connect_timeout(Duration::from_secs(5))
         .build()?;
     let ticks = procfs::clock_ticks()?;
-    let mut upstream = Registry::start(&args.registry, &client).await?;
+    let mut upstream = Registry::start(&args.registry).await?;
     eprintln!(
         "upstream on {}; seeding ({} MiB big blob)…",
         upstream.addr, args.big_mib
@@ -206,7 +196,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let big = transfer_timeout(args.big_mib << 20);
     let per_round =
         (big * 14 + transfer_timeout(MID_MIB << 20) * 20 + Duration::from_secs(120)) * 2;
-    let limit = per_round * args.rounds as u32 + big * 2;
+    let limit = per_round * args.rounds + big * 2;
     // Dropping the benchmark's future (on Ctrl-C or the time limit) drops the guards that
     // kill the upstream and the caches.
     tokio::select! {

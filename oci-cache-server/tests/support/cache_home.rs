@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::net::{free_port, http_status};
-use super::process::{run_with_timeout, Proc};
-use super::tools::short_tempdir;
+use oci_cache_testkit::{run_with_timeout, short_tempdir, CacheOptions, OciCache};
+
+use super::cache::oci_cache_bin;
 
 /// A config file and a data directory for successive cache processes.
 pub struct CacheHome {
@@ -17,12 +17,9 @@ pub struct CacheHome {
     env: Vec<(String, String)>,
 }
 
-/// One running cache process of a [`CacheHome`]; SIGTERM (then SIGKILL) on drop.
-pub struct CacheRun {
-    /// Its port on 127.0.0.1.
-    pub port: u16,
-    proc: Proc,
-}
+/// One running cache process of a [`CacheHome`]; SIGTERM (then SIGKILL) on
+/// drop, [`OciCache::kill_9`] to crash it.
+pub type CacheRun = OciCache;
 
 /// The outcome of `oci-cache verify`.
 #[derive(Debug)]
@@ -70,47 +67,27 @@ impl CacheHome {
     /// Starts `oci-cache serve` on this home's config and data; waits (at most
     /// 20 s) until `GET /v2/` answers 200.
     pub fn start(&mut self) -> CacheRun {
-        let bin = env!("CARGO_BIN_EXE_oci-cache");
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            self.runs += 1;
-            let port = free_port();
-            let mut cmd = Command::new(bin);
-            cmd.arg("serve")
-                .arg("--config")
-                .arg(self.dir.path().join("config.toml"))
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .arg("--data-dir")
-                .arg(self.data_dir());
-            let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
-            // No NO_COLOR: the cache must leave colour codes out of a log file by itself.
-            cmd.env("RUST_LOG", log).env_remove("NO_COLOR");
-            cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-            let name = format!("oci-cache-run{}", self.runs);
-            let mut proc = Proc::spawn(&name, cmd, self.dir.path(), true);
-            let mut exited = false;
-            for _ in 0..400 {
-                if http_status(port, "/v2/") == Some(200) {
-                    return CacheRun { port, proc };
-                }
-                if proc.exited().is_some() {
-                    exited = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            last_log = proc.log_tail();
-            if !(exited && proc.log().contains("in use")) {
-                break;
-            }
-        }
-        panic!("oci-cache did not become ready\n{last_log}");
+        self.runs += 1;
+        let options = CacheOptions {
+            config: Some(self.dir.path().join("config.toml")),
+            env: self.env.clone(),
+            ..CacheOptions::for_tests()
+        };
+        let name = format!("oci-cache-run{}", self.runs);
+        OciCache::start(
+            oci_cache_bin(),
+            &self.data_dir(),
+            self.dir.path(),
+            &name,
+            &options,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `oci-cache verify --data-dir DIR` plus `extra` (e.g. `--remove`), bounded
     /// at 120 s.
     pub fn verify(&self, extra: &[&str]) -> VerifyOutcome {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_oci-cache"));
+        let mut cmd = Command::new(oci_cache_bin());
         cmd.arg("verify")
             .arg("--data-dir")
             .arg(self.data_dir())
@@ -123,53 +100,6 @@ impl CacheHome {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
-    }
-}
-
-impl CacheRun {
-    /// `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
-    }
-
-    /// Kills the process with SIGKILL (no chance to clean up) and reaps it.
-    pub fn kill_9(&mut self) {
-        let pid = self.proc.pid().expect("the cache is running");
-        let status = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -KILL {pid} failed");
-        // Reap it (bounded): stop() sees it exited and returns.
-        for _ in 0..200 {
-            if self.proc.exited().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let exited = self.proc.exited();
-        assert!(exited.is_some(), "the cache survived SIGKILL");
-        self.proc.stop();
-    }
-
-    /// The whole log of this run.
-    pub fn log(&self) -> String {
-        self.proc.log()
-    }
-
-    /// Log tail for failure messages.
-    pub fn log_tail(&self) -> String {
-        self.proc.log_tail()
-    }
-
-    /// Stops it gracefully.
-    pub fn stop(&mut self) {
-        self.proc.stop();
     }
 }
 

@@ -12,10 +12,11 @@ use std::time::{Duration, SystemTime};
 use super::cache_home::{files_under, stored_blob_path};
 use super::digest::Sha256Pipe;
 use super::fetch::{fetch, Auth};
+use super::fixture;
 use super::process::{run_ok, run_with_timeout};
 use super::registry::Registry;
 use super::skopeo::{skopeo_copy, skopeo_inspect_raw};
-use super::tools::{fixture, require_root, require_tool, short_tempdir};
+use super::tools::{require_root, require_tool, short_tempdir};
 
 /// The `/metrics` text of the cache at `url` (`http://127.0.0.1:PORT`).
 pub fn scrape_metrics(url: &str) -> String {

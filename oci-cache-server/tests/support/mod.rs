@@ -1,7 +1,8 @@
 //! The end-to-end harness: real servers and clients (CNCF distribution behind a
 //! token server, skopeo, containerd) around the `oci-cache` binary.
 //!
-//! Every spawned process is killed on drop and prints its log tail when the
+//! Built on the workspace's shared harness, `oci-cache-testkit` (testkit/):
+//! every spawned process is killed on drop and prints its log tail when the
 //! test panics; every wait is bounded. Missing tools fail loudly (never skip).
 //!
 //! Needs: `docker-registry`, `skopeo`, `containerd`/`ctr` (Debian packages of
@@ -18,35 +19,33 @@
 )]
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-pub mod access_log;
 pub mod big_blob;
 pub mod cache;
 pub mod cache_home;
 pub mod containerd;
-pub mod digest;
 pub mod docker;
-pub mod fake_registry;
-pub mod fault_upstream;
 pub mod fetch;
 pub mod lifecycle;
-pub mod net;
-pub mod process;
-pub mod registry;
 pub mod rt;
 pub mod s3;
 pub mod seed;
 pub mod skopeo;
 pub mod token_server;
-pub mod tools;
 pub mod upload;
+
+// The shared harness (testkit/): ports, waits, processes, tools, the
+// registry, digests and the fake upstream, under the module names these
+// tests have always used.
+pub use oci_cache_testkit::{access_log, digest, fake_upstream, net, process, registry, tools};
 
 pub use access_log::AccessRecord;
 pub use cache::Cache;
 pub use containerd::{write_hosts_toml, Containerd};
 pub use digest::{pseudo_random_bytes, sha256_bytes, sha256_file, Sha256Pipe};
 pub use docker::Dockerd;
+pub use fake_upstream::{FakeContent, FakeUpstream, FaultMode};
 pub use fetch::{fetch, Answer, Auth};
-pub use net::{free_port, http_status, wait_until};
+pub use net::{dead_url, free_port, http_status, wait_until};
 pub use registry::Registry;
 pub use seed::{child_manifests, seed_images, Image, SeedOptions, Seeded};
 pub use skopeo::{
@@ -56,6 +55,14 @@ pub use skopeo::{
 };
 pub use token_server::{TokenOptions, TokenServer};
 pub use tools::{require_root, require_tool, short_tempdir};
+
+/// A file under tests/fixtures of this package.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join(name)
+}
 
 /// Credentials the token server grants push to.
 pub const PUSH_CREDS: &str = "pusher:e2e-secret";
@@ -76,14 +83,14 @@ impl AuthRegistry {
             user: Some(PUSH_CREDS.to_owned()),
             private: private.iter().map(|s| (*s).to_owned()).collect(),
         });
-        let registry = Registry::start(Some(&token));
+        let registry = token.registry();
         AuthRegistry { registry, token }
     }
 
     /// Starts both with any token options (e.g. other push credentials).
     pub fn start_with(options: TokenOptions) -> AuthRegistry {
         let token = TokenServer::start(options);
-        let registry = Registry::start(Some(&token));
+        let registry = token.registry();
         AuthRegistry { registry, token }
     }
 

@@ -11,39 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::net::{free_port, http_status};
-use super::process::Proc;
-use super::tools::short_tempdir;
+use oci_cache_testkit::{http_status, require_tool, short_tempdir, start_server, Proc, ServerSpec};
 
 /// The access key the server accepts.
 pub const S3_ACCESS_KEY: &str = "AK";
 /// The secret key the server accepts.
 pub const S3_SECRET_KEY: &str = "SK";
-
-const INSTALL_S3S_FS: &str = "cargo install s3s-fs --version 0.14.1 --features binary --locked";
-
-/// The `s3s-fs` binary: on PATH, else in ~/.cargo/bin (where `cargo install`
-/// puts it); panics with the install command when it is in neither.
-pub fn require_s3s_fs() -> PathBuf {
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("s3s-fs"))
-            .find(|p| p.is_file())
-    });
-    let in_cargo_home = || {
-        let home = std::env::var_os("CARGO_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
-        Some(home.join("bin").join("s3s-fs")).filter(|p| p.is_file())
-    };
-    on_path.or_else(in_cargo_home).unwrap_or_else(|| {
-        panic!(
-            "\n\n*** The S3 e2e tests need `s3s-fs`, which is neither on PATH nor in ~/.cargo/bin. ***\n\
-             Install it with:\n    {INSTALL_S3S_FS}\n\
-             (the tests deliberately fail instead of skipping when a tool is missing)\n\n"
-        )
-    })
-}
 
 /// A running `s3s-fs`; killed on drop. Its data directory holds one directory
 /// per bucket, and an object `KEY` of bucket `B` is the file `B/KEY` there
@@ -58,37 +31,34 @@ pub struct S3Server {
 impl S3Server {
     /// Starts s3s-fs with the given buckets (created as empty directories).
     pub fn start(buckets: &[&str]) -> S3Server {
-        let bin = require_s3s_fs();
+        let bin = require_tool("s3s-fs");
         let dir = short_tempdir("oci-s3-");
         let data = dir.path().join("data");
         for bucket in buckets {
             std::fs::create_dir_all(data.join(bucket)).expect("create a bucket directory");
         }
-        let mut last_log = String::new();
-        for attempt in 0..3 {
-            let port = free_port();
-            let mut cmd = Command::new(&bin);
-            cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-                .arg(&data)
-                .env("RUST_LOG", "info")
-                .env("NO_COLOR", "1");
-            let mut proc = Proc::spawn(&format!("s3s-fs-{attempt}"), cmd, dir.path(), false);
-            // Bounded: 200 x 50 ms = 10 s. Any HTTP answer (403 without a
-            // signature) means it serves.
-            for _ in 0..200 {
-                if http_status(port, "/").is_some() {
-                    return S3Server { port, proc, dir };
-                }
-                if proc.exited().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            last_log = proc.log_tail();
-            proc.stop();
-        }
-        panic!("s3s-fs did not start\n{last_log}");
+        let spec = ServerSpec {
+            name: "s3s-fs",
+            log_dir: dir.path(),
+            graceful: false,
+            timeout: Duration::from_secs(10),
+        };
+        let (proc, port) = start_server(
+            &spec,
+            |port| {
+                let mut cmd = Command::new(&bin);
+                cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+                    .arg(&data)
+                    .env("RUST_LOG", "info")
+                    .env("NO_COLOR", "1");
+                cmd
+            },
+            // Any HTTP answer (403 without a signature) means it serves.
+            |port| http_status(port, "/").is_some(),
+        )
+        .unwrap_or_else(|e| panic!("s3s-fs did not start: {e}"));
+        S3Server { port, proc, dir }
     }
 
     /// `http://127.0.0.1:PORT`.

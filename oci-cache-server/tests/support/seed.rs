@@ -4,10 +4,11 @@
 use std::process::Command;
 use std::time::Duration;
 
+use super::fixture;
 use super::process::run_ok;
 use super::registry::Registry;
 use super::skopeo::{skopeo_copy, skopeo_inspect_digest};
-use super::tools::{fixture, require_tool, short_tempdir};
+use super::tools::{require_tool, short_tempdir};
 
 /// One pushed image.
 #[derive(Clone, Debug)]

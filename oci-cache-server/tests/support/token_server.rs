@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::net::{free_port, http_status};
-use super::process::{run_ok, Proc};
-use super::tools::{fixture, require_tool, short_tempdir};
+use oci_cache_testkit::{
+    http_status, require_tool, run_ok, short_tempdir, start_server, Proc, Registry,
+    RegistryOptions, ServerSpec, TokenAuth,
+};
+
+use super::fixture;
 
 /// The issuer and service names the registry is configured with.
 pub const ISSUER: &str = "oci-cache-test-issuer";
@@ -36,7 +39,6 @@ pub struct TokenServer {
 impl TokenServer {
     /// Generates a key and certificate with openssl and starts the server.
     pub fn start(options: TokenOptions) -> TokenServer {
-        require_tool("python3");
         require_tool("openssl");
         let dir = short_tempdir("oci-token-");
         let key = dir.path().join("key.pem");
@@ -53,37 +55,55 @@ impl TokenServer {
             Duration::from_secs(30),
         )
         .unwrap_or_else(|e| panic!("openssl could not make the token key: {e}"));
-        let mut last_log = String::new();
-        for _attempt in 0..3 {
-            let port = free_port();
-            let mut cmd = Command::new("python3");
-            cmd.arg(fixture("token_server.py"))
-                .args(["--port", &port.to_string()])
-                .arg("--key")
-                .arg(&key)
-                .arg("--cert")
-                .arg(&cert)
-                .args(["--issuer", ISSUER, "--service", SERVICE]);
-            if let Some(user) = &options.user {
-                cmd.args(["--user", user]);
-            }
-            for repo in &options.private {
-                cmd.args(["--private", repo]);
-            }
-            let mut proc = Proc::spawn("token-server", cmd, dir.path(), false);
-            if wait_ready(&mut proc, port) {
-                return TokenServer {
-                    port,
-                    options,
-                    cert,
-                    proc,
-                    _dir: dir,
-                };
-            }
-            last_log = proc.log_tail();
-            proc.stop();
+        let python = require_tool("python3");
+        let spec = ServerSpec {
+            name: "token-server",
+            log_dir: dir.path(),
+            graceful: false,
+            timeout: Duration::from_secs(10),
+        };
+        let (proc, port) = start_server(
+            &spec,
+            |port| {
+                let mut cmd = Command::new(&python);
+                cmd.arg(fixture("token_server.py"))
+                    .args(["--port", &port.to_string()])
+                    .arg("--key")
+                    .arg(&key)
+                    .arg("--cert")
+                    .arg(&cert)
+                    .args(["--issuer", ISSUER, "--service", SERVICE]);
+                if let Some(user) = &options.user {
+                    cmd.args(["--user", user]);
+                }
+                for repo in &options.private {
+                    cmd.args(["--private", repo]);
+                }
+                cmd
+            },
+            |port| http_status(port, "/healthz") == Some(200),
+        )
+        .unwrap_or_else(|e| panic!("the token server did not start: {e}"));
+        TokenServer {
+            port,
+            options,
+            cert,
+            proc,
+            _dir: dir,
         }
-        panic!("the token server did not start\n{last_log}");
+    }
+
+    /// Starts a registry that demands tokens from this server.
+    pub fn registry(&self) -> Registry {
+        Registry::start(&RegistryOptions {
+            token_auth: Some(TokenAuth {
+                realm: self.realm(),
+                service: SERVICE.to_owned(),
+                issuer: ISSUER.to_owned(),
+                cert: self.cert.clone(),
+            }),
+            ..RegistryOptions::default()
+        })
     }
 
     /// The realm URL the registry sends clients to.
@@ -115,17 +135,4 @@ impl TokenServer {
     pub fn log_tail(&self) -> String {
         self.proc.log_tail()
     }
-}
-
-fn wait_ready(proc: &mut Proc, port: u16) -> bool {
-    for _ in 0..200 {
-        if http_status(port, "/healthz") == Some(200) {
-            return true;
-        }
-        if proc.exited().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }

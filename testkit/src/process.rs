@@ -1,11 +1,14 @@
 //! Child processes: a kill-on-drop guard that keeps its output in log files and
-//! prints their tails when a test panics, and a run-with-timeout helper.
+//! prints their tails when a test panics, starting a server on a fresh port
+//! and waiting until it is ready, and running a command with a time limit.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::net::free_port;
 
 /// How much of each log file a failure report shows.
 const TAIL_BYTES: u64 = 24 * 1024;
@@ -14,6 +17,7 @@ const TAIL_BYTES: u64 = 24 * 1024;
 /// `DIR/NAME.stdout.log` and `DIR/NAME.log`. Dropping it stops it (SIGTERM first
 /// when `graceful`, SIGKILL after a bounded wait); if the thread is panicking the
 /// log tails are printed first, so a failing test shows what the servers said.
+#[derive(Debug)]
 pub struct Proc {
     name: String,
     child: Option<Child>,
@@ -24,22 +28,33 @@ pub struct Proc {
 
 impl Proc {
     /// Spawns `cmd` with its output in log files under `log_dir`.
-    pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path, graceful: bool) -> Proc {
+    pub fn spawn(name: &str, cmd: Command, log_dir: &Path, graceful: bool) -> Proc {
+        Self::try_spawn(name, cmd, log_dir, graceful).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Proc::spawn`], but Err when the process cannot start.
+    pub fn try_spawn(
+        name: &str,
+        mut cmd: Command,
+        log_dir: &Path,
+        graceful: bool,
+    ) -> Result<Proc, String> {
         let stdout_log = log_dir.join(format!("{name}.stdout.log"));
         let stderr_log = log_dir.join(format!("{name}.log"));
-        let out = File::create(&stdout_log).expect("create stdout log");
-        let err = File::create(&stderr_log).expect("create stderr log");
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let create = |p: &Path| File::create(p).map_err(|e| format!("create {}: {e}", p.display()));
+        cmd.stdin(Stdio::null())
+            .stdout(create(&stdout_log)?)
+            .stderr(create(&stderr_log)?);
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {name} ({cmd:?}): {e}"));
-        Proc {
+            .map_err(|e| format!("cannot spawn {name} ({cmd:?}): {e}"))?;
+        Ok(Proc {
             name: name.to_owned(),
             child: Some(child),
             stdout_log,
             stderr_log,
             graceful,
-        }
+        })
     }
 
     /// The process id, while it runs.
@@ -52,6 +67,21 @@ impl Proc {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Err (naming the process, with its log tail) unless it is still running.
+    pub fn check_running(&mut self) -> Result<(), String> {
+        if self.child.is_none() {
+            return Err(format!("{} was stopped", self.name));
+        }
+        match self.exited() {
+            Some(status) => Err(format!(
+                "{} exited early: {status}\n{}",
+                self.name,
+                self.log_tail()
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The stderr log file (the main log of every server here).
@@ -73,6 +103,14 @@ impl Proc {
             e = tail(&self.stderr_log, TAIL_BYTES),
             o = tail(&self.stdout_log, TAIL_BYTES / 4),
         )
+    }
+
+    /// Sends SIGKILL (no chance to clean up) and reaps the process.
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Stops the process: SIGTERM and up to 10 s to exit when graceful, then SIGKILL.
@@ -114,6 +152,60 @@ impl Drop for Proc {
         }
         self.stop();
     }
+}
+
+/// A server to start on a fresh port with [`start_server`].
+pub struct ServerSpec<'a> {
+    /// Its name in log file names and messages (`NAME-ATTEMPT`).
+    pub name: &'a str,
+    /// Where its log files go.
+    pub log_dir: &'a Path,
+    /// Whether dropping it sends SIGTERM first (else SIGKILL at once).
+    pub graceful: bool,
+    /// How long it may take to become ready.
+    pub timeout: Duration,
+}
+
+/// Starts `command(port)` on a port from [`free_port`] and polls `ready(port)`
+/// every 50 ms until it says yes (at most `spec.timeout`). A server that
+/// exits because its port was taken meanwhile (its log says "in use") is
+/// started again on another port, at most 3 times; any other failure is an
+/// Err with its log.
+pub fn start_server(
+    spec: &ServerSpec<'_>,
+    mut command: impl FnMut(u16) -> Command,
+    mut ready: impl FnMut(u16) -> bool,
+) -> Result<(Proc, u16), String> {
+    let mut last_log = String::new();
+    for attempt in 0..3 {
+        let port = free_port();
+        let name = format!("{}-{attempt}", spec.name);
+        let mut proc = Proc::try_spawn(&name, command(port), spec.log_dir, spec.graceful)?;
+        let deadline = Instant::now() + spec.timeout;
+        let outcome = loop {
+            if ready(port) {
+                return Ok((proc, port));
+            }
+            if let Some(status) = proc.exited() {
+                break format!("exited with {status}");
+            }
+            if Instant::now() >= deadline {
+                break format!("not ready within {:?}", spec.timeout);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        last_log = proc.log_tail();
+        let lost_port_race = proc.exited().is_some() && proc.log().contains("in use");
+        let whole = proc.log();
+        proc.stop();
+        if !lost_port_race {
+            return Err(format!(
+                "{} did not become ready ({outcome})\n{last_log}\n----- whole log -----\n{whole}",
+                spec.name
+            ));
+        }
+    }
+    Err(format!("{} could not bind a port\n{last_log}", spec.name))
 }
 
 /// The last `max` bytes of a file, starting at a line boundary.

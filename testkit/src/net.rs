@@ -1,15 +1,20 @@
 //! Ports, readiness probes and bounded polling.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// How often [`wait_until`] and [`wait_until_async`] look again.
+const POLL: Duration = Duration::from_millis(50);
+
 /// A port that was free a moment ago: bind 127.0.0.1:0, read it, drop the
-/// listener. Never the same port twice in one test process, so a port kept
-/// dead on purpose (an unreachable upstream) cannot be handed to a server
-/// later. Callers that spawn a server on it retry on a bind race.
+/// listener. Never the same port twice in one process, so a port kept dead on
+/// purpose (an unreachable upstream) cannot be handed to a server later.
+/// Callers that spawn a server on it retry on a bind race (see
+/// [`crate::process::start_server`]).
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut given = GIVEN
@@ -25,6 +30,11 @@ pub fn free_port() -> u16 {
     panic!("no fresh ephemeral port in 100 tries");
 }
 
+/// `http://127.0.0.1:PORT` where nothing listens (and, in this process, never will).
+pub fn dead_url() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
 /// The status code of `GET path` on 127.0.0.1:port, or None when nothing
 /// answers (within 2 s). Plain std networking, so it works outside any runtime.
 pub fn http_status(port: u16, path: &str) -> Option<u16> {
@@ -35,7 +45,7 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
         .set_write_timeout(Some(Duration::from_secs(2)))
         .ok()?;
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: oci-cache-e2e\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: oci-cache-testkit\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).ok()?;
     // Read the whole (small) answer so the server never writes to a closed socket.
@@ -69,6 +79,26 @@ pub fn wait_until<T>(
             "timed out after {timeout:?} waiting for {what}\n{}",
             context()
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(POLL);
+    }
+}
+
+/// [`wait_until`] for async code: awaits `check()` every 50 ms (tokio's clock)
+/// until it gives Some, for at most `timeout`; panics naming `what` on timeout.
+pub async fn wait_until_async<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
     }
 }

@@ -1,9 +1,10 @@
-//! External tools the e2e tests need: a missing one fails the test loudly with
-//! the command that installs it (the tests never skip themselves).
+//! External tools the tests need: a missing one fails the test loudly with the
+//! command that installs it (the tests never skip themselves, under CI=true or
+//! anywhere else), and short temporary directories.
 
 use std::path::{Path, PathBuf};
 
-/// The Debian package that provides each tool.
+/// How to install each tool.
 fn install_hint(name: &str) -> &'static str {
     match name {
         "docker-registry" => "apt-get install -y --no-install-recommends docker-registry",
@@ -15,28 +16,39 @@ fn install_hint(name: &str) -> &'static str {
         "dockerd" | "docker" => "apt-get install -y --no-install-recommends docker.io",
         "htpasswd" => "apt-get install -y --no-install-recommends apache2-utils",
         "promtool" => "apt-get install -y --no-install-recommends prometheus",
+        "s3s-fs" => "cargo install s3s-fs --version 0.14.1 --features binary --locked",
         _ => "install it with apt-get",
     }
 }
 
-/// The path of `name` on PATH; panics with an install hint when it is missing.
+/// The path of `name`: on PATH, else in cargo's bin directory (`$CARGO_HOME/bin`
+/// or `~/.cargo/bin`, where `cargo install` puts tools); panics with the
+/// command that installs it when it is in neither.
 pub fn require_tool(name: &str) -> PathBuf {
-    if let Some(path) = find_on_path(name) {
+    if let Some(path) = find_tool(name) {
         return path;
     }
     panic!(
-        "\n\n*** The e2e tests need `{name}`, which is not on PATH. ***\n\
+        "\n\n*** The tests need `{name}`, which is neither on PATH nor in ~/.cargo/bin. ***\n\
          Install it with:\n    {}\n\
          (the tests deliberately fail instead of skipping when a tool is missing)\n\n",
         install_hint(name)
     );
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
+/// Where [`require_tool`] finds `name`, if anywhere.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| is_executable(p))
+    });
+    on_path.or_else(|| {
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
+        Some(home.join("bin").join(name)).filter(|p| is_executable(p))
+    })
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -44,7 +56,7 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Panics unless the tests run as root (containerd needs it).
+/// Panics unless the tests run as root (containerd, dockerd and mounts need it).
 pub fn require_root(why: &str) {
     let out = std::process::Command::new("id")
         .arg("-u")
@@ -55,14 +67,6 @@ pub fn require_root(why: &str) {
         uid == "0",
         "\n\n*** {why} needs root (uid 0), but the tests run as uid {uid}. ***\n\n"
     );
-}
-
-/// A file under tests/fixtures of this package.
-pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("fixtures")
-        .join(name)
 }
 
 /// A temporary directory under /tmp (short paths: unix sockets live there).

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use super::process::run_ok;
-use super::tools::require_tool;
+use crate::process::run_ok;
+use crate::tools::require_tool;
 
 /// The digest of a file.
 pub fn sha256_file(path: &Path) -> String {
@@ -70,6 +70,11 @@ impl Sha256Pipe {
     /// How many bytes were hashed.
     pub fn len(&self) -> u64 {
         self.bytes
+    }
+
+    /// Whether no byte was hashed yet.
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
     }
 
     /// Closes the input and returns `sha256:HEX`.
