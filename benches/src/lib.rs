@@ -31,6 +31,27 @@ pub mod upstream;
 /// The error type of the benchmarks.
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
+/// `target/release/oci-cache` under the workspace root: the bench binaries' default.
+pub fn default_oci_cache() -> std::path::PathBuf {
+    let bench_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    bench_dir
+        .parent()
+        .unwrap_or(bench_dir)
+        .join("target/release/oci-cache")
+}
+
+/// Err, saying how to build it, unless `path` is an `oci-cache` executable's file.
+pub fn check_oci_cache(path: &std::path::Path) -> Result<(), BoxError> {
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} not found: build it with `cargo build --release -p oci-cache-server`, or pass --oci-cache PATH",
+        path.display()
+    )
+    .into())
+}
+
 /// A small, fast, deterministic pseudo-random generator (xorshift64*): benchmark data
 /// that does not compress and can be produced twice from the same seed without storing it.
 #[derive(Debug, Clone)]

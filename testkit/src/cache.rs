@@ -1,12 +1,11 @@
 //! The `oci-cache` binary (`oci-cache serve`) on a free port of 127.0.0.1,
 //! waited for until `GET /v2/` answers.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::net::http_status;
+use crate::net::{http_status, Local};
 use crate::process::{start_server, Proc, ServerSpec};
 
 /// How long the cache may take to answer `GET /v2/`.
@@ -49,8 +48,8 @@ impl CacheOptions {
 /// A running `oci-cache serve`; stopped on drop (see [`CacheOptions::graceful`]).
 #[derive(Debug)]
 pub struct OciCache {
-    /// Its port on 127.0.0.1.
-    pub port: u16,
+    /// Where it listens.
+    pub local: Local,
     proc: Proc,
 }
 
@@ -102,27 +101,10 @@ impl OciCache {
             },
         )
         .map_err(|e| format!("oci-cache: {e}"))?;
-        Ok(OciCache { port, proc })
-    }
-
-    /// `127.0.0.1:PORT` as a socket address.
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// `127.0.0.1:PORT`.
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// `docker://127.0.0.1:PORT/NAME:TAG` for skopeo.
-    pub fn docker_ref(&self, name_and_tag: &str) -> String {
-        format!("docker://{}/{name_and_tag}", self.host())
+        Ok(OciCache {
+            local: Local { port },
+            proc,
+        })
     }
 
     /// The whole log.
@@ -158,5 +140,13 @@ impl OciCache {
     /// Kills it with SIGKILL (no chance to clean up, like a crash) and reaps it.
     pub fn kill_9(&mut self) {
         self.proc.kill_9();
+    }
+}
+
+impl std::ops::Deref for OciCache {
+    type Target = Local;
+
+    fn deref(&self) -> &Local {
+        &self.local
     }
 }

@@ -38,7 +38,7 @@ pub use access_log::AccessRecord;
 pub use cache::{CacheOptions, OciCache};
 pub use digest::{pseudo_random_bytes, sha256_bytes, sha256_file, Sha256Pipe};
 pub use fake_upstream::{FakeContent, FakeRepo, FakeStats, FakeUpstream, FaultMode};
-pub use net::{dead_url, free_port, http_status, wait_until, wait_until_async};
+pub use net::{dead_url, free_port, http_status, wait_until, wait_until_async, Local};
 pub use process::{describe_failure, run_ok, run_with_timeout, start_server, Proc, ServerSpec};
 pub use registry::{Registry, RegistryOptions, TokenAuth};
 pub use tools::{find_tool, require_root, require_tool, short_tempdir};

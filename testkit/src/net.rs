@@ -102,3 +102,33 @@ where
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// A server on a port of 127.0.0.1, and the ways tests name it. [`crate::OciCache`] and
+/// [`crate::registry::Registry`] dereference to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Local {
+    /// The port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Local {
+    /// `127.0.0.1:PORT` as a socket address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:PORT`, the registry part of an image reference.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `docker://127.0.0.1:PORT/NAME:TAG` for skopeo.
+    pub fn docker_ref(&self, name_and_tag: &str) -> String {
+        format!("docker://{}/{name_and_tag}", self.host())
+    }
+}

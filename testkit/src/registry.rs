@@ -4,13 +4,12 @@
 //! cache (proxy) of another registry. Its request log is parsed for assertions.
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::access_log::{parse_log, AccessRecord};
-use crate::net::http_status;
+use crate::net::{http_status, Local};
 use crate::process::{start_server, Proc, ServerSpec};
 use crate::tools::{require_tool, short_tempdir};
 
@@ -65,8 +64,8 @@ impl Default for RegistryOptions {
 /// A running registry; killed on drop (its log tail printed if the thread panics).
 #[derive(Debug)]
 pub struct Registry {
-    /// Its port on 127.0.0.1.
-    pub port: u16,
+    /// Where it listens.
+    pub local: Local,
     /// Whether clients need a token.
     pub token_auth: bool,
     proc: Proc,
@@ -115,31 +114,11 @@ impl Registry {
             |port| matches!(http_status(port, "/v2/"), Some(200 | 401)),
         )?;
         Ok(Registry {
-            port,
+            local: Local { port },
             token_auth: options.token_auth.is_some(),
             proc,
             dir,
         })
-    }
-
-    /// `127.0.0.1:PORT` as a socket address.
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// `127.0.0.1:PORT`, the registry part of an image reference.
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// `docker://127.0.0.1:PORT/NAME` for skopeo.
-    pub fn docker_ref(&self, name_and_tag: &str) -> String {
-        format!("docker://{}/{name_and_tag}", self.host())
     }
 
     /// Every finished request so far (waits for the log to settle first).
@@ -260,4 +239,12 @@ fn config_yaml(dir: &Path, port: u16, options: &RegistryOptions) -> String {
         let _ = write!(y, "proxy:\n  remoteurl: {remote}\n");
     }
     y
+}
+
+impl std::ops::Deref for Registry {
+    type Target = Local;
+
+    fn deref(&self) -> &Local {
+        &self.local
+    }
 }

@@ -45,32 +45,17 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=4096))]
     big_mib: u64,
     /// The `oci-cache` executable (build it with `cargo build --release -p oci-cache-server`).
-    #[arg(long, value_name = "PATH", default_value_os_t = default_oci_cache())]
+    #[arg(long, value_name = "PATH", default_value_os_t = oci_cache_benches::default_oci_cache())]
     oci_cache: PathBuf,
     /// The `docker-registry` executable (upstream and proxy).
     #[arg(long, value_name = "PATH", default_value = "docker-registry")]
     registry: PathBuf,
 }
 
-/// `target/release/oci-cache` under the workspace root.
-fn default_oci_cache() -> PathBuf {
-    let bench_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    bench_dir
-        .parent()
-        .unwrap_or(bench_dir)
-        .join("target/release/oci-cache")
-}
-
 /// The arguments; Err unless the `oci-cache` executable exists.
 fn parse_args() -> Result<Args, BoxError> {
     let args = Args::parse();
-    if !args.oci_cache.is_file() {
-        return Err(format!(
-            "{} not found: build it with `cargo build --release -p oci-cache-server`, or pass --oci-cache PATH",
-            args.oci_cache.display()
-        )
-        .into());
-    }
+    oci_cache_benches::check_oci_cache(&args.oci_cache)?;
     Ok(args)
 }
 

@@ -7,7 +7,7 @@
 //!
 //! Needs: `docker-registry`, `skopeo`, `containerd`/`ctr` (Debian packages of
 //! those names), python3, openssl, coreutils; root for containerd. The
-//! multi-upstream tests (e2e_multi) also need `dockerd`/`docker` (Debian
+//! multi-upstream tests (e2e_multi, e2e_private_upstream, e2e_client_configs) also need `dockerd`/`docker` (Debian
 //! package `docker.io`) and `htpasswd` (Debian package `apache2-utils`).
 //! Environment: `RUST_LOG` is passed to the cache; `OCI_CACHE_E2E_KEEP=1`
 //! keeps every temporary directory (configs, logs, storage) after the test.
@@ -26,6 +26,8 @@ pub mod containerd;
 pub mod docker;
 pub mod fetch;
 pub mod lifecycle;
+pub mod lifecycle_e2e;
+pub mod multi;
 pub mod rt;
 pub mod s3;
 pub mod seed;
