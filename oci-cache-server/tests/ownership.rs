@@ -142,7 +142,7 @@ fn world_with(contents: [FakeContent; 2]) -> World {
         let reg = FakeUpstream::start(c.clone());
         let mut config = UpstreamConfig::new(UPSTREAMS[i], reg.url());
         config.hosts = vec![format!("{}.cache.test", UPSTREAMS[i])];
-        config.connect_timeout = Duration::from_secs(2);
+        config.connect_timeout = Duration::from_secs(10);
         config.breaker_threshold = u32::MAX;
         registries.push(reg);
         configs.push(config);
