@@ -2,6 +2,7 @@
 //! the upstream, verifying everything before it is committed.
 
 mod blob;
+mod blob_file;
 mod bounded;
 mod config;
 mod evict;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 use crate::name::RepositoryName;
 use crate::{BlobStore, EngineError, TagStore};
+pub use blob_file::BlobFile;
 pub use config::EngineConfig;
 use fill::{FillContext, Fills};
 use flights::SingleFlight;

@@ -19,8 +19,8 @@ mod upstream;
 mod upstreams;
 
 pub use engine::{
-    BlobBody, BlobResponse, Engine, EngineConfig, ManifestResponse, Referrers, StatsSnapshot,
-    TagList, REFERRERS_MEDIA_TYPE,
+    BlobBody, BlobFile, BlobResponse, Engine, EngineConfig, ManifestResponse, Referrers,
+    StatsSnapshot, TagList, REFERRERS_MEDIA_TYPE,
 };
 pub use error::EngineError;
 // Everything a storage backend names when it implements `BlobStore` and `TagStore`, so an

@@ -24,6 +24,7 @@ mod serve;
 mod service;
 mod status;
 pub mod tls;
+mod zero_copy;
 
 pub use body::{Body, BodyError};
 pub use error::{error_response, ApiError};

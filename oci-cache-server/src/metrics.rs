@@ -159,6 +159,12 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "oci_cache_zero_copy_bytes",
+            "Cached blob bytes sent from the page cache to the socket with sendfile",
+            crate::zero_copy::zero_copy_bytes(),
+        )?;
+        counter(
+            &mut enc,
             "oci_cache_coalesced_waiters",
             "Blob misses that joined a running fill",
             s.coalesced,

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::zero_copy::ZeroCopyIo;
 use crate::CacheService;
 
 mod conn;
@@ -176,7 +177,12 @@ pub async fn serve_with(
         };
         match &tls {
             None => {
-                tokio::spawn(new.serve(stream));
+                let (io, sends) = ZeroCopyIo::new(stream);
+                let new = NewConnection {
+                    gate: new.gate.with_sends(sends),
+                    ..new
+                };
+                tokio::spawn(new.serve(io));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -237,9 +243,12 @@ impl NewConnection {
         let io = Guarded::new(stream, Arc::clone(&state), timeouts, accepted);
         // hyper's header_read_timeout is off (it would also bound keep-alive idle time, see
         // deadline.rs); the deadlines are in `Guarded`.
+        // Vectored writes always: zero-copy bodies rely on hyper never copying a body into
+        // its own buffer (see zero_copy.rs).
         let conn = http1::Builder::new()
             .header_read_timeout(None)
             .max_buf_size(MAX_HEAD_BYTES)
+            .writev(true)
             .serve_connection(TokioIo::new(io), gate);
         tokio::select! {
             ended = watcher.watch(conn) => {

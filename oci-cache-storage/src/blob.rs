@@ -95,6 +95,21 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Records that the blob was just used (for least-recently-used eviction).
     async fn touch(&self, digest: &Digest) -> Result<(), StorageError>;
+
+    /// For backends that keep each blob in a local file: the open file of a stored blob,
+    /// with its metadata and the part `range` selects, so that a server can send it with
+    /// `sendfile` instead of reading it into memory. The file holds exactly the blob's
+    /// bytes and stays readable while open, even if the blob is deleted meanwhile. A
+    /// missing blob and a range that does not overlap it fail as in [`BlobStore::get`].
+    /// `Ok(None)` (the default) for backends without local files.
+    async fn open_file(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<Option<(BlobMeta, crate::ResolvedRange, std::fs::File)>, StorageError> {
+        let _ = (digest, range);
+        Ok(None)
+    }
 }
 
 /// A streaming writer for one blob. See the [`BlobStore`] contract.

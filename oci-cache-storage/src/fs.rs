@@ -264,6 +264,31 @@ impl BlobStore for FsStore {
         Ok((meta, resolved, body))
     }
 
+    async fn open_file(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<Option<(BlobMeta, ResolvedRange, std::fs::File)>, StorageError> {
+        let path = self.layout.blob_path(digest);
+        let opened = blocking("open blob", move || {
+            let file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(StorageError::io("open blob")(e)),
+            };
+            let md = file.metadata().map_err(StorageError::io("stat blob"))?;
+            let resolved = resolve_request(range, md.len())?;
+            Ok(Some((file, md, resolved)))
+        })
+        .await?;
+        let Some((file, md, resolved)) = opened else {
+            return Err(StorageError::NotFound {
+                digest: digest.clone(),
+            });
+        };
+        Ok(Some((meta_of(digest, &md)?, resolved, file)))
+    }
+
     async fn writer(
         &self,
         digest: &Digest,

@@ -77,7 +77,19 @@ impl Engine {
                 self.confirm_blob(client, repo, digest).await?;
             }
         }
-        let size = handle.wait_for_size(range.is_some()).await?;
+        let size = match handle.wait_for_size(range.is_some()).await {
+            // The fill joined was for another repository of this upstream, which lacks the
+            // blob; this repository has it (confirmed above): fill for it.
+            Err(e)
+                if joined
+                    && &*handle.repo != repo.as_str()
+                    && matches!(e.root(), EngineError::BlobUnknown { .. }) =>
+            {
+                handle = self.fills.join_or_start(client, repo.as_str(), digest).0;
+                handle.wait_for_size(range.is_some()).await?
+            }
+            other => other?,
+        };
         let chunk = self.config.chunk_size;
         let Some(range) = range else {
             let body = fill::read(handle, 0, None, chunk);

@@ -88,12 +88,7 @@ impl Fills {
                     repo: repo.to_owned(),
                     digest: digest.clone(),
                 };
-                tokio::spawn(async move {
-                    job.run(tx).await;
-                    // The fill stays registered until its task ends: a new request finds
-                    // either this fill or the stored blob.
-                    drop(lease);
-                });
+                tokio::spawn(job.run(tx, lease));
                 (handle, false)
             }
         }

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use super::conn::{ConnState, InRequest, Serving};
 use crate::body::{Body, BodyError};
 use crate::endpoint::is_probe;
+use crate::zero_copy::Sends;
 use crate::CacheService;
 
 /// Serves the requests of one connection through `service`, each holding a slot.
@@ -24,6 +25,8 @@ pub(super) struct Gate {
     service: CacheService,
     slots: Arc<Semaphore>,
     conn: Arc<ConnState>,
+    /// Set on plain TCP connections: blob hits may go out with `sendfile`.
+    sends: Option<Sends>,
 }
 
 impl Gate {
@@ -32,7 +35,14 @@ impl Gate {
             service,
             slots,
             conn,
+            sends: None,
         }
+    }
+
+    /// Lets this connection's blob hits go out zero-copy through `sends`.
+    pub(super) fn with_sends(mut self, sends: Sends) -> Self {
+        self.sends = Some(sends);
+        self
     }
 }
 
@@ -41,7 +51,10 @@ impl<B: Send + 'static> hyper::service::Service<Request<B>> for Gate {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Held>, Infallible>> + Send>>;
 
-    fn call(&self, req: Request<B>) -> Self::Future {
+    fn call(&self, mut req: Request<B>) -> Self::Future {
+        if let Some(sends) = &self.sends {
+            req.extensions_mut().insert(sends.clone());
+        }
         // Counted at once, before the response future first runs: the read side stops
         // its header deadline as soon as the head is in.
         let busy = InRequest::begin(&self.conn);

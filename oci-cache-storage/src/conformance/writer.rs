@@ -93,3 +93,49 @@ pub async fn a_caller_checked_writer_still_checks_the_size(store: &dyn BlobStore
     assert_eq!(writer.commit().await.unwrap(), CommitOutcome::Stored);
     assert_eq!(get_all(store, &digest).await, bytes);
 }
+
+/// `open_file` (for backends with local files) gives the blob's bytes, whole or the part a
+/// range selects, and still reads them after the blob is deleted; a missing blob is
+/// `NotFound` and a range past the end `RangeNotSatisfiable`, as for `get`.
+pub async fn open_file_reads_the_stored_bytes_and_survives_a_delete(store: &dyn BlobStore) {
+    use crate::ByteRange;
+    let bytes = content(44, 200 * 1024);
+    let digest = super::put(store, &bytes).await;
+    let Some((meta, resolved, file)) = store.open_file(&digest, None).await.unwrap() else {
+        return;
+    };
+    assert_eq!(
+        (meta.size, resolved.start, resolved.end),
+        (bytes.len() as u64, 0, bytes.len() as u64)
+    );
+    let range = Some(ByteRange::Bounded {
+        start: 100,
+        end: 199,
+    });
+    let (_, part, _) = store.open_file(&digest, range).await.unwrap().unwrap();
+    assert_eq!((part.start, part.end), (100, 200));
+    store.delete(&digest).await.unwrap();
+    assert_eq!(
+        read_file(&file, bytes.len()),
+        bytes,
+        "an open file outlives the delete"
+    );
+    let missing = store.open_file(&digest, None).await;
+    assert!(
+        matches!(missing, Err(StorageError::NotFound { .. })),
+        "{missing:?}"
+    );
+    let digest = super::put(store, &bytes).await;
+    let beyond = store
+        .open_file(
+            &digest,
+            Some(ByteRange::From {
+                start: bytes.len() as u64,
+            }),
+        )
+        .await;
+    assert!(
+        matches!(beyond, Err(StorageError::RangeNotSatisfiable { .. })),
+        "{beyond:?}"
+    );
+}

@@ -29,10 +29,15 @@ pub(super) struct FillJob {
 }
 
 impl FillJob {
-    /// Runs the fill to its end and publishes how it ended.
-    pub(super) async fn run(self, tx: watch::Sender<Progress>) {
+    /// Runs the fill to its end and publishes how it ended. A fill that succeeds stays
+    /// registered (`lease`) until it has committed, so a new request finds either it or the
+    /// stored blob; one that fails leaves the registry before it says so, so a new request
+    /// starts a fill of its own instead of joining a failed one.
+    pub(super) async fn run<L>(self, tx: watch::Sender<Progress>, lease: L) {
         let tx = Arc::new(tx);
-        match self.download(&tx).await {
+        let result = self.download(&tx).await;
+        drop(lease);
+        match result {
             Ok(size) => tracing::debug!(digest = %self.digest, size, "fill done"),
             Err(e) => {
                 EngineStats::add(&self.context.stats.fills_failed, 1);

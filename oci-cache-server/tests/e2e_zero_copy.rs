@@ -1,0 +1,136 @@
+//! End to end: cached blobs go from the page cache to the socket with `sendfile` on plain
+//! HTTP/1.1, whole and as ranges, on keep-alive connections that also carry ordinary
+//! responses, and every byte is the blob's. The `oci_cache_zero_copy_bytes_total` counter
+//! shows which path a response took. The upstream is the real registry.
+
+// Test helpers outside `#[test]` functions panic on failure like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::lifecycle::{metric, scrape_metrics};
+use support::{pseudo_random_bytes, sha256_bytes, wait_until, AuthRegistry, Cache};
+
+const ZERO_COPY: &str = "oci_cache_zero_copy_bytes_total";
+const FILLS_IN_FLIGHT: &str = "oci_cache_fills_in_flight";
+
+fn client() -> reqwest::Client {
+    oci_cache_core::install_crypto_provider();
+    // One connection, kept alive: every request below shares it.
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap()
+}
+
+/// Pushes `len` pseudo-random bytes as a blob of `name`; returns them and their digest.
+fn push(
+    rt: &tokio::runtime::Runtime,
+    auth: &AuthRegistry,
+    name: &str,
+    seed: u64,
+    len: usize,
+) -> (Vec<u8>, String) {
+    let data = pseudo_random_bytes(seed, len);
+    let digest = sha256_bytes(&data);
+    rt.block_on(support::upload::push_blob(
+        &client(),
+        &auth.registry,
+        Some(&auth.token),
+        name,
+        data.clone(),
+        &digest,
+    ));
+    (data, digest)
+}
+
+/// GET `url` (with a `Range`, if given): status, headers and body.
+async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    range: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut req = client.get(url);
+    if let Some(r) = range {
+        req = req.header("range", r);
+    }
+    let resp = req.send().await.unwrap();
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    (status, headers, resp.bytes().await.unwrap().to_vec())
+}
+
+#[test]
+fn cached_blobs_and_ranges_go_out_by_sendfile_with_every_byte_right() {
+    let auth = AuthRegistry::start(&[]);
+    let rt = support::rt::runtime(2);
+    let (big, big_digest) = push(&rt, &auth, "test/zc", 7, 3 * 1024 * 1024 + 17);
+    let (small, small_digest) = push(&rt, &auth, "test/zc", 8, 4096);
+    let cache = Cache::start(&[("upstream", auth.registry.url())]);
+    let blob = |d: &str| format!("{}/v2/test/zc/blobs/{d}", cache.url());
+    let zero_copy = || metric(&scrape_metrics(&cache.url()), ZERO_COPY);
+
+    rt.block_on(async {
+        let client = client();
+        // Cold: through the fill, not zero-copy.
+        let (status, _, body) = get(&client, &blob(&big_digest), None).await;
+        assert_eq!((status, sha256_bytes(&body)), (200, big_digest.clone()));
+        let (status, _, body) = get(&client, &blob(&small_digest), None).await;
+        assert_eq!((status, body.as_slice()), (200, small.as_slice()));
+    });
+    wait_until(
+        "the fills to finish",
+        Duration::from_secs(10),
+        || (metric(&scrape_metrics(&cache.url()), FILLS_IN_FLIGHT) == 0).then_some(()),
+        || cache.log_tail(),
+    );
+    assert_eq!(zero_copy(), 0, "a fill is not a zero-copy hit");
+
+    let ranges = [
+        ("bytes=0-0", 0..1),
+        ("bytes=100-1999999", 100..2_000_000),
+        ("bytes=1048576-", 1_048_576..big.len()),
+        ("bytes=-70000", big.len() - 70_000..big.len()),
+    ];
+    rt.block_on(async {
+        let client = client();
+        for round in 0..2 {
+            // Whole, on the same connection as ordinary responses before and after.
+            let (status, headers, body) = get(&client, &blob(&big_digest), None).await;
+            assert_eq!(status, 200, "round {round}");
+            assert_eq!(headers["content-length"], big.len().to_string().as_str());
+            assert_eq!(headers["docker-content-digest"], big_digest.as_str());
+            assert!(body == big, "round {round}: the body is not the blob");
+            let (status, _, body) = get(&client, &blob(&small_digest), None).await;
+            assert_eq!((status, body.as_slice()), (200, small.as_slice()));
+            for (range, want) in &ranges {
+                let (status, headers, body) = get(&client, &blob(&big_digest), Some(range)).await;
+                assert_eq!(status, 206, "{range}");
+                let expected = format!("bytes {}-{}/{}", want.start, want.end - 1, big.len());
+                assert_eq!(headers["content-range"], expected.as_str(), "{range}");
+                assert!(body == big[want.clone()], "{range}: wrong bytes");
+            }
+            let (status, _, _) = get(&client, &format!("{}/v2/", cache.url()), None).await;
+            assert_eq!(status, 200);
+        }
+        let (status, headers, body) =
+            get(&client, &blob(&big_digest), Some("bytes=99999999-")).await;
+        assert_eq!(status, 416, "{headers:?}");
+        assert!(String::from_utf8_lossy(&body).contains("RANGE_INVALID"));
+    });
+    // Whole blobs and the ranges of 64 KiB or more went out zero-copy; the 4 KiB blob and
+    // the one-byte range through hyper.
+    let zero_copy_ranges: usize = ranges
+        .iter()
+        .map(|(_, r)| r.len())
+        .filter(|n| *n >= 64 * 1024)
+        .sum();
+    assert_eq!(zero_copy(), 2 * (big.len() + zero_copy_ranges) as u64);
+    assert_eq!(
+        auth.registry.blob_gets(Some(&big_digest)),
+        1,
+        "every warm GET was a hit"
+    );
+}
