@@ -300,16 +300,7 @@ fn kill_9_during_a_large_fill_leaves_nothing_partial() {
     let rt = runtime();
     let size = 256 * MIB;
     let name = "test/crash";
-    let data = pseudo_random_bytes(256, size);
-    let digest = sha256_bytes(&data);
-    rt.block_on(support::upload::push_blob(
-        &client(),
-        &auth.registry,
-        Some(&auth.token),
-        name,
-        data,
-        &digest,
-    ));
+    let (_, digest) = support::upload::push_random_blob(&rt, &auth, name, 256, size);
     let reg = &auth.registry;
     let mut home = CacheHome::new(&config(&reg.url(), ""));
     let store = home.store_dir();

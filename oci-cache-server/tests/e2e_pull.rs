@@ -10,8 +10,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::{
-    free_port, pseudo_random_bytes, sha256_bytes, skopeo_copy_to_dir, skopeo_copy_to_oci_dir,
-    skopeo_inspect_raw, write_hosts_toml, AuthRegistry, Cache, Containerd, Image, Sha256Pipe,
+    free_port, sha256_bytes, skopeo_copy_to_dir, skopeo_copy_to_oci_dir, skopeo_inspect_raw,
+    write_hosts_toml, AuthRegistry, Cache, Containerd, Image, Sha256Pipe,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -196,27 +196,6 @@ fn containerd_pulls_through_cache_with_hosts_toml() {
     );
 }
 
-/// Pushes `len` bytes of seeded random data as a blob of `name`; returns its digest.
-fn push_random_blob(
-    rt: &tokio::runtime::Runtime,
-    auth: &AuthRegistry,
-    name: &str,
-    seed: u64,
-    len: usize,
-) -> String {
-    let data = pseudo_random_bytes(seed, len);
-    let digest = sha256_bytes(&data);
-    rt.block_on(support::upload::push_blob(
-        &client(),
-        &auth.registry,
-        Some(&auth.token),
-        name,
-        data,
-        &digest,
-    ));
-    digest
-}
-
 /// GETs a blob through the cache, hashing the body as it streams.
 /// Returns (status, bytes, digest of the body).
 async fn get_and_hash(client: &reqwest::Client, url: &str) -> (u16, u64, String) {
@@ -236,7 +215,7 @@ fn twenty_concurrent_cold_gets_of_64mib_blob_cause_one_upstream_get() {
     let auth = AuthRegistry::start(&[]);
     let rt = runtime();
     let size = 64 * MIB;
-    let digest = push_random_blob(&rt, &auth, "test/bigblob", 64, size);
+    let digest = support::upload::push_random_blob(&rt, &auth, "test/bigblob", 64, size).1;
     let reg = &auth.registry;
     assert_eq!(reg.blob_gets(Some(&digest)), 0);
     let cache = Cache::start(&[("upstream", reg.url())]);
@@ -287,7 +266,7 @@ fn client_that_disconnects_after_first_mib_leaves_blob_fully_cached() {
     let auth = AuthRegistry::start(&[]);
     let rt = runtime();
     let size = 64 * MIB;
-    let digest = push_random_blob(&rt, &auth, "test/abandoned", 65, size);
+    let digest = support::upload::push_random_blob(&rt, &auth, "test/abandoned", 65, size).1;
     let reg = &auth.registry;
     let cache = Cache::start(&[("upstream", reg.url())]);
     let url = format!("{}/v2/test/abandoned/blobs/{digest}", cache.url());

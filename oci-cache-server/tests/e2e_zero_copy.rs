@@ -11,7 +11,8 @@ mod support;
 use std::time::Duration;
 
 use support::lifecycle::{metric, scrape_metrics};
-use support::{pseudo_random_bytes, sha256_bytes, wait_until, AuthRegistry, Cache};
+use support::upload::push_random_blob;
+use support::{sha256_bytes, wait_until, AuthRegistry, Cache};
 
 const ZERO_COPY: &str = "oci_cache_zero_copy_bytes_total";
 const FILLS_IN_FLIGHT: &str = "oci_cache_fills_in_flight";
@@ -24,27 +25,6 @@ fn client() -> reqwest::Client {
         .pool_max_idle_per_host(1)
         .build()
         .unwrap()
-}
-
-/// Pushes `len` pseudo-random bytes as a blob of `name`; returns them and their digest.
-fn push(
-    rt: &tokio::runtime::Runtime,
-    auth: &AuthRegistry,
-    name: &str,
-    seed: u64,
-    len: usize,
-) -> (Vec<u8>, String) {
-    let data = pseudo_random_bytes(seed, len);
-    let digest = sha256_bytes(&data);
-    rt.block_on(support::upload::push_blob(
-        &client(),
-        &auth.registry,
-        Some(&auth.token),
-        name,
-        data.clone(),
-        &digest,
-    ));
-    (data, digest)
 }
 
 /// GET `url` (with a `Range`, if given): status, headers and body.
@@ -66,8 +46,8 @@ async fn get(
 fn cached_blobs_and_ranges_go_out_by_sendfile_with_every_byte_right() {
     let auth = AuthRegistry::start(&[]);
     let rt = support::rt::runtime(2);
-    let (big, big_digest) = push(&rt, &auth, "test/zc", 7, 3 * 1024 * 1024 + 17);
-    let (small, small_digest) = push(&rt, &auth, "test/zc", 8, 4096);
+    let (big, big_digest) = push_random_blob(&rt, &auth, "test/zc", 7, 3 * 1024 * 1024 + 17);
+    let (small, small_digest) = push_random_blob(&rt, &auth, "test/zc", 8, 4096);
     let cache = Cache::start(&[("upstream", auth.registry.url())]);
     let blob = |d: &str| format!("{}/v2/test/zc/blobs/{d}", cache.url());
     let zero_copy = || metric(&scrape_metrics(&cache.url()), ZERO_COPY);

@@ -160,6 +160,22 @@ fn sweep(tmp: &std::path::Path) -> io::Result<usize> {
 /// `RWF_NOWAIT`, which never waits for the disk: no trip to the blocking pool and back,
 /// which cost a quarter of a warm GiB's CPU in context switches. Whatever is not cached is
 /// read on the blocking pool.
+/// Opens a stored blob and resolves `range` against its size; `None` when it is not stored.
+/// Blocking.
+fn open_blob(
+    path: &std::path::Path,
+    range: Option<ByteRange>,
+) -> Result<Option<(std::fs::File, std::fs::Metadata, ResolvedRange)>, StorageError> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io("open blob")(e)),
+    };
+    let md = file.metadata().map_err(StorageError::io("stat blob"))?;
+    let resolved = resolve_request(range, md.len())?;
+    Ok(Some((file, md, resolved)))
+}
+
 fn stream_file(file: std::fs::File, start: u64, len: u64) -> BlobStream {
     let file = Arc::new(file);
     let end = start + len;
@@ -231,13 +247,9 @@ impl BlobStore for FsStore {
         // allocated here, on a runtime thread (see `stream_file`).
         let mut small = BytesMut::zeroed(SMALL);
         let opened = blocking("open blob", move || {
-            let file = match std::fs::File::open(&path) {
-                Ok(file) => file,
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(StorageError::io("open blob")(e)),
+            let Some((file, md, resolved)) = open_blob(&path, range)? else {
+                return Ok(None);
             };
-            let md = file.metadata().map_err(StorageError::io("stat blob"))?;
-            let resolved = resolve_request(range, md.len())?;
             let whole = match usize::try_from(resolved.len()) {
                 Ok(n) if n <= SMALL => {
                     small.truncate(n);
@@ -270,17 +282,7 @@ impl BlobStore for FsStore {
         range: Option<ByteRange>,
     ) -> Result<Option<(BlobMeta, ResolvedRange, std::fs::File)>, StorageError> {
         let path = self.layout.blob_path(digest);
-        let opened = blocking("open blob", move || {
-            let file = match std::fs::File::open(&path) {
-                Ok(file) => file,
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(StorageError::io("open blob")(e)),
-            };
-            let md = file.metadata().map_err(StorageError::io("stat blob"))?;
-            let resolved = resolve_request(range, md.len())?;
-            Ok(Some((file, md, resolved)))
-        })
-        .await?;
+        let opened = blocking("open blob", move || open_blob(&path, range)).await?;
         let Some((file, md, resolved)) = opened else {
             return Err(StorageError::NotFound {
                 digest: digest.clone(),

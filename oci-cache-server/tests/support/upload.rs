@@ -121,3 +121,26 @@ pub async fn push_blob_body(
         put.text().await
     );
 }
+
+/// Pushes `len` pseudo-random bytes (from `seed`) as a blob of `name` to the registry
+/// behind `auth`; returns the bytes and their digest.
+pub fn push_random_blob(
+    rt: &tokio::runtime::Runtime,
+    auth: &super::AuthRegistry,
+    name: &str,
+    seed: u64,
+    len: usize,
+) -> (Vec<u8>, String) {
+    let data = super::pseudo_random_bytes(seed, len);
+    let digest = super::sha256_bytes(&data);
+    let client = super::rt::http_client(std::time::Duration::from_secs(180));
+    rt.block_on(push_blob(
+        &client,
+        &auth.registry,
+        Some(&auth.token),
+        name,
+        data.clone(),
+        &digest,
+    ));
+    (data, digest)
+}
