@@ -66,6 +66,10 @@ pub struct ServeOptions {
     /// TLS settings (see [`ReloadingCert::server_config`](crate::tls::ReloadingCert::server_config));
     /// `None` (the default) serves plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Send cached blobs of 64 KiB or more with `sendfile` on plain HTTP connections
+    /// (default off: on loopback it measured slower and dearer than a copy; see
+    /// ARCHITECTURE.md, "Zero-copy hits").
+    pub zero_copy: bool,
 }
 
 impl Default for ServeOptions {
@@ -77,6 +81,7 @@ impl Default for ServeOptions {
             idle_timeout: Duration::from_secs(75),
             stalled_write_timeout: Duration::from_secs(60),
             tls: None,
+            zero_copy: false,
         }
     }
 }
@@ -143,6 +148,7 @@ pub async fn serve_with(
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let conns = Connections::new(options.effective_max_open_connections());
     let timeouts = options.timeouts();
+    let zero_copy = options.zero_copy;
     let tls = options.tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
@@ -176,13 +182,16 @@ pub async fn serve_with(
             place,
         };
         match &tls {
-            None => {
+            None if zero_copy => {
                 let (io, sends) = ZeroCopyIo::new(stream);
                 let new = NewConnection {
                     gate: new.gate.with_sends(sends),
                     ..new
                 };
                 tokio::spawn(new.serve(io));
+            }
+            None => {
+                tokio::spawn(new.serve(stream));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();

@@ -1,5 +1,5 @@
-//! End to end: cached blobs go from the page cache to the socket with `sendfile` on plain
-//! HTTP/1.1, whole and as ranges, on keep-alive connections that also carry ordinary
+//! End to end: with `limits.zero_copy`, cached blobs go from the page cache to the socket
+//! with `sendfile` on plain HTTP/1.1, whole and as ranges, on keep-alive connections that also carry ordinary
 //! responses, and every byte is the blob's. The `oci_cache_zero_copy_bytes_total` counter
 //! shows which path a response took. The upstream is the real registry.
 
@@ -42,13 +42,35 @@ async fn get(
     (status, headers, resp.bytes().await.unwrap().to_vec())
 }
 
+/// One upstream, and `[limits] zero_copy`.
+fn config(url: &str, zero_copy: bool) -> String {
+    format!("[[upstreams]]\nname = \"upstream\"\nurl = \"{url}\"\n\n[limits]\nzero_copy = {zero_copy}\n")
+}
+
+#[test]
+fn without_the_setting_hits_go_through_hyper() {
+    let auth = AuthRegistry::start(&[]);
+    let rt = support::rt::runtime(2);
+    let (big, digest) = push_random_blob(&rt, &auth, "test/zc", 9, 1024 * 1024);
+    let cache = Cache::start_with_config(&config(&auth.registry.url(), false), &[]);
+    let url = format!("{}/v2/test/zc/blobs/{digest}", cache.url());
+    rt.block_on(async {
+        let client = client();
+        for _ in 0..3 {
+            let (status, _, body) = get(&client, &url, None).await;
+            assert!(status == 200 && body == big);
+        }
+    });
+    assert_eq!(metric(&scrape_metrics(&cache.url()), ZERO_COPY), 0);
+}
+
 #[test]
 fn cached_blobs_and_ranges_go_out_by_sendfile_with_every_byte_right() {
     let auth = AuthRegistry::start(&[]);
     let rt = support::rt::runtime(2);
     let (big, big_digest) = push_random_blob(&rt, &auth, "test/zc", 7, 3 * 1024 * 1024 + 17);
     let (small, small_digest) = push_random_blob(&rt, &auth, "test/zc", 8, 4096);
-    let cache = Cache::start(&[("upstream", auth.registry.url())]);
+    let cache = Cache::start_with_config(&config(&auth.registry.url(), true), &[]);
     let blob = |d: &str| format!("{}/v2/test/zc/blobs/{d}", cache.url());
     let zero_copy = || metric(&scrape_metrics(&cache.url()), ZERO_COPY);
 

@@ -29,6 +29,10 @@ pub struct LimitsSection {
     /// connection is closed (default 60; at least 1).
     #[serde(default = "default_stalled_write")]
     pub stalled_write_timeout_secs: u64,
+    /// Send cached blobs of 64 KiB or more with `sendfile` on plain HTTP connections
+    /// (default false).
+    #[serde(default)]
+    pub zero_copy: bool,
 }
 
 fn default_header() -> u64 {
@@ -48,6 +52,7 @@ impl Default for LimitsSection {
             header_timeout_secs: default_header(),
             idle_timeout_secs: default_idle(),
             stalled_write_timeout_secs: default_stalled_write(),
+            zero_copy: false,
         }
     }
 }
@@ -69,6 +74,7 @@ impl LimitsSection {
             idle_timeout: secs(self.idle_timeout_secs),
             stalled_write_timeout: secs(self.stalled_write_timeout_secs),
             tls,
+            zero_copy: self.zero_copy,
         }
     }
 }
