@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use oci_cache_storage::BlobWriter;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::context::FillContext;
@@ -16,9 +16,9 @@ use super::state::Progress;
 use crate::engine::stats::EngineStats;
 use crate::{Digest, EngineError};
 
-/// Batches waiting for the disk, at most (with the window's stored batches, this bounds a
-/// fill's memory).
-const DEPTH: usize = 4;
+/// Bytes waiting for the disk, at most: the download runs this far ahead of a slow disk
+/// (with the window's stored batches, this bounds a fill's memory).
+const AHEAD: usize = 8 * 1024 * 1024;
 
 /// Where a fill's bytes go besides the window: straight into a storage writer whose local
 /// file is the spool (one copy on disk), into a spool file plus a storage writer fed in its
@@ -38,7 +38,8 @@ pub(super) struct Stored {
 /// The store stage's task. Dropping it stops the task, and a storage writer it held is
 /// dropped, which discards what it wrote.
 pub(super) struct StoreStage {
-    tx: Option<mpsc::Sender<Bytes>>,
+    tx: Option<mpsc::UnboundedSender<(Bytes, OwnedSemaphorePermit)>>,
+    ahead: Arc<Semaphore>,
     task: JoinHandle<Result<Stored, EngineError>>,
 }
 
@@ -62,7 +63,7 @@ impl StoreStage {
         spool: Spool,
         sink: Sink,
     ) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Bytes, OwnedSemaphorePermit)>();
         let mut store = Store {
             context,
             digest,
@@ -72,22 +73,32 @@ impl StoreStage {
             written: 0,
         };
         let task = tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
+            while let Some((batch, room)) = rx.recv().await {
                 store.write(batch).await?;
+                drop(room);
             }
             Ok(Stored {
                 sink: store.sink,
                 spool: store.spool,
             })
         });
-        Self { tx: Some(tx), task }
+        Self {
+            tx: Some(tx),
+            ahead: Arc::new(Semaphore::new(AHEAD)),
+            task,
+        }
     }
 
-    /// Hands the next batch to the stage (waits while [`DEPTH`] batches wait). An error
+    /// Hands the next batch to the stage (waits while [`AHEAD`] bytes wait). An error
     /// means the stage failed; [`StoreStage::finish`] says how.
     pub(super) async fn send(&self, batch: Bytes) -> Result<(), ()> {
+        let want = u32::try_from(batch.len().clamp(1, AHEAD)).unwrap_or(u32::MAX);
+        let room = Arc::clone(&self.ahead)
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| ())?;
         match &self.tx {
-            Some(tx) => tx.send(batch).await.map_err(|_| ()),
+            Some(tx) => tx.send((batch, room)).map_err(|_| ()),
             None => Err(()),
         }
     }
