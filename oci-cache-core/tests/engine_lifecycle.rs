@@ -9,14 +9,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use futures_util::StreamExt;
 use oci_cache_core::gc::GcPolicy;
 use oci_cache_core::name::{Reference, RepositoryName};
-use oci_cache_core::{BlobStore, ByteRange, Digest, Engine, EngineConfig, StorageError};
+use oci_cache_core::{BlobStore, ByteRange, Digest, Engine, EngineConfig};
 use oci_cache_storage::memory::MemoryStore;
-use oci_cache_storage::{BlobMeta, BlobStream, BlobWriter, ListPage, ResolvedRange};
 use oci_cache_testkit::wait_until_async;
+use support::faulty::{Fault, FaultyStore};
 use support::{data, respond, Fake};
 
 /// Bound of every wait for the engine's background work.
@@ -400,95 +399,4 @@ async fn disk_fills_up_during_a_fill(spool_usable: bool) {
         0,
         "the failed temp file is gone"
     );
-}
-
-/// How a [`FaultyStore`] fails.
-#[derive(Debug, Clone, Copy)]
-enum Fault {
-    /// Every writer is refused (a full disk before the fill starts).
-    RefuseWriters,
-    /// Writers fail once this many bytes were written (a disk filling up mid-fill).
-    FailAfter(u64),
-}
-
-/// A store wrapper that fails writes on purpose; everything else goes to `inner`.
-struct FaultyStore {
-    inner: Arc<dyn BlobStore>,
-    fault: Fault,
-}
-
-struct FailingWriter {
-    inner: Box<dyn BlobWriter>,
-    written: u64,
-    limit: u64,
-}
-
-fn no_space() -> StorageError {
-    StorageError::Io {
-        op: "write blob",
-        source: std::io::Error::other("No space left on device"),
-    }
-}
-
-#[async_trait]
-impl BlobWriter for FailingWriter {
-    async fn write(&mut self, chunk: bytes::Bytes) -> Result<(), StorageError> {
-        self.written += chunk.len() as u64;
-        if self.written > self.limit {
-            return Err(no_space());
-        }
-        self.inner.write(chunk).await
-    }
-    async fn commit(self: Box<Self>) -> Result<oci_cache_storage::CommitOutcome, StorageError> {
-        self.inner.commit().await
-    }
-    async fn abort(self: Box<Self>) -> Result<(), StorageError> {
-        self.inner.abort().await
-    }
-    fn local_file(&self) -> Option<std::fs::File> {
-        self.inner.local_file()
-    }
-    async fn flush(&mut self) -> Result<(), StorageError> {
-        self.inner.flush().await
-    }
-}
-
-#[async_trait]
-impl BlobStore for FaultyStore {
-    async fn head(&self, d: &Digest) -> Result<Option<BlobMeta>, StorageError> {
-        self.inner.head(d).await
-    }
-    async fn get(
-        &self,
-        d: &Digest,
-        r: Option<ByteRange>,
-    ) -> Result<(BlobMeta, ResolvedRange, BlobStream), StorageError> {
-        self.inner.get(d, r).await
-    }
-    async fn writer(
-        &self,
-        d: &Digest,
-        size: Option<u64>,
-    ) -> Result<Box<dyn BlobWriter>, StorageError> {
-        match self.fault {
-            Fault::RefuseWriters => Err(no_space()),
-            Fault::FailAfter(limit) => {
-                let inner = self.inner.writer(d, size).await?;
-                Ok(Box::new(FailingWriter {
-                    inner,
-                    written: 0,
-                    limit,
-                }))
-            }
-        }
-    }
-    async fn delete(&self, d: &Digest) -> Result<(), StorageError> {
-        self.inner.delete(d).await
-    }
-    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<ListPage, StorageError> {
-        self.inner.list(after, limit).await
-    }
-    async fn touch(&self, d: &Digest) -> Result<(), StorageError> {
-        self.inner.touch(d).await
-    }
 }

@@ -10,84 +10,14 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oci_cache_core::name::RepositoryName;
-use oci_cache_core::{
-    BlobMeta, BlobStore, BlobStream, BlobWriter, ByteRange, CommitOutcome, Digest, Engine,
-    EngineConfig, ListPage, ResolvedRange, StorageError,
-};
+use oci_cache_core::{Digest, Engine, EngineConfig};
 use oci_cache_storage::fs::FsStore;
+use support::faulty::{Fault, FaultyStore};
 use support::{data, respond, Fake};
 use tokio::sync::Semaphore;
-
-/// A filesystem store whose blob writes each wait for a permit of `gate`.
-struct GatedStore {
-    inner: Arc<FsStore>,
-    gate: Arc<Semaphore>,
-}
-
-struct GatedWriter {
-    inner: Box<dyn BlobWriter>,
-    gate: Arc<Semaphore>,
-}
-
-#[async_trait]
-impl BlobWriter for GatedWriter {
-    async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
-        self.gate.acquire().await.unwrap().forget();
-        self.inner.write(chunk).await
-    }
-    async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
-        self.inner.commit().await
-    }
-    async fn abort(self: Box<Self>) -> Result<(), StorageError> {
-        self.inner.abort().await
-    }
-    fn local_file(&self) -> Option<std::fs::File> {
-        self.inner.local_file()
-    }
-    async fn flush(&mut self) -> Result<(), StorageError> {
-        self.inner.flush().await
-    }
-    fn digest_checked_by_caller(&mut self) {
-        self.inner.digest_checked_by_caller();
-    }
-}
-
-#[async_trait]
-impl BlobStore for GatedStore {
-    async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>, StorageError> {
-        self.inner.head(digest).await
-    }
-    async fn get(
-        &self,
-        digest: &Digest,
-        range: Option<ByteRange>,
-    ) -> Result<(BlobMeta, ResolvedRange, BlobStream), StorageError> {
-        self.inner.get(digest, range).await
-    }
-    async fn writer(
-        &self,
-        digest: &Digest,
-        expected_size: Option<u64>,
-    ) -> Result<Box<dyn BlobWriter>, StorageError> {
-        Ok(Box::new(GatedWriter {
-            inner: self.inner.writer(digest, expected_size).await?,
-            gate: Arc::clone(&self.gate),
-        }))
-    }
-    async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
-        self.inner.delete(digest).await
-    }
-    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<ListPage, StorageError> {
-        self.inner.list(after, limit).await
-    }
-    async fn touch(&self, digest: &Digest) -> Result<(), StorageError> {
-        self.inner.touch(digest).await
-    }
-}
 
 #[tokio::test]
 async fn readers_get_the_bytes_while_the_disk_has_written_none_of_them() {
@@ -102,9 +32,9 @@ async fn readers_get_the_bytes_while_the_disk_has_written_none_of_them() {
     let dir = tempfile::tempdir().unwrap();
     let inner = Arc::new(FsStore::open(dir.path().join("store")).await.unwrap());
     let gate = Arc::new(Semaphore::new(0));
-    let store = Arc::new(GatedStore {
-        inner: Arc::clone(&inner),
-        gate: Arc::clone(&gate),
+    let store = Arc::new(FaultyStore {
+        inner: inner.clone(),
+        fault: Fault::WaitFor(Arc::clone(&gate)),
     });
     let mut config = EngineConfig::default();
     config.spool_dir = dir.path().to_path_buf();

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod faulty;
+
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
