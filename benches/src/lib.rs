@@ -22,6 +22,7 @@ use tempfile::TempDir;
 
 pub mod load;
 pub mod metrics;
+pub mod mixed;
 pub mod procfs;
 pub mod report;
 pub mod rounds;

@@ -138,6 +138,51 @@ pub const METRICS: &[Metric] = &[
         "4 KiB blob GETs, cached: upstream requests (of 100)",
         Better::Lower,
     ),
+    metric(
+        "mix_manifest_p50",
+        "200 clients, 50 images: manifest by tag p50 (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "mix_manifest_p99",
+        "200 clients: manifest by tag p99 (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "mix_config_p99",
+        "200 clients: config p99 (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "mix_small_p99",
+        "200 clients: layer of 4-64 KiB p99 (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "mix_large_p50",
+        "200 clients: layer of 1-64 MiB p50 (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "mix_large_p99",
+        "200 clients: layer of 1-64 MiB p99 (ms)",
+        Better::Lower,
+    ),
+    metric("mix_wall_s", "200 clients: wall (s)", Better::Lower),
+    metric("mix_errors", "200 clients: failed requests", Better::Lower),
+    metric(
+        "mix_up_requests",
+        "200 clients: upstream requests",
+        Better::Lower,
+    ),
+    metric("mix_up_mib", "200 clients: upstream MiB", Better::Lower),
+    metric("mix_cpu_s", "200 clients: cache CPU (s)", Better::Lower),
+    Metric {
+        key: "mix_rss_mib",
+        label: "200 clients: peak RSS (MiB)",
+        better: Better::Lower,
+        summary: Summary::Max,
+    },
     Metric {
         key: "rss_mib",
         label: "peak RSS (MiB)",

@@ -50,6 +50,8 @@ pub struct Content {
     pub small: Vec<Blob>,
     /// Digest of the manifest.
     pub manifest: String,
+    /// The images of the many-clients load.
+    pub mixed: Vec<crate::mixed::MixedImage>,
 }
 
 /// Everything a round needs.
@@ -211,6 +213,39 @@ impl Bench<'_> {
         r.add(kind, "herd_up_mib", traffic.bytes as f64 / MIB);
         r.add(kind, "herd_ms", wall.as_secs_f64() * 1e3);
         r.add(kind, "rss_mib", rss as f64 / 1024.0);
+        drop(cache);
+        self.mixed(kind).await
+    }
+
+    /// The many-clients load on a fresh cache (see `mixed.rs`).
+    async fn mixed(&mut self, kind: Kind) -> Result<(), BoxError> {
+        let content = self.content;
+        let mut cache = Subject::start(kind, &self.bins, self.upstream.addr).await?;
+        let base = format!("http://{}", cache.addr());
+        let prefix = format!("/v2/{}/", content.repo);
+        let before = self.upstream.traffic(None, &prefix);
+        let cpu = cache.cpu_seconds(self.ticks)?;
+        let mut run = crate::mixed::pull(&self.client, &base, content.repo, &content.mixed).await?;
+        let cpu = cache.cpu_seconds(self.ticks)? - cpu;
+        let rss = cache.peak_rss_kib()?;
+        let traffic = self.traffic_since(None, &prefix, before).await?;
+        if let Some(e) = &run.first_error {
+            eprintln!("  {} mixed: {} errors, first: {e}", kind.name(), run.errors);
+        }
+        let q = crate::mixed::quantile_ms;
+        let r = &mut self.results;
+        r.add(kind, "mix_manifest_p50", q(&mut run.manifests, 0.5));
+        r.add(kind, "mix_manifest_p99", q(&mut run.manifests, 0.99));
+        r.add(kind, "mix_config_p99", q(&mut run.configs, 0.99));
+        r.add(kind, "mix_small_p99", q(&mut run.small_layers, 0.99));
+        r.add(kind, "mix_large_p50", q(&mut run.large_layers, 0.5));
+        r.add(kind, "mix_large_p99", q(&mut run.large_layers, 0.99));
+        r.add(kind, "mix_wall_s", run.wall.as_secs_f64());
+        r.add(kind, "mix_errors", run.errors as f64);
+        r.add(kind, "mix_up_requests", traffic.requests as f64);
+        r.add(kind, "mix_up_mib", traffic.bytes as f64 / MIB);
+        r.add(kind, "mix_cpu_s", cpu);
+        r.add(kind, "mix_rss_mib", rss as f64 / 1024.0);
         Ok(())
     }
 

@@ -86,6 +86,7 @@ async fn seed(
     layers.extend(small.iter().take(8).map(|b| (b.digest.as_str(), b.size)));
     let manifest = oci_manifest((&config_digest, config_size), &layers);
     let manifest = upstream.push_manifest(client, REPO, TAG, manifest).await?;
+    let mixed = oci_cache_benches::mixed::seed(upstream, client, REPO).await?;
     Ok(Content {
         repo: REPO,
         tag: TAG,
@@ -93,6 +94,7 @@ async fn seed(
         mid,
         small,
         manifest,
+        mixed,
     })
 }
 
