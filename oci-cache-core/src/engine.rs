@@ -1,6 +1,7 @@
 //! The pull-through engine: resolves manifests and blobs from storage or, on a miss, from
 //! the upstream, verifying everything before it is committed.
 
+mod background;
 mod blob;
 mod blob_file;
 mod bounded;
@@ -51,6 +52,7 @@ pub struct Engine {
     refs: evict::RefIndex,
     links: Arc<links::Links>,
     hot: hot::Hot,
+    background: background::Background,
     config: EngineConfig,
 }
 
@@ -65,7 +67,8 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// An engine over the given stores.
     pub fn new(blobs: Arc<dyn BlobStore>, tags: Arc<dyn TagStore>, config: EngineConfig) -> Self {
-        let links = Arc::new(links::Links::new(Arc::clone(&tags)));
+        let background = background::Background::default();
+        let links = Arc::new(links::Links::new(Arc::clone(&tags), background.clone()));
         let stats: Arc<EngineStats> = Arc::default();
         let fills = Fills::new(FillContext::new(
             Arc::clone(&blobs),
@@ -85,6 +88,7 @@ impl Engine {
             refs: evict::RefIndex::default(),
             links,
             hot: hot::Hot::default(),
+            background,
             config,
         }
     }
@@ -110,13 +114,14 @@ impl Engine {
             .await
     }
 
-    /// Waits until no fill runs (each has committed what it downloaded, or failed), at most
-    /// `limit`; returns how many still run then. For a graceful shutdown: a blob a client
-    /// received before the stop is a hit after the restart.
+    /// Waits until no fill runs (each has committed what it downloaded, or failed) and the
+    /// background work the engine started (link records, an index's children) is done, at
+    /// most `limit`; returns how many of them still run then. For a graceful shutdown or
+    /// the end of a one-shot job: what a client received before is stored afterwards.
     pub async fn wait_for_fills(&self, limit: std::time::Duration) -> usize {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let running = self.fills.len();
+            let running = self.fills.len() + self.background.len();
             if running == 0 || tokio::time::Instant::now() >= deadline {
                 return running;
             }

@@ -83,6 +83,14 @@ impl Engine {
                 }
             }
         }
+        // Link records and an index's children are stored in the background: done before
+        // the report (a one-shot job would otherwise exit with them half written).
+        let left = self
+            .wait_for_fills(std::time::Duration::from_secs(120))
+            .await;
+        if left > 0 {
+            tracing::warn!(left, "background writes still running after 120 s");
+        }
         report.elapsed = started.elapsed();
         report
     }

@@ -103,6 +103,7 @@ async fn persist(
 /// The links between content and (upstream, repository).
 pub(crate) struct Links {
     tags: Arc<dyn TagStore>,
+    background: super::background::Background,
     writes: Arc<tokio::sync::Semaphore>,
     known: Mutex<Bounded<LinkId, ()>>,
     denied: Mutex<Bounded<LinkId, Instant>>,
@@ -116,9 +117,10 @@ impl std::fmt::Debug for Links {
 
 impl Links {
     /// Links kept in `tags` (and in memory).
-    pub(crate) fn new(tags: Arc<dyn TagStore>) -> Self {
+    pub(crate) fn new(tags: Arc<dyn TagStore>, background: super::background::Background) -> Self {
         Self {
             tags,
+            background,
             writes: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_WRITES)),
             known: Mutex::new(Bounded::new(KNOWN_LINKS)),
             denied: Mutex::new(Bounded::new(DENIALS)),
@@ -173,7 +175,7 @@ impl Links {
         let fresh = self.fresh(upstream, repo, digests);
         if !fresh.is_empty() {
             let (tags, writes) = (Arc::clone(&self.tags), Arc::clone(&self.writes));
-            tokio::spawn(async move {
+            self.background.spawn(async move {
                 if let Err(e) = persist(tags.as_ref(), &writes, &fresh).await {
                     tracing::warn!(error = %e, "could not store a link record");
                 }
@@ -290,7 +292,7 @@ mod tests {
     #[tokio::test]
     async fn a_manifest_links_at_most_max_linked_refs_references() {
         let store = Arc::new(oci_cache_storage::memory::MemoryStore::new());
-        let links = Links::new(store);
+        let links = Links::new(store, crate::engine::background::Background::default());
         let refs: Vec<Digest> = (0..MAX_LINKED_REFS as u32 + 500)
             .map(|i| Digest::sha256_of(&i.to_be_bytes()))
             .collect();

@@ -291,7 +291,8 @@ impl Engine {
                 let (client, blobs, repo) =
                     (Arc::clone(client), Arc::clone(&self.blobs), repo.clone());
                 let links = Arc::clone(&self.links);
-                tokio::spawn(store_children(client, blobs, links, repo, kids));
+                self.background
+                    .spawn(store_children(client, blobs, links, repo, kids));
             }
         }
         Ok(m)
