@@ -19,6 +19,13 @@ pub enum EngineError {
     /// The manifest is neither cached nor known upstream.
     #[error("manifest unknown")]
     ManifestUnknown,
+    /// The repository is not known upstream (a tag list of a repository that does not
+    /// exist).
+    #[error("repository {repository} unknown")]
+    NameUnknown {
+        /// The repository asked for.
+        repository: String,
+    },
     /// The manifest cannot be served.
     #[error("manifest invalid: {0}")]
     ManifestInvalid(#[from] ManifestError),

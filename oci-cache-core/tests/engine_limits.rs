@@ -168,3 +168,94 @@ async fn only_index_children_up_to_the_cap_are_fetched_in_the_background() {
         .unwrap();
     assert_eq!(got.bytes.as_ref(), late.1.as_slice());
 }
+
+/// With storage refusing writers and no spool directory, fills spool in memory, and all of
+/// them together stay within one `memory_spool_limit` (not one each): of two concurrent
+/// 2 MiB fills under a 3 MiB budget, one is served whole and the other fails with
+/// `SpoolBudgetSpent`; once the first is done its bytes are given back and the second
+/// succeeds.
+#[tokio::test]
+async fn memory_spools_share_one_budget() {
+    use futures_util::StreamExt;
+    use support::faulty::{Fault, FaultyStore};
+
+    const SIZE: usize = 2 * 1024 * 1024;
+    let blobs: Vec<Vec<u8>> = (0..2).map(|i| data(SIZE, 40 + i)).collect();
+    let served = Arc::new(blobs.clone());
+    let fake = Fake::start(move |req, mut s| {
+        let served = served.clone();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let Some(blob) = served
+                .iter()
+                .find(|b| req.path.ends_with(&Digest::sha256_of(b).to_string()))
+            else {
+                return respond(s, "404 Not Found", &[], b"{}").await;
+            };
+            support::respond_head_then(&mut s, blob.len(), &[]).await;
+            for piece in blob.chunks(256 * 1024) {
+                if s.write_all(piece).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            let _ = s.shutdown().await;
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore {
+        inner: Arc::new(oci_cache_storage::memory::MemoryStore::new()),
+        fault: Fault::RefuseWriters,
+    });
+    let mut config = oci_cache_core::EngineConfig::default();
+    config.spool_dir = dir.path().join("no-such-dir");
+    config.memory_spool_limit = 3 * 1024 * 1024;
+    let engine = Arc::new(oci_cache_core::Engine::new(
+        store,
+        Arc::new(oci_cache_storage::memory::MemoryStore::new()),
+        config,
+    ));
+    let client = fake.client();
+    let get = |i: usize| {
+        let (engine, client) = (engine.clone(), client.clone());
+        let digest = Digest::sha256_of(&blobs[i]);
+        async move {
+            let mut body = engine.blob(&client, &repo(), &digest, None).await?.body;
+            let mut got = Vec::new();
+            while let Some(chunk) = body.next().await {
+                got.extend_from_slice(&chunk?);
+            }
+            Ok::<Vec<u8>, EngineError>(got)
+        }
+    };
+    let (a, b) = tokio::join!(tokio::spawn(get(0)), tokio::spawn(get(1)));
+    let results = [a.unwrap(), b.unwrap()];
+    let summary: Vec<String> = results
+        .iter()
+        .map(|r| match r {
+            Ok(got) => format!("{} bytes", got.len()),
+            Err(e) => format!("{e:?}"),
+        })
+        .collect();
+    let whole: Vec<usize> = (0..2)
+        .filter(|&i| results[i].as_ref().is_ok_and(|got| *got == blobs[i]))
+        .collect();
+    assert_eq!(
+        whole.len(),
+        1,
+        "exactly one fill fits the shared budget: {summary:?}"
+    );
+    let failed = 1 - whole[0];
+    assert!(
+        matches!(results[failed], Err(EngineError::SpoolBudgetSpent { .. }))
+            || matches!(&results[failed], Err(EngineError::Shared(e)) if matches!(**e, EngineError::SpoolBudgetSpent { .. })),
+        "{summary:?}"
+    );
+    // The first fill's memory is given back: the other blob now fits.
+    let again = get(failed).await.unwrap();
+    assert!(
+        again == blobs[failed],
+        "served whole once the budget is free"
+    );
+}

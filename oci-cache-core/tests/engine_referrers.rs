@@ -175,3 +175,47 @@ async fn an_upstream_without_the_api_gets_404_so_clients_fall_back_to_tags() {
         .unwrap_err();
     assert!(matches!(err, EngineError::ManifestUnknown), "{err:?}");
 }
+
+/// notation asks only with `artifactType`: the cache asks the upstream for the whole list
+/// (one stored answer per subject), so every filter, and none, is served offline.
+#[tokio::test]
+async fn a_client_that_only_filters_is_served_offline_for_every_filter() {
+    let up = upstream(true).await;
+    let client = client(&up.fake);
+    let (engine, _store, _dir) = engine();
+    let sig_type = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    let r = engine
+        .referrers(&client, &repo(), &up.subject, Some(sig_type))
+        .await
+        .unwrap();
+    assert!(r.filtered && !r.stale);
+    assert_eq!(up.fake.count_path("/referrers/"), 1);
+    assert_eq!(
+        up.fake.count_path("artifactType"),
+        0,
+        "the upstream is asked for the whole list"
+    );
+
+    up.down.store(true, Ordering::SeqCst);
+    for (wanted, listed) in [
+        (Some(sig_type), vec![up.sig.0.to_string()]),
+        (Some("application/spdx+json"), vec![up.sbom.0.to_string()]),
+        (Some("application/x-none"), vec![]),
+        (None, vec![up.sig.0.to_string(), up.sbom.0.to_string()]),
+    ] {
+        let r = engine
+            .referrers(&client, &repo(), &up.subject, wanted)
+            .await
+            .unwrap_or_else(|e| panic!("offline referrers with {wanted:?}: {e}"));
+        assert!(r.stale, "{wanted:?}");
+        assert_eq!(r.filtered, wanted.is_some(), "{wanted:?}");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let got: Vec<String> = v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["digest"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(got, listed, "{wanted:?}");
+    }
+}

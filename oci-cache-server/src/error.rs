@@ -117,6 +117,7 @@ fn classify_engine(e: &EngineError) -> (Code, StatusCode, Extra) {
     match e {
         EngineError::BlobUnknown { .. } => (Code::Spec(C::BlobUnknown), S::NOT_FOUND, None),
         EngineError::ManifestUnknown => (Code::Spec(C::ManifestUnknown), S::NOT_FOUND, None),
+        EngineError::NameUnknown { .. } => (Code::Spec(C::NameUnknown), S::NOT_FOUND, None),
         EngineError::ManifestInvalid(_) => (Code::Spec(C::ManifestInvalid), S::BAD_REQUEST, None),
         // The upstream sent bytes that are not the blob: its failure, not the client's
         // (DIGEST_INVALID would tell the client its own digest is wrong).

@@ -34,6 +34,7 @@ fn api() -> Api {
     let mut private = UpstreamConfig::new("private.example", "http://127.0.0.1:1");
     private.deny = vec!["myorg/secret/**".into()];
     private.connect_timeout = std::time::Duration::from_millis(300);
+    private.hosts = vec!["private.cache.test".into()];
     let public = UpstreamConfig::new("public.example", "http://127.0.0.1:1");
     let upstreams = Arc::new(Upstreams::new(vec![private, public]).unwrap());
     let tokens = HashMap::from([
@@ -59,9 +60,25 @@ async fn seeded(api: &Api, bytes: &[u8], from: &[(&str, &str)]) -> Digest {
 
 /// Status, `WWW-Authenticate` and body.
 async fn call(api: &Api, uri: &str, token: Option<&str>) -> (StatusCode, Option<String>, Bytes) {
-    let mut req = Request::builder().uri(uri);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+    let auth = token.map(|t| format!("Bearer {t}"));
+    call_with(api, "GET", uri, None, auth.as_deref()).await
+}
+
+/// Status, `WWW-Authenticate` and body of `method uri` with a `Host` and an
+/// `Authorization` header when given.
+async fn call_with(
+    api: &Api,
+    method: &str,
+    uri: &str,
+    host: Option<&str>,
+    authorization: Option<&str>,
+) -> (StatusCode, Option<String>, Bytes) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(h) = host {
+        req = req.header("host", h);
+    }
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
     }
     let resp = api.service.call_request(req.body(()).unwrap()).await;
     let (parts, body) = resp.into_parts();
@@ -162,4 +179,65 @@ async fn a_user_allowed_on_the_upstream_is_told_a_repository_is_denied() {
     // The public upstream still answers anonymous clients (its patterns deny nothing).
     let (s, _, _) = call(&api, &format!("/v2/x/blobs/{d}?ns=public.example"), None).await;
     assert_eq!(s, StatusCode::OK);
+}
+
+/// The same for every route to the private upstream (default, `?ns=`, path prefix, `Host`),
+/// GET and HEAD, and for every way of not being alice (no credentials, an unknown token, a
+/// wrong Basic password): one 401 with one challenge and one body, whether the
+/// repository is denied, cached, unknown or absent.
+#[tokio::test]
+async fn unauthenticated_answers_are_the_same_on_every_route_and_method() {
+    use base64::Engine as _;
+    let api = api();
+    let d = seeded(
+        &api,
+        b"a secret layer",
+        &[
+            ("private.example", "myorg/secret"),
+            ("private.example", "myorg/other"),
+        ],
+    )
+    .await;
+    let tails = [
+        ("myorg/secret", "manifests/v1".to_owned()),
+        ("myorg/secret/x", "manifests/v1".to_owned()),
+        ("myorg/secret", format!("blobs/{d}")),
+        ("myorg/secret", "tags/list".to_owned()),
+        ("myorg/other", format!("blobs/{d}")),
+        ("myorg/other", "manifests/v1".to_owned()),
+        ("nobody/nothing", format!("blobs/{d}")),
+    ];
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:wrong-password")
+    );
+    let (status, challenge, body) = call(&api, "/v2/myorg/other/manifests/v1", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(challenge.is_some());
+    for (repo, tail) in &tails {
+        let routes = [
+            (format!("/v2/{repo}/{tail}"), None),
+            (format!("/v2/{repo}/{tail}?ns=private.example"), None),
+            (format!("/v2/private.example/{repo}/{tail}"), None),
+            (
+                format!("/v2/{repo}/{tail}"),
+                Some("private.cache.test:5000"),
+            ),
+        ];
+        for (uri, host) in &routes {
+            for authorization in [
+                None,
+                Some("Bearer not-a-token-0123456789"),
+                Some(basic.as_str()),
+            ] {
+                for method in ["GET", "HEAD"] {
+                    let (s, c, b) = call_with(&api, method, uri, *host, authorization).await;
+                    let what = format!("{method} {uri} host {host:?} auth {authorization:?}");
+                    assert_eq!((s, &c), (status, &challenge), "{what}");
+                    // (In process a HEAD's error carries its body too; hyper drops it on the wire.)
+                    assert_eq!(b, body, "{what}");
+                }
+            }
+        }
+    }
 }

@@ -1,7 +1,8 @@
-//! End to end: SIGTERM keeps what was fetched. A client leaves a download of a slow
-//! upstream; the cache is stopped with SIGTERM while the download still runs; it finishes
-//! storing the blob before it exits (on S3, the multipart upload completes), so after a
-//! restart, with the upstream hanging, the blob is a hit.
+//! End to end: SIGTERM keeps what was fetched. A client reads half of a download from a
+//! slow upstream and leaves; the cache is stopped with SIGTERM while the download still
+//! runs; it finishes storing the blob before it exits (on S3, the multipart upload, which
+//! has sent its first 8 MiB part by then, completes), so after a restart, with the upstream
+//! hanging, the blob is a hit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,7 +20,8 @@ use support::{pseudo_random_bytes, sha256_bytes, Auth, FakeUpstream, FaultMode};
 const BUCKET: &str = "oci";
 
 fn sigterm_during_a_fill_keeps_the_blob(s3: Option<&S3Server>) {
-    let blob = pseudo_random_bytes(77, 4 * 1024 * 1024);
+    // 20 MiB: more than two of the S3 writer's 8 MiB parts.
+    let blob = pseudo_random_bytes(77, 20 * 1024 * 1024);
     let digest = sha256_bytes(&blob);
     let fake = FakeUpstream::serving_blob("library/slow", &blob, FaultMode::Slow);
     let storage = if s3.is_some() {
@@ -37,7 +39,7 @@ fn sigterm_during_a_fill_keeps_the_blob(s3: Option<&S3Server>) {
     }
     let mut cache = home.start();
 
-    // A client starts the download, reads the head and leaves.
+    // A client starts the download, reads the head and 10 MiB of the body, and leaves.
     let mut stream = TcpStream::connect(("127.0.0.1", cache.port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -50,6 +52,8 @@ fn sigterm_during_a_fill_keeps_the_blob(s3: Option<&S3Server>) {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 200", "{}", cache.log_tail());
+    let mut body = vec![0u8; 10 * 1024 * 1024];
+    stream.read_exact(&mut body).unwrap();
     drop(stream);
 
     // SIGTERM while the upstream still sends (3 s in all).

@@ -59,6 +59,9 @@ fn tags_list_is_answered_from_the_upstream() {
         Auth::None,
     );
     assert_eq!(missing.status, 404, "{}", missing.describe());
+    // The spec's code for a repository that does not exist (as distribution answers).
+    let body = String::from_utf8_lossy(&missing.body);
+    assert!(body.contains("\"NAME_UNKNOWN\""), "{body}");
     let missing_manifest = fetch(
         "GET",
         &format!("{}/v2/test/nothing-here/manifests/v1", cache.url()),
@@ -138,6 +141,17 @@ fn skopeo_inspect_works_offline_after_a_pull() {
             .any(|l| l.contains("route=\"tags\"") && l.contains("cache=\"stale\"")),
         "{log}"
     );
+    // And in the metrics.
+    let metrics = fetch("GET", &format!("{}/metrics", cache.url()), Auth::None);
+    assert_eq!(metrics.status, 200, "{}", metrics.describe());
+    let text = String::from_utf8_lossy(&metrics.body);
+    let stale: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("oci_cache_lookups_total{kind=\"tags\",result=\"stale\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no stale tag-list counter in\n{text}"));
+    // small's list (never seen, built from the tags held); multilayer's is still fresh.
+    assert_eq!(stale, 1, "tag lists served stale\n{text}");
 }
 
 /// The real registry predates the referrers API: its 404 is passed on, so clients fall back

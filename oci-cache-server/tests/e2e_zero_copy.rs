@@ -135,4 +135,18 @@ fn cached_blobs_and_ranges_go_out_by_sendfile_with_every_byte_right() {
         1,
         "every warm GET was a hit"
     );
+
+    // The zero-copy path keeps the rule of every other path: a repository the blob does
+    // not belong to (the upstream says so) gets 404, never the stored bytes.
+    let sent = zero_copy();
+    rt.block_on(async {
+        let client = client();
+        let other = format!("{}/v2/test/other/blobs/{big_digest}", cache.url());
+        for range in [None, Some("bytes=0-99999")] {
+            let (status, _, body) = get(&client, &other, range).await;
+            assert_eq!(status, 404, "{range:?}");
+            assert!(body.len() < 1024, "{range:?}: {} bytes", body.len());
+        }
+    });
+    assert_eq!(zero_copy(), sent, "nothing went out by sendfile");
 }

@@ -685,3 +685,163 @@ async fn a_client_of_one_upstream_never_waits_on_another_upstreams_fill() {
     assert!(!private.is_finished(), "the private fill should still hang");
     private.abort();
 }
+
+/// Starts alice's GET of `digest` in team/secret through the private upstream, and waits
+/// until that upstream has the request (the fill runs).
+async fn alice_starts_a_fill(
+    w: &World,
+    digest: &str,
+) -> tokio::task::JoinHandle<(StatusCode, Bytes)> {
+    let before = w.registries[1].requests();
+    let svc = w.service.clone();
+    let uri = format!("/v2/team/secret/blobs/{digest}?ns=private");
+    let task = tokio::spawn(async move {
+        let req = Request::builder()
+            .uri(uri)
+            .header("authorization", format!("Bearer {ALICE}"))
+            .body(())
+            .unwrap();
+        let resp = svc.call_request(req).await;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes);
+        (status, body.unwrap_or_default())
+    });
+    for _ in 0..500 {
+        if w.registries[1].requests() > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        w.registries[1].requests() > before,
+        "the private fill never started"
+    );
+    task
+}
+
+/// While alice's fill of the private layer runs (stalled half way), nobody else gets its
+/// bytes: an anonymous client through every docker.io route (GET, HEAD, range; in pub/app
+/// and in team/secret), and bob through the private route. None of them waits on the fill.
+#[tokio::test]
+async fn a_running_fill_of_a_private_layer_serves_no_other_route() {
+    let w = world();
+    let secret = support::sha256_bytes(b"secret layer: do not leak");
+    w.registries[1].set_blob_mode(&secret, FaultMode::Stall);
+    let alice = alice_starts_a_fill(&w, &secret).await;
+    let private_before = w.registries[1].requests();
+    let mut asks = Vec::new();
+    for route in [Route::Default, Route::Ns, Route::Prefix, Route::Host] {
+        for repo in ["pub/app", "team/secret"] {
+            asks.push((route, 0, repo, None));
+        }
+    }
+    asks.push((Route::Ns, 1, "team/secret", Some(BOB)));
+    asks.push((Route::Prefix, 1, "team/secret", Some(BOB)));
+    asks.push((Route::Ns, 1, "team/secret", None));
+    for (route, upstream, repo, token) in asks {
+        for (method, range) in [("GET", None), ("HEAD", None), ("GET", Some("bytes=0-3"))] {
+            let (uri, host) = uri_and_host(route, upstream, repo, &format!("blobs/{secret}"));
+            let mut req = Request::builder().method(method).uri(&uri);
+            if let Some(h) = host {
+                req = req.header("host", h);
+            }
+            if let Some(r) = range {
+                req = req.header("range", r);
+            }
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let (status, body) = tokio::time::timeout(Duration::from_secs(20), async {
+                let resp = w.service.call_request(req.body(()).unwrap()).await;
+                let status = resp.status();
+                (status, resp.into_body().collect().await.unwrap().to_bytes())
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{method} {uri} {range:?} waited on alice's fill"));
+            let want: &[StatusCode] = if upstream == 0 {
+                &[StatusCode::NOT_FOUND]
+            } else {
+                &[StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN]
+            };
+            assert!(
+                want.contains(&status),
+                "{method} {uri} {range:?} as {token:?}: {status}"
+            );
+            assert!(
+                !body.windows(6).any(|w| w == b"secret"),
+                "{method} {uri}: {body:?}"
+            );
+        }
+    }
+    assert_eq!(
+        w.registries[1].requests(),
+        private_before,
+        "others' requests reached the private upstream"
+    );
+    // Alice herself, on the fill's own route: a HEAD answers from the running fill (its
+    // size), with no upstream request.
+    for route in [Route::Ns, Route::Prefix, Route::Host] {
+        let (uri, host) = uri_and_host(route, 1, "team/secret", &format!("blobs/{secret}"));
+        let mut req = Request::builder()
+            .method("HEAD")
+            .uri(&uri)
+            .header("authorization", format!("Bearer {ALICE}"));
+        if let Some(h) = host {
+            req = req.header("host", h);
+        }
+        let resp = w.service.call_request(req.body(()).unwrap()).await;
+        assert_eq!(resp.status(), StatusCode::OK, "alice HEAD {uri}");
+        assert_eq!(
+            resp.headers()["content-length"],
+            b"secret layer: do not leak".len().to_string().as_str(),
+            "alice HEAD {uri}"
+        );
+    }
+    assert_eq!(
+        w.registries[1].requests(),
+        private_before,
+        "a HEAD during the fill asked the upstream"
+    );
+    assert!(!alice.is_finished(), "alice's fill should still hang");
+    alice.abort();
+}
+
+/// A fill that runs with the private upstream's credentials and fails (the upstream sends
+/// bytes that are not the layer) leaves nothing that fails anyone else: a docker.io client
+/// of the same shared layer gets it, whole and as a range, from its own upstream; alice
+/// never gets bytes only docker.io produced. (Waiting on a running fill of another
+/// upstream is the test above: a client that never joins it cannot fail with it.)
+#[tokio::test]
+async fn a_client_of_one_upstream_never_fails_with_another_upstreams_fill() {
+    let w = world();
+    let shared = support::sha256_bytes(b"shared base layer");
+    w.registries[1].set_blob_mode(&shared, FaultMode::WrongDigest);
+    let alice = alice_starts_a_fill(&w, &shared).await;
+    for (method, range, want) in [
+        ("GET", None, &b"shared base layer"[..]),
+        ("GET", Some("bytes=0-5"), &b"shared"[..]),
+        ("HEAD", None, &b""[..]),
+    ] {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("/v2/pub/app/blobs/{shared}"));
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        let resp = w.service.call_request(req.body(()).unwrap()).await;
+        let status = resp.status();
+        assert!(status.is_success(), "{method} {range:?}: {status}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.as_ref(), want, "{method} {range:?}");
+    }
+    let (_, body) = alice.await.unwrap();
+    assert_ne!(
+        body.as_ref(),
+        b"shared base layer".as_ref(),
+        "alice got bytes only docker.io produced"
+    );
+}

@@ -2,8 +2,9 @@
 //! kept like a tag list: the whole list per (upstream, repository, subject) when the
 //! subject has referrers, filtered here for any `artifactType`; fresh within
 //! the upstream's `tag_ttl`, revalidated once for all concurrent clients, served stale when
-//! the upstream fails. An upstream that ignores `artifactType` is filtered here, and the
-//! answer says `OCI-Filters-Applied: artifactType` only when some filter was applied. An
+//! the upstream fails. The upstream is always asked for the whole list, whatever filter a
+//! client sends, so a client that only ever filters (notation) is served offline too; the
+//! answer says `OCI-Filters-Applied: artifactType` only when a filter was applied. An
 //! upstream without the API answers 404, and so does the cache, so that clients fall back
 //! to the referrers tag schema (`sha256-<hex>` tags), which are ordinary tags here. The
 //! manifests the index names (signatures, SBOMs, attestations) are linked to the
@@ -30,7 +31,7 @@ pub const REFERRERS_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json"
 pub struct Referrers {
     /// The image index listing the referrers.
     pub body: Bytes,
-    /// Whether the `artifactType` filter was applied (by the upstream or here).
+    /// Whether the `artifactType` filter was applied.
     pub filtered: bool,
     /// True when served from a copy the upstream could not confirm.
     pub stale: bool,
@@ -46,7 +47,6 @@ impl Engine {
         digest: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Referrers, EngineError> {
-        let query = artifact_type.map_or(String::new(), |t| format!("artifactType={}", encode(t)));
         // One stored answer per subject: the whole list, filtered here for any artifactType.
         let key = TagKey {
             namespace: client.name().to_owned(),
@@ -61,11 +61,11 @@ impl Engine {
         {
             if let Some(page) = self.load_page(&key).await? {
                 EngineStats::add(&self.stats.tag_list_hits, 1);
-                return Ok(answer(page.body, false, false, artifact_type));
+                return Ok(answer(page.body, false, artifact_type));
             }
         }
         EngineStats::add(&self.stats.tag_list_misses, 1);
-        let fetched = match client.referrers(repo.as_str(), digest, &query).await {
+        let body = match client.referrers(repo.as_str(), digest).await {
             Ok(found) => found,
             Err(UpstreamError::NotFound) => return Err(EngineError::ManifestUnknown),
             Err(e) if is_transient(&e) => {
@@ -74,11 +74,10 @@ impl Engine {
                 };
                 EngineStats::add(&self.stats.tag_list_stale, 1);
                 tracing::warn!(upstream = client.name(), repo = %repo, %digest, error = %e, "upstream unavailable; serving stale referrers");
-                return Ok(answer(page.body, false, true, artifact_type));
+                return Ok(answer(page.body, true, artifact_type));
             }
             Err(e) => return Err(e.into()),
         };
-        let (body, upstream_filtered) = fetched;
         let media_type = inspect(&body, Some(REFERRERS_MEDIA_TYPE))?;
         if !is_index(&media_type) {
             return Err(crate::manifest::ManifestError::NotAManifest {
@@ -108,25 +107,19 @@ impl Engine {
         }
         // Stored: the whole list of a subject that has referrers (a client asking for random
         // digests must not make the cache store an empty answer for each).
-        if artifact_type.is_none() && has_referrers {
+        if has_referrers {
             self.store_page(&key, &body, None).await;
         }
-        Ok(answer(body, upstream_filtered, false, artifact_type))
+        Ok(answer(body, false, artifact_type))
     }
 }
 
-/// The answer to a client: the index, filtered here by `artifact_type` when the upstream
-/// did not filter it.
-fn answer(
-    body: Bytes,
-    upstream_filtered: bool,
-    stale: bool,
-    artifact_type: Option<&str>,
-) -> Referrers {
-    let Some(wanted) = artifact_type.filter(|_| !upstream_filtered) else {
+/// The answer to a client: the whole index, filtered here by `artifact_type` when given.
+fn answer(body: Bytes, stale: bool, artifact_type: Option<&str>) -> Referrers {
+    let Some(wanted) = artifact_type else {
         return Referrers {
             body,
-            filtered: upstream_filtered,
+            filtered: false,
             stale,
         };
     };
@@ -147,47 +140,20 @@ fn answer(
     }
 }
 
-/// Percent-encodes everything but the unreserved characters of RFC 3986.
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xF)]));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn artifact_types_are_encoded_for_the_upstream() {
-        assert_eq!(
-            encode("application/vnd.dev.cosign.artifact.sig.v1+json"),
-            "application%2Fvnd.dev.cosign.artifact.sig.v1%2Bjson"
-        );
-    }
-
-    #[test]
     fn an_unfiltered_index_is_filtered_here_and_says_so() {
         let body = Bytes::from_static(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"artifactType":"a/sig","digest":"sha256:1"},{"artifactType":"a/sbom","digest":"sha256:2"}]}"#);
-        let r = answer(body.clone(), false, false, Some("a/sbom"));
+        let r = answer(body.clone(), false, Some("a/sbom"));
         assert!(r.filtered);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
         assert_eq!(v["manifests"][0]["artifactType"], "a/sbom");
-        let r = answer(body.clone(), false, false, None);
+        let r = answer(body.clone(), false, None);
         assert!(!r.filtered);
         assert_eq!(r.body, body);
-        let r = answer(body.clone(), true, false, Some("a/sbom"));
-        assert!(r.filtered);
-        assert_eq!(r.body, body, "the upstream filtered it: passed as it is");
     }
 }

@@ -118,7 +118,9 @@ impl Engine {
                     stale: false,
                 })
             }
-            Err(UpstreamError::NotFound) => Err(EngineError::ManifestUnknown),
+            Err(UpstreamError::NotFound) => Err(EngineError::NameUnknown {
+                repository: repo.as_str().to_owned(),
+            }),
             Err(e) if is_transient(&e) => {
                 let page = match self.load_page(full).await? {
                     Some(page) if query.is_empty() => Some(page),
