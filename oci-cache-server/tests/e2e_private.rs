@@ -212,29 +212,36 @@ fn private_stays_private(storage: Option<(&S3Server, &str)>) {
         private_requests,
         "requests through docker.io routes reached the private registry"
     );
-    // The status page names the private repository only to alice.
-    let status = fetch_with(
-        "GET",
-        &format!("{}/status.json", cache.url()),
-        Auth::None,
-        &[],
-    );
-    assert!(
-        !String::from_utf8_lossy(&status.body).contains("team/secret"),
-        "{}",
-        status.describe()
-    );
-    let status = fetch_with(
-        "GET",
-        &format!("{}/status.json", cache.url()),
-        Auth::Basic("alice", ALICE_PASS),
-        &[],
-    );
-    assert!(
-        String::from_utf8_lossy(&status.body).contains("private.example/team/secret:v1"),
-        "{}",
-        status.describe()
-    );
+    // The operator pages name the private repository only to alice: not to an anonymous
+    // viewer, nor to one with a wrong password, on any page.
+    for page in ["/", "/status", "/status.json", "/metrics"] {
+        for auth in [Auth::None, Auth::Basic("alice", "wrong-password")] {
+            let answer = fetch_with("GET", &format!("{}{page}", cache.url()), auth, &[]);
+            assert!(
+                answer.status == 200 || answer.status == 401,
+                "{page}: {}",
+                answer.describe()
+            );
+            assert!(
+                !String::from_utf8_lossy(&answer.body).contains("team/secret"),
+                "{page} named the private repository: {}",
+                answer.describe()
+            );
+        }
+    }
+    for page in ["/", "/status.json"] {
+        let status = fetch_with(
+            "GET",
+            &format!("{}{page}", cache.url()),
+            Auth::Basic("alice", ALICE_PASS),
+            &[],
+        );
+        assert!(
+            String::from_utf8_lossy(&status.body).contains("private.example/team/secret:v1"),
+            "{page}: {}",
+            status.describe()
+        );
+    }
 
     // The request log names the upstream of manifest requests and carries no colour codes
     // (its stderr is a file, not a terminal).
