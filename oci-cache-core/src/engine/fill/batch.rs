@@ -1,22 +1,56 @@
-//! Gathering an upstream body into batches.
+//! Gathering an upstream body into batches, without copying: a batch is the chunks the
+//! HTTP client read from the socket (a few hundred KiB each), as they are.
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 
 use crate::{EngineError, UpstreamError};
 
-/// Bytes a fill gathers before writing them on.
+/// Bytes a fill gathers before handing them on.
 const BATCH: usize = 1024 * 1024;
 
-/// Collects what the upstream has ready, up to [`BATCH`] bytes, so the spool, the hash
-/// and the storage see few large writes rather than many small ones, without waiting for
-/// bytes that have not arrived. `None` at the end of the body.
+/// The chunks of a batch, in order. Cloning it clones handles, not bytes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Batch {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl Batch {
+    /// Bytes in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The chunks, in order.
+    pub(crate) fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        self.chunks.push(chunk);
+    }
+}
+
+impl From<Bytes> for Batch {
+    fn from(chunk: Bytes) -> Self {
+        let mut batch = Batch::default();
+        batch.push(chunk);
+        batch
+    }
+}
+
+/// Collects what the upstream has ready, up to [`BATCH`] bytes, so the stages see few
+/// batches rather than many small chunks, without waiting for bytes that have not arrived
+/// and without copying them (an earlier version copied every chunk into one buffer: a
+/// memmove and fresh pages for every byte of a cold fill). `None` at the end of the body.
 pub(crate) async fn next_batch<S>(
     body: &mut S,
     idle: Duration,
-) -> Result<Option<Bytes>, EngineError>
+) -> Result<Option<Batch>, EngineError>
 where
     S: futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin,
 {
@@ -24,17 +58,12 @@ where
         .await
         .map_err(|_| UpstreamError::Timeout)?;
     let Some(first) = first else { return Ok(None) };
-    let first = first.map_err(UpstreamError::from)?;
-    if first.len() >= BATCH {
-        return Ok(Some(first));
-    }
-    let mut batch = BytesMut::with_capacity(BATCH);
-    batch.extend_from_slice(&first);
+    let mut batch = Batch::from(first.map_err(UpstreamError::from)?);
     while batch.len() < BATCH {
         match body.next().now_or_never() {
-            Some(Some(chunk)) => batch.extend_from_slice(&chunk.map_err(UpstreamError::from)?),
+            Some(Some(chunk)) => batch.push(chunk.map_err(UpstreamError::from)?),
             Some(None) | None => break,
         }
     }
-    Ok(Some(batch.freeze()))
+    Ok(Some(batch))
 }

@@ -1,10 +1,10 @@
 //! The fill's hash stage: hashes the batches in their own task (on the blocking pool), so
 //! the download never waits for the hash, and hands back the verifier at the end.
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::batch::Batch;
 use crate::{EngineError, Verifier};
 
 /// Batches waiting for the hash, at most.
@@ -12,18 +12,20 @@ const DEPTH: usize = 4;
 
 /// A verifier running in its own task.
 pub(super) struct HashStage {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Batch>,
     task: JoinHandle<Result<Verifier, EngineError>>,
 }
 
 impl HashStage {
     /// Starts hashing into `verifier`.
     pub(super) fn start(mut verifier: Verifier) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
+        let (tx, mut rx) = mpsc::channel::<Batch>(DEPTH);
         let task = tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
                 verifier = tokio::task::spawn_blocking(move || {
-                    verifier.update(&batch);
+                    for chunk in batch.chunks() {
+                        verifier.update(chunk);
+                    }
                     verifier
                 })
                 .await
@@ -35,7 +37,7 @@ impl HashStage {
     }
 
     /// Hands the next batch to the hash (waits while [`DEPTH`] batches wait).
-    pub(super) async fn send(&self, batch: Bytes) -> Result<(), EngineError> {
+    pub(super) async fn send(&self, batch: Batch) -> Result<(), EngineError> {
         self.tx
             .send(batch)
             .await

@@ -95,8 +95,10 @@ impl FillJob {
                 });
             }
             // Readers take the batch from the window at once; the stages follow.
-            spool.arrived(received, batch.clone());
-            received += len;
+            for chunk in batch.chunks() {
+                spool.arrived(received, chunk.clone());
+                received += chunk.len() as u64;
+            }
             tx.send_modify(|p| {
                 if let Progress::Streaming { received: r, .. } = p {
                     *r = received;

@@ -27,7 +27,7 @@ pub(crate) struct Spool {
 /// Bytes of stored batches the window keeps besides those not stored yet.
 const RECENT_BYTES: usize = 4 * 1024 * 1024;
 
-/// The batches that arrived and are not stored yet, and the latest stored ones: readers
+/// The chunks that arrived and are not stored yet, and the latest stored ones: readers
 /// that keep up with the fill take them as they are, without waiting for the disk or
 /// reading them back.
 #[derive(Debug, Default)]
@@ -132,10 +132,13 @@ impl Spool {
     /// window starts.
     pub(super) fn recall(&self, pos: u64, limit: u64) -> Recall {
         let window = self.window.lock();
-        let found = window
-            .batches
-            .iter()
-            .find(|(offset, batch)| *offset <= pos && pos < offset + batch.len() as u64);
+        // The chunks are in offset order: the one holding `pos` is the last that starts at
+        // or before it.
+        let after = window.batches.partition_point(|(offset, _)| *offset <= pos);
+        let found = after
+            .checked_sub(1)
+            .and_then(|i| window.batches.get(i))
+            .filter(|(offset, batch)| pos < offset + batch.len() as u64);
         if let Some((offset, batch)) = found {
             let end = limit.min(offset + batch.len() as u64);
             // Both fit a usize: they lie within the batch.
@@ -215,6 +218,48 @@ impl Spool {
                         held: buf.len() as u64,
                     })
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunks of any sizes, as the HTTP client reads them: a reader at any position gets
+    /// the bytes of the chunk holding it, up to the limit; before the window (once stored
+    /// chunks are trimmed) it is sent to the backing.
+    #[test]
+    fn the_window_finds_the_chunk_holding_any_position() {
+        let spool = Spool::memory(&MemoryBudget::new(1 << 30));
+        let sizes = [1usize, 7, 4096, 3, 65_536, 1, 1_000_000, 2, 3_500_000, 5];
+        let mut all = Vec::new();
+        for (i, size) in sizes.iter().enumerate() {
+            let chunk: Vec<u8> = (0..*size).map(|j| (i * 31 + j) as u8).collect();
+            spool.arrived(all.len() as u64, Bytes::from(chunk.clone()));
+            all.extend_from_slice(&chunk);
+        }
+        let total = all.len() as u64;
+        let mut pos = 0u64;
+        while pos < total {
+            let Recall::Memory(bytes) = spool.recall(pos, total) else {
+                panic!("position {pos} not in the window");
+            };
+            assert!(!bytes.is_empty());
+            assert_eq!(&bytes[..], &all[pos as usize..pos as usize + bytes.len()]);
+            pos += bytes.len() as u64;
+        }
+        // A limit inside a chunk cuts the answer there.
+        let Recall::Memory(bytes) = spool.recall(5000, 5005) else {
+            panic!("not in the window");
+        };
+        assert_eq!(&bytes[..], &all[5000..5005]);
+        // Stored and trimmed: the first chunks leave the window (it keeps 4 MiB of stored
+        // bytes), and their positions go to the backing.
+        spool.stored(total);
+        match spool.recall(0, total) {
+            Recall::Backing { end } => assert!(end > 0 && end < total, "{end}"),
+            Recall::Memory(_) => panic!("trimmed bytes are still in the window"),
         }
     }
 }

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use oci_cache_storage::BlobWriter;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::batch::Batch;
 use super::context::FillContext;
 use super::feed::StorageFeed;
 use super::spool::Spool;
@@ -38,7 +38,7 @@ pub(super) struct Stored {
 /// The store stage's task. Dropping it stops the task, and a storage writer it held is
 /// dropped, which discards what it wrote.
 pub(super) struct StoreStage {
-    tx: Option<mpsc::UnboundedSender<(Bytes, OwnedSemaphorePermit)>>,
+    tx: Option<mpsc::UnboundedSender<(Batch, OwnedSemaphorePermit)>>,
     ahead: Arc<Semaphore>,
     task: JoinHandle<Result<Stored, EngineError>>,
 }
@@ -63,7 +63,7 @@ impl StoreStage {
         spool: Spool,
         sink: Sink,
     ) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Bytes, OwnedSemaphorePermit)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Batch, OwnedSemaphorePermit)>();
         let mut store = Store {
             context,
             digest,
@@ -91,7 +91,7 @@ impl StoreStage {
 
     /// Hands the next batch to the stage (waits while [`AHEAD`] bytes wait). An error
     /// means the stage failed; [`StoreStage::finish`] says how.
-    pub(super) async fn send(&self, batch: Bytes) -> Result<(), ()> {
+    pub(super) async fn send(&self, batch: Batch) -> Result<(), ()> {
         let want = u32::try_from(batch.len().clamp(1, AHEAD)).unwrap_or(u32::MAX);
         let room = Arc::clone(&self.ahead)
             .acquire_many_owned(want)
@@ -120,32 +120,40 @@ impl Drop for StoreStage {
 
 impl Store {
     /// Writes `batch`, the next bytes, and tells the window they are stored.
-    async fn write(&mut self, batch: Bytes) -> Result<(), EngineError> {
+    async fn write(&mut self, batch: Batch) -> Result<(), EngineError> {
         let len = batch.len() as u64;
         match &mut self.sink {
             Sink::Direct(w) => {
-                let stored = match w.write(batch.clone()).await {
-                    Ok(()) => w.flush().await,
-                    Err(e) => Err(e),
-                };
+                let mut stored = Ok(());
+                for chunk in batch.chunks() {
+                    stored = w.write(chunk.clone()).await;
+                    if stored.is_err() {
+                        break;
+                    }
+                }
+                if stored.is_ok() {
+                    stored = w.flush().await;
+                }
                 if let Err(e) = stored {
                     // The storage file failed (a full disk): go on from a spool copy of what
                     // was stored so far, serving without storing.
                     tracing::warn!(digest = %self.digest, error = %e, "storage write failed; serving without storing");
-                    let spool = self.copy_spool(batch).await?;
+                    let spool = self.copy_spool(&batch).await?;
                     self.move_to(spool);
                     EngineStats::add(&self.context.stats.pass_through_bytes, self.written);
                     self.sink = Sink::PassThrough;
                 }
             }
             Sink::Fed(_) | Sink::PassThrough => {
-                if let Err(e) = self.spool.write_at(self.written, batch.clone()).await {
+                if let Err(e) = write_batch(&self.spool, self.written, &batch).await {
                     tracing::warn!(digest = %self.digest, error = %e, "spool write failed; spooling in memory");
-                    let spool = self.memory_copy(batch.clone()).await?;
+                    let spool = self.memory_copy(&batch).await?;
                     self.move_to(spool);
                 }
                 if let Sink::Fed(feed) = &mut self.sink {
-                    feed.send(batch).await;
+                    for chunk in batch.chunks() {
+                        feed.send(chunk.clone()).await;
+                    }
                 }
             }
         }
@@ -170,10 +178,10 @@ impl Store {
 
     /// A new backing holding what was stored so far and then `batch`: a file in the spool
     /// directory, or, when that disk is full too, memory.
-    async fn copy_spool(&mut self, batch: Bytes) -> Result<Spool, EngineError> {
+    async fn copy_spool(&mut self, batch: &Batch) -> Result<Spool, EngineError> {
         if let Ok(file) = Spool::create(&self.context.spool_dir) {
             let filled = match self.spool.copy_into(&file, self.written).await {
-                Ok(()) => file.write_at(self.written, batch.clone()).await,
+                Ok(()) => write_batch(&file, self.written, batch).await,
                 Err(e) => Err(e),
             };
             match filled {
@@ -188,10 +196,20 @@ impl Store {
 
     /// A memory backing holding what was stored so far and then `batch`. (`&mut`: the
     /// stage is `Send` but not `Sync`.)
-    async fn memory_copy(&mut self, batch: Bytes) -> Result<Spool, EngineError> {
+    async fn memory_copy(&mut self, batch: &Batch) -> Result<Spool, EngineError> {
         let memory = Spool::memory(&self.context.memory_budget);
         self.spool.copy_into(&memory, self.written).await?;
-        memory.write_at(self.written, batch).await?;
+        write_batch(&memory, self.written, batch).await?;
         Ok(memory)
     }
+}
+
+/// Writes `batch`'s chunks into `spool` from `offset` on.
+async fn write_batch(spool: &Spool, offset: u64, batch: &Batch) -> Result<(), EngineError> {
+    let mut pos = offset;
+    for chunk in batch.chunks() {
+        spool.write_at(pos, chunk.clone()).await?;
+        pos += chunk.len() as u64;
+    }
+    Ok(())
 }
