@@ -62,20 +62,69 @@ pub async fn verified_get(
     })
 }
 
-/// `clients` simultaneous verified GETs of `url`; returns the wall time until the last
-/// one ended.
+/// GETs `url` and only counts the body's bytes (as `curl -o /dev/null` would); fails unless
+/// the status is 200 and the body is `size` bytes. For throughput of content a
+/// [`verified_get`] has checked before: a hashing client on these 2 cores measures its own
+/// hash as much as the server.
+pub async fn counted_get(
+    client: &reqwest::Client,
+    url: &str,
+    size: u64,
+) -> Result<BlobGet, BoxError> {
+    let started = Instant::now();
+    let mut resp = client
+        .get(url)
+        .timeout(transfer_timeout(size))
+        .send()
+        .await?;
+    if resp.status() != reqwest::StatusCode::OK {
+        return Err(format!("GET {url}: {}", resp.status()).into());
+    }
+    let mut len = 0u64;
+    let mut first_byte = None;
+    while let Some(chunk) = resp.chunk().await? {
+        first_byte.get_or_insert_with(|| started.elapsed());
+        len += chunk.len() as u64;
+    }
+    let total = started.elapsed();
+    if len != size {
+        return Err(format!("GET {url}: got {len} bytes, want {size}").into());
+    }
+    Ok(BlobGet {
+        first_byte: first_byte.unwrap_or(total),
+        total,
+    })
+}
+
+/// How a client of [`concurrent_gets`] reads a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Hashes every byte and checks the digest ([`verified_get`]).
+    Verified,
+    /// Counts the bytes ([`counted_get`]).
+    Counted,
+}
+
+/// `clients` simultaneous GETs of `url`, each read as `reading` says; returns the wall
+/// time until the last one ended.
 pub async fn concurrent_gets(
     client: &reqwest::Client,
     url: &str,
     digest: &str,
     size: u64,
     clients: usize,
+    reading: Reading,
 ) -> Result<Duration, BoxError> {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
         let (client, url, digest) = (client.clone(), url.to_owned(), digest.to_owned());
-        tasks.spawn(async move { verified_get(&client, &url, &digest, size).await });
+        tasks.spawn(async move {
+            match reading {
+                Reading::Verified => verified_get(&client, &url, &digest, size).await,
+                Reading::Counted => counted_get(&client, &url, size).await,
+            }
+        });
     }
     while let Some(joined) = tasks.join_next().await {
         joined??;

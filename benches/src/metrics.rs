@@ -35,8 +35,28 @@ pub const METRICS: &[Metric] = &[
         Better::Lower,
     ),
     metric(
+        "warm1n_mbs",
+        "warm big blob, 1 client counting bytes (MB/s)",
+        Better::Higher,
+    ),
+    metric(
+        "warm8n_mbs",
+        "warm big blob, 8 clients counting bytes, aggregate (MB/s)",
+        Better::Higher,
+    ),
+    metric(
+        "warm1n_cpu_gib",
+        "warm, 1 client counting bytes: server CPU (s/GiB)",
+        Better::Lower,
+    ),
+    metric(
+        "warm8n_cpu_gib",
+        "warm, 8 clients counting bytes: server CPU (s/GiB)",
+        Better::Lower,
+    ),
+    metric(
         "warm_up_gets",
-        "warm: upstream GETs (all 9 warm GETs)",
+        "warm: upstream GETs (all 18 warm GETs)",
         Better::Lower,
     ),
     metric("direct_ms", "direct GET from upstream (ms)", Better::Lower),
@@ -177,6 +197,42 @@ pub const METRICS: &[Metric] = &[
     ),
     metric("mix_up_mib", "200 clients: upstream MiB", Better::Lower),
     metric("mix_cpu_s", "200 clients: cache CPU (s)", Better::Lower),
+    metric(
+        "mixw_manifest_p50",
+        "200 clients again, all cached: manifest by tag p50 (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "mixw_manifest_p99",
+        "200 clients again: manifest by tag p99 (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "mixw_config_p99",
+        "200 clients again: config p99 (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "mixw_large_p99",
+        "200 clients again: layer of 1-64 MiB p99 (ms)",
+        Better::Lower,
+    ),
+    metric("mixw_wall_s", "200 clients again: wall (s)", Better::Lower),
+    metric(
+        "mixw_errors",
+        "200 clients again: failed requests",
+        Better::Lower,
+    ),
+    metric(
+        "mixw_up_requests",
+        "200 clients again: upstream requests",
+        Better::Lower,
+    ),
+    metric(
+        "mixw_cpu_s",
+        "200 clients again: cache CPU (s)",
+        Better::Lower,
+    ),
     Metric {
         key: "mix_rss_mib",
         label: "200 clients: peak RSS (MiB)",

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::load::{concurrent_gets, manifest_storm, verified_get, ManifestRequest};
+use crate::load::{concurrent_gets, manifest_storm, verified_get, ManifestRequest, Reading};
 use crate::report::Results;
 use crate::subject::{Binaries, Kind, Subject};
 use crate::upstream::Traffic;
@@ -147,21 +147,28 @@ impl Bench<'_> {
         r.add(kind, "cold_up_mib", traffic.bytes as f64 / MIB);
         r.add(kind, "cold_cpu_gib", cpu / big_gib);
 
-        // Warm big blob: 1 client, then 8.
+        // Warm big blob: 1 client, then 8; clients that hash every byte, then clients that
+        // only count them (the content was verified by the GETs before).
         let before = self.upstream.traffic(Some("GET"), &big_path);
-        for clients in [1, WARM_CLIENTS] {
-            let cpu = cache.cpu_seconds(self.ticks)?;
-            let wall = concurrent_gets(&self.client, &url, &big.digest, big.size, clients).await?;
-            let cpu = cache.cpu_seconds(self.ticks)? - cpu;
-            let bytes = big.size as f64 * clients as f64;
-            let (mbs, cpu_key) = if clients == 1 {
-                ("warm1_mbs", "warm1_cpu_gib")
-            } else {
-                ("warm8_mbs", "warm8_cpu_gib")
-            };
-            self.results
-                .add(kind, mbs, bytes / wall.as_secs_f64() / 1e6);
-            self.results.add(kind, cpu_key, cpu / (bytes / GIB));
+        for (reading, tag) in [(Reading::Verified, ""), (Reading::Counted, "n")] {
+            for clients in [1, WARM_CLIENTS] {
+                let cpu = cache.cpu_seconds(self.ticks)?;
+                let wall =
+                    concurrent_gets(&self.client, &url, &big.digest, big.size, clients, reading)
+                        .await?;
+                let cpu = cache.cpu_seconds(self.ticks)? - cpu;
+                let bytes = big.size as f64 * clients as f64;
+                self.results.add(
+                    kind,
+                    format!("warm{clients}{tag}_mbs"),
+                    bytes / wall.as_secs_f64() / 1e6,
+                );
+                self.results.add(
+                    kind,
+                    format!("warm{clients}{tag}_cpu_gib"),
+                    cpu / (bytes / GIB),
+                );
+            }
         }
         let traffic = self.traffic_since(Some("GET"), &big_path, before).await?;
         self.results
@@ -203,7 +210,15 @@ impl Bench<'_> {
         let mid_path = self.blob_path(mid);
         let url = format!("http://{}{mid_path}", cache.addr());
         let before = self.upstream.traffic(Some("GET"), &mid_path);
-        let wall = concurrent_gets(&self.client, &url, &mid.digest, mid.size, HERD_CLIENTS).await?;
+        let wall = concurrent_gets(
+            &self.client,
+            &url,
+            &mid.digest,
+            mid.size,
+            HERD_CLIENTS,
+            Reading::Verified,
+        )
+        .await?;
         self.wait_local(&format!("http://{}", cache.addr()), &mid_path)
             .await?;
         let traffic = self.traffic_since(Some("GET"), &mid_path, before).await?;
@@ -245,6 +260,31 @@ impl Bench<'_> {
         r.add(kind, "mix_up_requests", traffic.requests as f64);
         r.add(kind, "mix_up_mib", traffic.bytes as f64 / MIB);
         r.add(kind, "mix_cpu_s", cpu);
+
+        // The same clients again: everything is cached now.
+        let before = self.upstream.traffic(None, &prefix);
+        let cpu = cache.cpu_seconds(self.ticks)?;
+        let mut warm =
+            crate::mixed::pull(&self.client, &base, content.repo, &content.mixed).await?;
+        let cpu = cache.cpu_seconds(self.ticks)? - cpu;
+        let rss = rss.max(cache.peak_rss_kib()?);
+        let traffic = self.traffic_since(None, &prefix, before).await?;
+        if let Some(e) = &warm.first_error {
+            eprintln!(
+                "  {} mixed again: {} errors, first: {e}",
+                kind.name(),
+                warm.errors
+            );
+        }
+        let r = &mut self.results;
+        r.add(kind, "mixw_manifest_p50", q(&mut warm.manifests, 0.5));
+        r.add(kind, "mixw_manifest_p99", q(&mut warm.manifests, 0.99));
+        r.add(kind, "mixw_config_p99", q(&mut warm.configs, 0.99));
+        r.add(kind, "mixw_large_p99", q(&mut warm.large_layers, 0.99));
+        r.add(kind, "mixw_wall_s", warm.wall.as_secs_f64());
+        r.add(kind, "mixw_errors", warm.errors as f64);
+        r.add(kind, "mixw_up_requests", traffic.requests as f64);
+        r.add(kind, "mixw_cpu_s", cpu);
         r.add(kind, "mix_rss_mib", rss as f64 / 1024.0);
         Ok(())
     }
