@@ -37,6 +37,7 @@
 mod access;
 mod gc;
 mod limits;
+mod peers;
 mod secret;
 mod tls;
 mod upstream;
@@ -93,6 +94,9 @@ pub enum ConfigError {
     /// The access-control settings are unusable or unsafe.
     #[error("access control: {0}")]
     Access(String),
+    /// The peer settings are unusable or unsafe.
+    #[error("peers: {0}")]
+    Peers(String),
 }
 
 /// The whole configuration.
@@ -132,6 +136,29 @@ pub struct Config {
     /// Upstreams; the first is the default.
     #[serde(default = "default_upstreams")]
     pub upstreams: Vec<UpstreamEntry>,
+    /// The other replicas (and this one) on the same storage, as base URLs: each blob is
+    /// then downloaded by one of them for all (see `peers_dns` for a headless Service).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// `host:port` whose addresses are the replicas (a headless Service), resolved again
+    /// every 10 s; instead of `peers`.
+    #[serde(default)]
+    pub peers_dns: Option<String>,
+    /// A file holding the replicas' shared secret (at least 16 bytes); needed with peers.
+    #[serde(default)]
+    pub peer_secret_file: Option<PathBuf>,
+    /// This replica's URL as the others reach it (default `http://` and `listen`, which
+    /// must then not be a wildcard address).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Seconds the owner replica may take to answer a forwarded miss before this replica
+    /// downloads the blob itself (default 5).
+    #[serde(default = "default_peer_timeout_secs")]
+    pub peer_timeout_secs: u64,
+}
+
+fn default_peer_timeout_secs() -> u64 {
+    5
 }
 
 fn default_listen() -> SocketAddr {
@@ -166,6 +193,11 @@ impl Default for Config {
             auth: None,
             tls: None,
             upstreams: default_upstreams(),
+            peers: Vec::new(),
+            peers_dns: None,
+            peer_secret_file: None,
+            advertise: None,
+            peer_timeout_secs: default_peer_timeout_secs(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One API request: route, choose the upstream, call the engine, build the response.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
@@ -18,6 +19,7 @@ use crate::auth::{AccessPolicy, Identity};
 use crate::body::{full_body, Body, BodyError};
 use crate::error::{error_response, ApiError};
 use crate::outcome::{LogInfo, Outcome};
+use crate::peers::{Forward, Forwarded, LocalFill, Peers, PEER_HEADER};
 use crate::query::{client_link, forwarded_query, percent_decode, query_param};
 use crate::zero_copy::Sends;
 
@@ -58,13 +60,14 @@ fn through(client: &UpstreamClient, cache: &'static str) -> LogInfo {
 /// Answers one API request (`route`, parsed from its path); a failure becomes its OCI
 /// error response.
 pub(crate) async fn handle(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     upstreams: &Upstreams,
     access: &AccessPolicy,
+    peers: Option<&Arc<Peers>>,
     parts: &Parts,
     route: Result<Route, RouteParseError>,
 ) -> Outcome {
-    match answer(engine, upstreams, access, parts, route).await {
+    match answer(engine, upstreams, access, peers, parts, route).await {
         Ok(outcome) => outcome,
         Err(failure) => {
             tracing::debug!(error = %failure.error, "request failed");
@@ -81,9 +84,10 @@ pub(crate) async fn handle(
 
 /// The outcome of a request that succeeds, or why it failed.
 async fn answer(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     upstreams: &Upstreams,
     access: &AccessPolicy,
+    peers: Option<&Arc<Peers>>,
     parts: &Parts,
     route: Result<Route, RouteParseError>,
 ) -> Result<Outcome, Failure> {
@@ -99,7 +103,15 @@ async fn answer(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| parts.uri.host());
-    let identity = access.identify(&parts.headers).await?;
+    // A peer replica's request carries the upstream and the identity it checked, vouched
+    // for by the shared secret; anything else with the peer header is refused.
+    let from_peer = parts.headers.contains_key(PEER_HEADER);
+    let (identity, ns) = if from_peer {
+        let (upstream, identity) = peer_request(peers, parts)?;
+        (identity, Some(upstream))
+    } else {
+        (access.identify(&parts.headers).await?, ns)
+    };
     let select = |name: &str| select(upstreams, access, &identity, ns.as_deref(), host, name);
 
     match route {
@@ -154,6 +166,43 @@ async fn answer(
                         response: file_response(&digest.to_string(), file, sends)?,
                         log: through(&client, "hit"),
                     });
+                }
+            }
+            if let Some(peers) = peers {
+                if from_peer {
+                    peers.stats().served.fetch_add(1, Ordering::Relaxed);
+                } else if let Some(owner) = peers.owner_elsewhere(&digest) {
+                    let stored = engine
+                        .stored_blob(&client, &repo, &digest, range)
+                        .await
+                        .map_err(at(&client))?;
+                    if let Some(hit) = stored {
+                        return Ok(Outcome {
+                            response: blob_response(&digest.to_string(), hit),
+                            log: through(&client, "hit"),
+                        });
+                    }
+                    if !engine.fill_running(client.name(), &digest) {
+                        let f = Forward {
+                            owner,
+                            upstream: client.name().to_owned(),
+                            repo: repo.as_str().to_owned(),
+                            digest: digest.clone(),
+                            range: parts
+                                .headers
+                                .get(header::RANGE)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned),
+                            identity: identity.clone(),
+                        };
+                        let local = local_fill(engine, &client, &repo, &digest);
+                        if let Forwarded::Answer(response) = peers.forward_blob(f, local).await {
+                            return Ok(Outcome {
+                                response,
+                                log: through(&client, "peer"),
+                            });
+                        }
+                    }
                 }
             }
             let blob = engine
@@ -220,6 +269,41 @@ async fn answer(
             })
         }
     }
+}
+
+/// The upstream and identity a peer request's token vouches for (a 401 when there is no
+/// peer set-up or the token does not verify: a client cannot pose as a peer).
+fn peer_request(peers: Option<&Arc<Peers>>, parts: &Parts) -> Result<(String, Identity), ApiError> {
+    let token = parts
+        .headers
+        .get(PEER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::Unauthenticated)?;
+    let peers = peers.ok_or(ApiError::Unauthenticated)?;
+    peers
+        .verify(token, parts.method.as_str(), parts.uri.path())
+        .map_err(|e| {
+            tracing::warn!(error = %e, path = parts.uri.path(), "peer token refused");
+            ApiError::Unauthenticated
+        })
+}
+
+/// A fill here of `digest` (or a part), for a forwarded answer the owner breaks off.
+fn local_fill(
+    engine: &Arc<Engine>,
+    client: &Arc<UpstreamClient>,
+    repo: &RepositoryName,
+    digest: &oci_cache_core::Digest,
+) -> LocalFill {
+    let (engine, client, repo, digest) = (
+        Arc::clone(engine),
+        Arc::clone(client),
+        repo.clone(),
+        digest.clone(),
+    );
+    Box::new(move |range| {
+        Box::pin(async move { engine.blob(&client, &repo, &digest, range).await })
+    })
 }
 
 /// Chooses the upstream and repository for `name`, in an order that tells a client nothing

@@ -6,7 +6,7 @@
 //! another hyper or axum application.
 //!
 //! The `oci-cache` binary needs the `cli` feature (on by default), which adds only what the
-//! binary uses: clap, tracing-subscriber, indicatif and reqwest. An application embedding
+//! binary uses: clap, tracing-subscriber and indicatif. An application embedding
 //! the service can depend on this crate with `default-features = false`.
 
 pub mod auth;
@@ -18,6 +18,7 @@ mod handler;
 pub mod metrics;
 mod ops;
 mod outcome;
+pub mod peers;
 mod query;
 mod readiness;
 mod serve;

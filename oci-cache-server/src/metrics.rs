@@ -1,6 +1,7 @@
 //! Prometheus metrics: HTTP requests by route and status (counted by the service), and, at
 //! each scrape, the engine's and every upstream's counters.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use oci_cache_core::{Engine, Upstreams};
@@ -10,6 +11,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+
+use crate::peers::Peers;
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,6 +31,16 @@ pub struct Metrics {
 impl Metrics {
     /// Metrics over `engine` and `upstreams`.
     pub fn new(engine: Arc<Engine>, upstreams: Arc<Upstreams>) -> Self {
+        Self::build(engine, upstreams, None)
+    }
+
+    /// Metrics over `engine`, `upstreams` and this replica's `peers`
+    /// (`oci_cache_peer_requests_total`).
+    pub fn with_peers(engine: Arc<Engine>, upstreams: Arc<Upstreams>, peers: Arc<Peers>) -> Self {
+        Self::build(engine, upstreams, Some(peers))
+    }
+
+    fn build(engine: Arc<Engine>, upstreams: Arc<Upstreams>, peers: Option<Arc<Peers>>) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -36,6 +49,9 @@ impl Metrics {
             requests.clone(),
         );
         registry.register_collector(Box::new(EngineCollector { engine, upstreams }));
+        if let Some(peers) = peers {
+            registry.register_collector(Box::new(PeerCollector(peers)));
+        }
         Self { registry, requests }
     }
 
@@ -92,6 +108,33 @@ fn to_prometheus_text(openmetrics: &str) -> String {
 struct EngineCollector {
     engine: Arc<Engine>,
     upstreams: Arc<Upstreams>,
+}
+
+/// The peer counters of a replica.
+#[derive(Debug)]
+struct PeerCollector(Arc<Peers>);
+
+impl Collector for PeerCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let s = self.0.stats();
+        let mut family = enc.encode_descriptor(
+            "oci_cache_peer_requests",
+            "Blob misses by what other replicas did (forwarded: the owner replica answered; fallback: filled here instead; resumed: the owner broke off and a fill here finished; served: answered here as the owner)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, v) in [
+            ("forwarded", &s.forwarded),
+            ("fallback", &s.fallbacks),
+            ("resumed", &s.resumed),
+            ("served", &s.served),
+        ] {
+            family
+                .encode_family(&[("result", result)])?
+                .encode_counter::<NoLabelSet, _, u64>(&v.load(Ordering::Relaxed), None)?;
+        }
+        Ok(())
+    }
 }
 
 /// An unlabelled counter.

@@ -20,6 +20,7 @@ use crate::handler::handle;
 use crate::metrics::Metrics;
 use crate::ops::{handle_ops, OpsContext};
 use crate::outcome::Outcome;
+use crate::peers::Peers;
 use crate::readiness::StorageProbe;
 
 /// What a listener serves.
@@ -44,6 +45,7 @@ pub struct CacheService {
     probe: Arc<StorageProbe>,
     role: Role,
     max_bytes: Option<u64>,
+    peers: Option<Arc<Peers>>,
 }
 
 impl CacheService {
@@ -58,6 +60,7 @@ impl CacheService {
             probe: Arc::default(),
             role: Role::Both,
             max_bytes: None,
+            peers: None,
         }
     }
 
@@ -72,6 +75,19 @@ impl CacheService {
     #[must_use]
     pub fn with_storage_limit(mut self, max_bytes: Option<u64>) -> Self {
         self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The same service as one replica of several (see [`crate::peers`]): misses of blobs
+    /// another replica owns are forwarded to it, and peer requests are answered.
+    #[must_use]
+    pub fn with_peers(mut self, peers: Arc<Peers>) -> Self {
+        self.metrics = Arc::new(Metrics::with_peers(
+            Arc::clone(&self.engine),
+            Arc::clone(&self.upstreams),
+            Arc::clone(&peers),
+        ));
+        self.peers = Some(peers);
         self
     }
 
@@ -139,10 +155,26 @@ impl CacheService {
             // Not an API path either: the API handler answers it as such.
             (Endpoint::Ops(_), Role::Api) => {
                 let not_api = Err(RouteParseError::NotFound);
-                handle(&self.engine, &self.upstreams, &self.access, parts, not_api).await
+                handle(
+                    &self.engine,
+                    &self.upstreams,
+                    &self.access,
+                    self.peers.as_ref(),
+                    parts,
+                    not_api,
+                )
+                .await
             }
             (Endpoint::Api(route), Role::Both | Role::Api) => {
-                handle(&self.engine, &self.upstreams, &self.access, parts, route).await
+                handle(
+                    &self.engine,
+                    &self.upstreams,
+                    &self.access,
+                    self.peers.as_ref(),
+                    parts,
+                    route,
+                )
+                .await
             }
         }
     }

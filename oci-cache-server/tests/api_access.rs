@@ -241,3 +241,95 @@ async fn unauthenticated_answers_are_the_same_on_every_route_and_method() {
         }
     }
 }
+
+/// A peer request (another replica forwarding a miss) is answered for the identity its
+/// token vouches for, under the same rules: the private upstream's content to alice only,
+/// a denied repository to nobody, and a token made with another secret, for another path,
+/// or by hand gets the anonymous client's 401.
+#[tokio::test]
+async fn peer_requests_answer_only_what_the_vouched_identity_may_pull() {
+    use oci_cache_server::auth::Identity;
+    use oci_cache_server::peers::{PeerConfig, PeerSecret, PeerSource, Peers, PEER_HEADER};
+    let secret = PeerSecret::new("the replicas' shared secret").unwrap();
+    let peers = Peers::new(PeerConfig::new(
+        PeerSource::Static(vec!["http://127.0.0.1:1".into()]),
+        "http://127.0.0.1:1",
+        secret.clone(),
+    ))
+    .unwrap();
+    let mut api = api();
+    api.service = api.service.clone().with_peers(peers);
+    let d = seeded(
+        &api,
+        b"a private layer",
+        &[
+            ("private.example", "myorg/other"),
+            ("private.example", "myorg/secret"),
+        ],
+    )
+    .await;
+    let peer_call = |path: String, token: String| {
+        let service = api.service.clone();
+        async move {
+            let req = Request::builder()
+                .uri(format!("{path}?ns=private.example"))
+                .header(PEER_HEADER, token)
+                .body(())
+                .unwrap();
+            let resp = service.call_request(req).await;
+            let status = resp.status();
+            (status, resp.into_body().collect().await.unwrap().to_bytes())
+        }
+    };
+    let path = format!("/v2/myorg/other/blobs/{d}");
+    let alice = Identity::User("alice".into());
+    let (s, body) = peer_call(
+        path.clone(),
+        secret.sign("GET", &path, "private.example", &alice),
+    )
+    .await;
+    assert_eq!(
+        (s, body.as_ref()),
+        (StatusCode::OK, &b"a private layer"[..])
+    );
+    let bob = Identity::User("bob".into());
+    let (s, _) = peer_call(
+        path.clone(),
+        secret.sign("GET", &path, "private.example", &bob),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "bob may not pull from private.example"
+    );
+    let (s, _) = peer_call(
+        path.clone(),
+        secret.sign("GET", &path, "private.example", &Identity::Anonymous),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let denied = format!("/v2/myorg/secret/blobs/{d}");
+    let (s, _) = peer_call(
+        denied.clone(),
+        secret.sign("GET", &denied, "private.example", &alice),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a denied repository stays denied");
+    let other = PeerSecret::new("not the replicas' secret").unwrap();
+    for token in [
+        other.sign("GET", &path, "private.example", &alice),
+        secret.sign(
+            "GET",
+            "/v2/myorg/x/blobs/sha256:00",
+            "private.example",
+            &alice,
+        ),
+        secret.sign("HEAD", &path, "private.example", &alice),
+        "v1 0 private.example u.YWxpY2U 00".to_owned(),
+    ] {
+        let (s, body) = peer_call(path.clone(), token.clone()).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{token}");
+        assert!(!body.windows(7).any(|w| w == b"private"), "{token}");
+    }
+}

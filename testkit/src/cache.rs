@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::net::{http_status, Local};
-use crate::process::{start_server, Proc, ServerSpec};
+use crate::process::{start_server_on, Proc, ServerSpec};
 
 /// How long the cache may take to answer `GET /v2/`.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -29,6 +29,9 @@ pub struct CacheOptions {
     pub ready_on_401: bool,
     /// Dropping it sends SIGTERM first (and waits up to 10 s) instead of SIGKILL.
     pub graceful: bool,
+    /// Listen on this port of 127.0.0.1 (one attempt), e.g. one the other replicas of a
+    /// fleet were told; `None`: a free one.
+    pub port: Option<u16>,
 }
 
 impl CacheOptions {
@@ -71,8 +74,9 @@ impl OciCache {
             graceful: options.graceful,
             timeout: READY_TIMEOUT,
         };
-        let (proc, port) = start_server(
+        let (proc, port) = start_server_on(
             &spec,
+            options.port,
             |port| {
                 let mut cmd = Command::new(binary);
                 cmd.arg("serve");

@@ -173,12 +173,24 @@ pub struct ServerSpec<'a> {
 /// Err with its log.
 pub fn start_server(
     spec: &ServerSpec<'_>,
+    command: impl FnMut(u16) -> Command,
+    ready: impl FnMut(u16) -> bool,
+) -> Result<(Proc, u16), String> {
+    start_server_on(spec, None, command, ready)
+}
+
+/// [`start_server`] on `port` when given (one attempt: a server whose address others were
+/// told in advance cannot move), else on free ports.
+pub fn start_server_on(
+    spec: &ServerSpec<'_>,
+    port: Option<u16>,
     mut command: impl FnMut(u16) -> Command,
     mut ready: impl FnMut(u16) -> bool,
 ) -> Result<(Proc, u16), String> {
     let mut last_log = String::new();
-    for attempt in 0..3 {
-        let port = free_port();
+    let attempts = if port.is_some() { 1 } else { 3 };
+    for attempt in 0..attempts {
+        let port = port.unwrap_or_else(free_port);
         let name = format!("{}-{attempt}", spec.name);
         let mut proc = Proc::try_spawn(&name, command(port), spec.log_dir, spec.graceful)?;
         let deadline = Instant::now() + spec.timeout;

@@ -21,6 +21,22 @@ impl Engine {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<BlobResponse, EngineError> {
+        if let Some(hit) = self.stored_blob(client, repo, digest, range).await? {
+            return Ok(hit);
+        }
+        self.filled_blob(client, repo, digest, range).await
+    }
+
+    /// The blob (or the part `range` selects) from storage, when it is stored and may go
+    /// out through this upstream for this repository; `None` when it would take a fill.
+    /// (A replica asks this before it forwards a miss to the blob's owner replica.)
+    pub async fn stored_blob(
+        &self,
+        client: &Arc<UpstreamClient>,
+        repo: &RepositoryName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<Option<BlobResponse>, EngineError> {
         let upstream = client.name();
         let linked = self.links.contains(upstream, repo.as_str(), digest).await?;
         // Stored bytes go out through this upstream only if it once produced them itself.
@@ -45,24 +61,44 @@ impl Engine {
                     EngineStats::add(&stats.bytes_from_cache, chunk.len() as u64);
                     chunk
                 });
-                return Ok(BlobResponse {
+                Ok(Some(BlobResponse {
                     size: Some(meta.size),
                     range: range.map(|_| resolved),
                     body: Box::pin(counted.map_err(EngineError::Storage)),
                     cached: true,
-                });
+                }))
             }
-            Err(StorageError::NotFound { .. }) => {}
+            Err(StorageError::NotFound { .. }) => Ok(None),
             Err(StorageError::RangeNotSatisfiable { size }) => {
                 if !linked {
                     self.confirm_blob(client, repo, digest).await?;
                 }
-                return Err(EngineError::RangeNotSatisfiable { size });
+                Err(EngineError::RangeNotSatisfiable { size })
             }
             Err(e) => {
                 tracing::warn!(%digest, error = %e, "storage read failed; filling from upstream");
+                Ok(None)
             }
         }
+    }
+
+    /// Whether a fill of `digest` from `upstream` runs in this process.
+    pub fn fill_running(&self, upstream: &str, digest: &Digest) -> bool {
+        self.fills.get(upstream, digest).is_some()
+    }
+
+    /// The blob from the digest's single fill (started if none runs).
+    async fn filled_blob(
+        &self,
+        client: &Arc<UpstreamClient>,
+        repo: &RepositoryName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<BlobResponse, EngineError> {
+        let linked = self
+            .links
+            .contains(client.name(), repo.as_str(), digest)
+            .await?;
         if !linked && self.links.denied(client.name(), repo.as_str(), digest) {
             return Err(EngineError::BlobUnknown {
                 digest: digest.clone(),

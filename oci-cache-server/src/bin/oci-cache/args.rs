@@ -100,6 +100,16 @@ pub(crate) struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub(crate) log_json: bool,
+    /// Another replica (or this one) on the same storage, as a base URL; repeatable.
+    /// Replaces the config file's `peers`.
+    #[arg(long = "peer", value_name = "URL")]
+    pub(crate) peers: Vec<String>,
+    /// The file holding the replicas' shared secret.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) peer_secret_file: Option<PathBuf>,
+    /// This replica's URL as the other replicas reach it.
+    #[arg(long, value_name = "URL")]
+    pub(crate) advertise: Option<String>,
 }
 
 #[derive(clap::Args)]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use oci_cache_core::{Engine, EngineConfig, Upstreams};
 use oci_cache_server::config::TlsSection;
+use oci_cache_server::peers::Peers;
 use oci_cache_server::tls::ReloadingCert;
 use oci_cache_server::{serve_with, CacheService, Role};
 
@@ -17,6 +18,16 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
+    }
+    if !args.peers.is_empty() {
+        config.peers = args.peers;
+        config.peers_dns = None;
+    }
+    if let Some(file) = args.peer_secret_file {
+        config.peer_secret_file = Some(file);
+    }
+    if let Some(url) = args.advertise {
+        config.advertise = Some(url);
     }
     if let (Some(cert_file), Some(key_file)) = (args.tls_cert, args.tls_key) {
         let reload_secs = config.tls.as_ref().map_or(30, |t| t.reload_secs);
@@ -54,9 +65,19 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
         tls = tls.is_some(),
         "oci-cache listening"
     );
-    let service = CacheService::new(Arc::clone(&engine), upstreams)
+    let mut service = CacheService::new(Arc::clone(&engine), upstreams)
         .with_access(access)
         .with_storage_limit(config.gc.max_bytes);
+    if let Some(peer_config) = config.peer_config()? {
+        let peers = Peers::new(peer_config)?;
+        // Kept running for the process's life (it ends when the peers are dropped).
+        let _refresh = peers.refresh().await;
+        if !peers.includes_me() {
+            tracing::warn!(me = peers.me(), members = ?peers.members(), "this replica is not among its peers: it owns no blob and forwards every miss");
+        }
+        tracing::info!(me = peers.me(), members = ?peers.members(), "replica of a fleet: misses of blobs other replicas own are forwarded to them");
+        service = service.with_peers(peers);
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

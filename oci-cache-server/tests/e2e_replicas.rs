@@ -1,0 +1,249 @@
+//! End to end: three `oci-cache` replicas on one bucket of a real S3 server (s3s-fs) act as
+//! one cache. Each blob has one owner replica; the others forward their misses to it and
+//! stream its answer, so any number of cold clients spread over the replicas cause one
+//! upstream GET per blob (the real registry counts them). When the owner dies mid-fill,
+//! the other replicas finish their clients' downloads from fills of their own. A client
+//! cannot pose as a peer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use oci_cache_testkit::{CacheOptions, OciCache};
+use sha2::{Digest as _, Sha256};
+use support::cache::oci_cache_bin;
+use support::s3::S3Server;
+use support::upload::push_random_blob;
+use support::{
+    free_port, pseudo_random_bytes, sha256_bytes, AuthRegistry, FakeUpstream, FaultMode,
+};
+
+const BUCKET: &str = "oci";
+const SECRET: &str = "the fleet's shared secret, 32 bytes";
+
+/// `n` replicas on `s3://oci/fleet`, each told every replica's URL, with `upstream` as
+/// `docker.io`. Returns the replicas (in the order of their URLs) and their directory.
+fn fleet(s3: &S3Server, upstream: &str, n: usize) -> (Vec<OciCache>, tempfile::TempDir) {
+    let dir = support::short_tempdir("e2e-fleet-");
+    let mut ports: Vec<u16> = Vec::new();
+    while ports.len() < n {
+        let p = free_port();
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let secret = dir.path().join("peer-secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let peers: Vec<String> = ports
+        .iter()
+        .map(|p| format!("\"http://127.0.0.1:{p}\""))
+        .collect();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "storage = \"s3://{BUCKET}/fleet\"\npeers = [{}]\npeer_secret_file = \"{}\"\n\n\
+             [[upstreams]]\nname = \"docker.io\"\nurl = \"{upstream}\"\n",
+            peers.join(", "),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let env = s3.aws_env();
+    let replicas = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let options = CacheOptions {
+                config: Some(config.clone()),
+                env: env
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect(),
+                port: Some(*port),
+                ..CacheOptions::for_tests()
+            };
+            let data = dir.path().join(format!("replica{i}"));
+            OciCache::start(
+                oci_cache_bin(),
+                &data,
+                dir.path(),
+                &format!("replica{i}"),
+                &options,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    (replicas, dir)
+}
+
+/// The owner of `digest` among `urls`: the highest rendezvous score
+/// `sha256(URL "\n" digest)` (as doc/SEMANTICS.md, "Replicas", defines it).
+fn owner(urls: &[String], digest: &str) -> usize {
+    let score = |url: &String| {
+        let mut h = Sha256::new();
+        h.update(url.as_bytes());
+        h.update(b"\n");
+        h.update(digest.as_bytes());
+        h.finalize()
+    };
+    (0..urls.len()).max_by_key(|i| score(&urls[*i])).unwrap()
+}
+
+/// GETs `url` and checks the body hashes to `digest`.
+async fn verified_get(client: &reqwest::Client, url: &str, digest: &str) -> Result<u64, String> {
+    let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+    if resp.status() != 200 {
+        return Err(format!("{url}: {}", resp.status()));
+    }
+    let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    let got = sha256_bytes(&body);
+    if got != digest {
+        return Err(format!("{url}: {} bytes hashing to {got}", body.len()));
+    }
+    Ok(body.len() as u64)
+}
+
+fn logs(replicas: &[OciCache]) -> String {
+    replicas
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("----- replica {i} -----\n{}", r.log_tail()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn sixty_cold_clients_over_three_replicas_cause_one_upstream_get_per_blob() {
+    let auth = AuthRegistry::start(&[]);
+    let rt = support::rt::runtime(4);
+    let blobs: Vec<(Vec<u8>, String)> = [(1u64, 8usize << 20), (2, 24 << 20), (3, 4096)]
+        .iter()
+        .map(|(seed, len)| push_random_blob(&rt, &auth, "team/app", *seed, *len))
+        .collect();
+    let s3 = S3Server::start(&[BUCKET]);
+    let (replicas, _dir) = fleet(&s3, &auth.registry.url(), 3);
+    let urls: Vec<String> = replicas.iter().map(|r| r.url()).collect();
+
+    let client = support::rt::http_client(Duration::from_secs(120));
+    let results = rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..60 {
+            let (_, digest) = &blobs[i % blobs.len()];
+            let url = format!("{}/v2/team/app/blobs/{digest}", urls[(i / 3) % 3]);
+            let (client, digest) = (client.clone(), digest.clone());
+            tasks.spawn(async move { verified_get(&client, &url, &digest).await });
+        }
+        let mut results = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            results.push(r.unwrap());
+        }
+        results
+    });
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{failed:?}\n{}", logs(&replicas));
+
+    auth.registry.settle();
+    for (_, digest) in &blobs {
+        assert_eq!(
+            auth.registry.blob_gets(Some(digest)),
+            1,
+            "upstream GETs of {digest} (owner replica {})\n{}\n{}",
+            owner(&urls, digest),
+            auth.registry.request_summary(),
+            logs(&replicas)
+        );
+    }
+    // The other replicas streamed the owners' answers.
+    let peer_answers: usize = replicas
+        .iter()
+        .map(|r| r.log().matches("cache=\"peer\"").count())
+        .sum();
+    assert!(
+        peer_answers >= 30,
+        "{peer_answers} forwarded answers\n{}",
+        logs(&replicas)
+    );
+
+    // A client cannot pose as a peer: a made-up token and one signed with another secret
+    // are refused, whatever they claim.
+    let (_, digest) = &blobs[0];
+    let path = format!("/v2/team/app/blobs/{digest}");
+    let when = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for token in [
+        format!("v1 {when} docker.io - {}", "00".repeat(32)),
+        "v1 0 docker.io - zz".to_owned(),
+        "anything".to_owned(),
+    ] {
+        let answer = support::fetch::fetch_with(
+            "GET",
+            &format!("{}{path}", urls[0]),
+            support::Auth::None,
+            &[("x-oci-cache-peer", token.as_str())],
+        );
+        assert_eq!(answer.status, 401, "{token}: {}", answer.describe());
+        assert!(answer.body.len() < 1024, "{token}: blob bytes in a refusal");
+    }
+}
+
+/// The owner is killed (SIGKILL) while its one fill is half way (the upstream is slow):
+/// every client of the two other replicas still gets the whole blob, verified, from the
+/// byte where the owner's stream broke off, filled by its own replica.
+#[test]
+fn the_owner_killed_mid_fill_every_other_client_gets_the_whole_blob() {
+    let blob = pseudo_random_bytes(91, 16 * 1024 * 1024);
+    let digest = sha256_bytes(&blob);
+    let fake = FakeUpstream::serving_blob("team/app", &blob, FaultMode::Slow);
+    let s3 = S3Server::start(&[BUCKET]);
+    let (mut replicas, _dir) = fleet(&s3, &fake.url(), 3);
+    let urls: Vec<String> = replicas.iter().map(|r| r.url()).collect();
+    let owner = owner(&urls, &digest);
+    let others: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
+
+    let rt = support::rt::runtime(4);
+    let client = support::rt::http_client(Duration::from_secs(120));
+    let clients = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for k in 0..8 {
+            let url = format!("{}/v2/team/app/blobs/{digest}", urls[others[k % 2]]);
+            let (client, digest) = (client.clone(), digest.clone());
+            tasks.push(tokio::spawn(async move {
+                verified_get(&client, &url, &digest).await
+            }));
+        }
+        tasks
+    });
+    // The owner's fill runs (the slow upstream sends over 3 s); kill the owner half way.
+    support::wait_until(
+        "the owner's fill to start",
+        Duration::from_secs(20),
+        || (fake.requests() > 0).then_some(()),
+        || logs(&replicas),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(fake.requests(), 1, "one fill for the fleet before the kill");
+    replicas[owner].kill_9();
+
+    let results: Vec<Result<u64, String>> = rt
+        .block_on(async { futures_util::future::join_all(clients).await })
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{failed:?}\n{}", logs(&replicas));
+    let resumed: usize = others
+        .iter()
+        .map(|i| {
+            replicas[*i]
+                .log()
+                .matches("owner replica broke off")
+                .count()
+        })
+        .sum();
+    assert!(resumed >= 1, "no client was resumed\n{}", logs(&replicas));
+}
