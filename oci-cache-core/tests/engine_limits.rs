@@ -171,9 +171,9 @@ async fn only_index_children_up_to_the_cap_are_fetched_in_the_background() {
 
 /// With storage refusing writers and no spool directory, fills spool in memory, and all of
 /// them together stay within one `memory_spool_limit` (not one each): of two concurrent
-/// 2 MiB fills under a 3 MiB budget, one is served whole and the other fails with
-/// `SpoolBudgetSpent`; once the first is done its bytes are given back and the second
-/// succeeds.
+/// 2 MiB fills under a 3 MiB budget, at most one is served whole and the others fail with
+/// `SpoolBudgetSpent`; once they are done their bytes are given back and each succeeds
+/// alone.
 #[tokio::test]
 async fn memory_spools_share_one_budget() {
     use futures_util::StreamExt;
@@ -241,21 +241,24 @@ async fn memory_spools_share_one_budget() {
     let whole: Vec<usize> = (0..2)
         .filter(|&i| results[i].as_ref().is_ok_and(|got| *got == blobs[i]))
         .collect();
-    assert_eq!(
-        whole.len(),
-        1,
-        "exactly one fill fits the shared budget: {summary:?}"
-    );
-    let failed = 1 - whole[0];
+    // 4 MiB do not fit in 3: at most one is served whole (when they interleave, both may
+    // run out), and every other one fails for the budget, nothing else.
     assert!(
-        matches!(results[failed], Err(EngineError::SpoolBudgetSpent { .. }))
-            || matches!(&results[failed], Err(EngineError::Shared(e)) if matches!(**e, EngineError::SpoolBudgetSpent { .. })),
-        "{summary:?}"
+        whole.len() <= 1,
+        "both fit a shared 3 MiB budget: {summary:?}"
     );
-    // The first fill's memory is given back: the other blob now fits.
-    let again = get(failed).await.unwrap();
-    assert!(
-        again == blobs[failed],
-        "served whole once the budget is free"
-    );
+    let spent = |r: &Result<Vec<u8>, EngineError>| match r {
+        Err(EngineError::SpoolBudgetSpent { .. }) => true,
+        Err(EngineError::Shared(e)) => matches!(**e, EngineError::SpoolBudgetSpent { .. }),
+        _ => false,
+    };
+    let failed: Vec<usize> = (0..2).filter(|i| !whole.contains(i)).collect();
+    for i in &failed {
+        assert!(spent(&results[*i]), "{summary:?}");
+    }
+    // The memory is given back: alone, each fits.
+    for i in failed {
+        let again = get(i).await.unwrap();
+        assert!(again == blobs[i], "served whole once the budget is free");
+    }
 }

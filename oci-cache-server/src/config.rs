@@ -144,7 +144,7 @@ pub struct Config {
     /// every 10 s; instead of `peers`.
     #[serde(default)]
     pub peers_dns: Option<String>,
-    /// A file holding the replicas' shared secret (at least 16 bytes); needed with peers.
+    /// A file holding the replicas' shared secret (at least 32 bytes); needed with peers.
     #[serde(default)]
     pub peer_secret_file: Option<PathBuf>,
     /// This replica's URL as the others reach it (default `http://` and `listen`, which

@@ -250,7 +250,7 @@ async fn unauthenticated_answers_are_the_same_on_every_route_and_method() {
 async fn peer_requests_answer_only_what_the_vouched_identity_may_pull() {
     use oci_cache_server::auth::Identity;
     use oci_cache_server::peers::{PeerConfig, PeerSecret, PeerSource, Peers, PEER_HEADER};
-    let secret = PeerSecret::new("the replicas' shared secret").unwrap();
+    let secret = PeerSecret::new("the replicas' shared secret, 32 bytes or more").unwrap();
     let peers = Peers::new(PeerConfig::new(
         PeerSource::Static(vec!["http://127.0.0.1:1".into()]),
         "http://127.0.0.1:1",
@@ -316,7 +316,7 @@ async fn peer_requests_answer_only_what_the_vouched_identity_may_pull() {
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "a denied repository stays denied");
-    let other = PeerSecret::new("not the replicas' secret").unwrap();
+    let other = PeerSecret::new("not the replicas' secret, though long enough").unwrap();
     for token in [
         other.sign("GET", &path, "private.example", &alice),
         secret.sign(

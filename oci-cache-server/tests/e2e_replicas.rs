@@ -21,7 +21,7 @@ use support::{
 };
 
 const BUCKET: &str = "oci";
-const SECRET: &str = "the fleet's shared secret, 32 bytes";
+const SECRET: &str = "the fleet's shared secret, at least 32 bytes";
 
 /// `n` replicas on `s3://oci/fleet`, each told every replica's URL, with `upstream` as
 /// `docker.io`. Returns the replicas (in the order of their URLs) and their directory.

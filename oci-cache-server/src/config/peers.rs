@@ -8,7 +8,7 @@ use crate::peers::{PeerConfig, PeerSecret, PeerSource};
 
 impl Config {
     /// The peer set-up, when `peers` or `peers_dns` is set: checked (one source, a secret
-    /// of at least 16 bytes, this replica's own URL known).
+    /// of at least 32 bytes, this replica's own URL known).
     pub fn peer_config(&self) -> Result<Option<PeerConfig>, ConfigError> {
         let err = |m: &str| Err(ConfigError::Peers(m.to_owned()));
         let source = match (self.peers.is_empty(), &self.peers_dns) {
@@ -55,7 +55,7 @@ mod tests {
         assert!(config("").peer_config().unwrap().is_none());
         let dir = tempfile::tempdir().unwrap();
         let strong = dir.path().join("strong");
-        std::fs::write(&strong, "0123456789abcdef0123\n").unwrap();
+        std::fs::write(&strong, "0123456789abcdef0123456789abcdef\n").unwrap();
         let weak = dir.path().join("weak");
         std::fs::write(&weak, "short\n").unwrap();
         let s = strong.display();

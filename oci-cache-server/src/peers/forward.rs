@@ -1,9 +1,14 @@
 //! Forwarding a blob GET that missed here to the digest's owner replica, and streaming the
 //! owner's answer to the client as it arrives. The owner's one fill then serves the fleet.
 //! When the owner cannot be reached, answers nothing within the answer timeout, or answers
-//! anything but the blob (or a plain "unknown"), the request is filled here instead; when
-//! the owner's body breaks off (the owner was killed mid-fill), the rest comes from a fill
+//! with a refusal of this replica's token, the request is filled here instead; other
+//! answers of the owner (404, 416, 5xx) are passed on as they are. When the owner's body
+//! of a whole blob breaks off (the owner was killed mid-fill), the rest comes from a fill
 //! here, from the byte where the owner stopped, so the client still gets the whole blob.
+//! Such a response is pieced together from two downloads, so this replica hashes all of
+//! it and holds its last chunk back until the digest matched (else the response is cut,
+//! never completed with wrong bytes). A range the owner breaks off is cut: its client asks
+//! again.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,15 +19,17 @@ use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
-use oci_cache_core::{BlobBody, BlobResponse, ByteRange, Digest, EngineError};
+use oci_cache_core::{BlobBody, BlobResponse, ByteRange, Digest, EngineError, Verifier};
 
 use super::token::PEER_HEADER;
 use super::Peers;
 use crate::auth::Identity;
 use crate::body::{full_body, Body, BodyError};
 
-/// How long the owner's body may stay silent before the rest is filled here.
-const BODY_IDLE: Duration = Duration::from_secs(10);
+/// How long the owner's body may stay silent before the rest is filled here: longer than
+/// the silence a fill allows its upstream (30 s by default), so a slow upstream does not
+/// make every forwarding replica start a download of its own.
+const BODY_IDLE: Duration = Duration::from_secs(45);
 /// Largest error body of the owner passed on.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -73,28 +80,37 @@ impl Peers {
             Err(_) => return self.fall_back(&f, "no answer within the answer timeout"),
         };
         let status = resp.status();
-        match status {
-            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
-            StatusCode::NOT_FOUND | StatusCode::RANGE_NOT_SATISFIABLE => {
-                return match passed_on(resp).await {
-                    Some(answer) => {
-                        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-                        Forwarded::Answer(answer)
-                    }
-                    None => self.fall_back(&f, "its error answer broke off"),
-                };
-            }
-            other => return self.fall_back(&f, &format!("it answered {other}")),
-        }
-        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         let headers = resp.headers().clone();
         let length = header_u64(&headers, header::CONTENT_LENGTH);
         // The part of the blob the answer holds: `start..=last`.
-        let (start, last) = match (status, content_range(&headers)) {
-            (StatusCode::PARTIAL_CONTENT, Some((start, last))) => (start, Some(last)),
-            _ => (0, length.and_then(|n| n.checked_sub(1))),
+        let (start, last) = match status {
+            StatusCode::OK => (0, length.and_then(|n| n.checked_sub(1))),
+            StatusCode::PARTIAL_CONTENT => match content_range(&headers) {
+                Some((start, last))
+                    if last >= start && length.is_none_or(|n| n == last - start + 1) =>
+                {
+                    (start, Some(last))
+                }
+                _ => return self.fall_back(&f, "its partial answer does not say which part"),
+            },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                // The owner refused this replica's token (another secret, a clock more than
+                // a minute off): a configuration fault, not the client's.
+                return self.fall_back(&f, &format!("it refused the peer token ({status})"));
+            }
+            _ => {
+                return match tokio::time::timeout(self.answer_timeout, passed_on(resp)).await {
+                    Ok(Some(answer)) => {
+                        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                        Forwarded::Answer(answer)
+                    }
+                    _ => self.fall_back(&f, "its error answer broke off"),
+                };
+            }
         };
-        let mut response = Response::new(resumable(resp, start, last, local, Arc::clone(self)));
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        let whole = (status == StatusCode::OK).then(|| (f.digest.clone(), local));
+        let mut response = Response::new(resumable(resp, start, last, whole, Arc::clone(self)));
         *response.status_mut() = status;
         for name in [
             header::CONTENT_TYPE,
@@ -155,94 +171,149 @@ fn content_range(headers: &http::HeaderMap) -> Option<(u64, u64)> {
 
 /// Where the body is read from.
 enum Source {
-    /// The owner, at blob offset `pos`; `local` fetches the rest if it breaks off.
-    Owner {
-        resp: reqwest::Response,
-        pos: u64,
-        local: LocalFill,
-    },
+    /// The owner, at blob offset `pos`.
+    Owner { resp: reqwest::Response, pos: u64 },
     /// A fill here, for the rest.
     Local(BlobBody),
-    /// Ended.
-    Done,
 }
 
-/// The owner's body, blob bytes `start..=last`, continued from a fill here where it breaks
-/// off.
+/// A whole blob's response: the digest it must hash to, the hash so far, the chunk held
+/// back until the hash is known, and the fill here that finishes it if the owner breaks
+/// off (taken when used).
+struct Whole {
+    digest: Digest,
+    verifier: Verifier,
+    held: Option<Bytes>,
+    local: Option<LocalFill>,
+}
+
+/// The state of a forwarded body.
+struct Stream {
+    source: Option<Source>,
+    last: Option<u64>,
+    whole: Option<Whole>,
+    peers: Arc<Peers>,
+}
+
+/// The owner's body, blob bytes `start..=last`. For a whole blob (`whole`: its digest and a
+/// fill here), continued from that fill where the owner breaks off, hashed, and its last
+/// chunk held back until the digest matched.
 fn resumable(
     resp: reqwest::Response,
     start: u64,
     last: Option<u64>,
-    local: LocalFill,
+    whole: Option<(Digest, LocalFill)>,
     peers: Arc<Peers>,
 ) -> Body {
-    let source = Source::Owner {
-        resp,
-        pos: start,
-        local,
+    let state = Stream {
+        source: Some(Source::Owner { resp, pos: start }),
+        last,
+        whole: whole.map(|(digest, local)| Whole {
+            verifier: digest.verifier(),
+            digest,
+            held: None,
+            local: Some(local),
+        }),
+        peers,
     };
-    let stream = futures_util::stream::unfold(source, move |source| {
-        let peers = Arc::clone(&peers);
-        async move {
-            match source {
-                Source::Owner {
-                    mut resp,
-                    pos,
-                    local,
-                } => match tokio::time::timeout(BODY_IDLE, resp.chunk()).await {
-                    Ok(Ok(Some(chunk))) => {
-                        let pos = pos + chunk.len() as u64;
-                        Some((Ok(chunk), Source::Owner { resp, pos, local }))
+    let stream = futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            match state.next_chunk().await {
+                Ok(Some(chunk)) => match &mut state.whole {
+                    Some(whole) => {
+                        whole.verifier.update(&chunk);
+                        if let Some(out) = whole.held.replace(chunk) {
+                            return Some((Ok(out), state));
+                        }
                     }
-                    Ok(Ok(None)) if last.is_none_or(|l| pos > l) => None,
-                    ended => {
-                        let why = match ended {
-                            Ok(Err(e)) => e.to_string(),
-                            Err(_) => "silent".to_owned(),
-                            Ok(Ok(_)) => "ended early".to_owned(),
-                        };
-                        resume(pos, last, local, &peers, &why).await
+                    None => return Some((Ok(chunk), state)),
+                },
+                Ok(None) => {
+                    let whole = state.whole.take()?;
+                    let Whole {
+                        digest,
+                        verifier,
+                        held,
+                        ..
+                    } = whole;
+                    let got = verifier.finish();
+                    if got != digest {
+                        tracing::warn!(%digest, %got, "a forwarded blob pieced together from two downloads does not match its digest; cut");
+                        return Some((
+                            Err(boxed(EngineError::DigestMismatch {
+                                expected: digest,
+                                actual: got,
+                            })),
+                            state,
+                        ));
                     }
-                },
-                Source::Local(mut body) => match body.next().await {
-                    Some(Ok(chunk)) => Some((Ok(chunk), Source::Local(body))),
-                    Some(Err(e)) => Some((Err(boxed(e)), Source::Done)),
-                    None => None,
-                },
-                Source::Done => None,
+                    return held.map(|h| (Ok(h), state));
+                }
+                Err(e) => {
+                    state.source = None;
+                    state.whole = None;
+                    return Some((Err(e), state));
+                }
             }
         }
     });
     BodyExt::boxed_unsync(StreamBody::new(stream.map_ok(http_body::Frame::data)))
 }
 
-/// The rest of the body, from `pos`, from a fill here.
-async fn resume(
-    pos: u64,
-    last: Option<u64>,
-    local: LocalFill,
-    peers: &Peers,
-    why: &str,
-) -> Option<(Result<Bytes, BodyError>, Source)> {
-    if last.is_some_and(|l| pos > l) {
-        return None;
-    }
-    peers.stats.resumed.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(pos, why, "owner replica broke off; the rest is filled here");
-    let range = match last {
-        Some(end) => ByteRange::Bounded { start: pos, end },
-        None => ByteRange::From { start: pos },
-    };
-    match local(Some(range)).await {
-        Ok(rest) => {
-            let mut body = rest.body;
-            match body.next().await {
-                Some(Ok(chunk)) => Some((Ok(chunk), Source::Local(body))),
-                Some(Err(e)) => Some((Err(boxed(e)), Source::Done)),
-                None => None,
+impl Stream {
+    /// The next chunk from the owner, or from a fill here once the owner broke off a whole
+    /// blob; `None` at the end.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        loop {
+            match self.source.as_mut() {
+                None => return Ok(None),
+                Some(Source::Local(body)) => {
+                    return match body.next().await {
+                        Some(Ok(chunk)) => Ok(Some(chunk)),
+                        Some(Err(e)) => Err(boxed(e)),
+                        None => Ok(None),
+                    }
+                }
+                Some(Source::Owner { resp, pos }) => {
+                    let why = match tokio::time::timeout(BODY_IDLE, resp.chunk()).await {
+                        Ok(Ok(Some(chunk))) => {
+                            *pos += chunk.len() as u64;
+                            return Ok(Some(chunk));
+                        }
+                        Ok(Ok(None)) if self.last.is_none_or(|l| *pos > l) => {
+                            self.source = None;
+                            return Ok(None);
+                        }
+                        Ok(Ok(None)) => "ended early".to_owned(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "silent".to_owned(),
+                    };
+                    let pos = *pos;
+                    if self.last.is_some_and(|l| pos > l) {
+                        // Every byte arrived; only the end of the stream went wrong.
+                        self.source = None;
+                        return Ok(None);
+                    }
+                    self.source = Some(Source::Local(self.resume(pos, &why).await?));
+                }
             }
         }
-        Err(e) => Some((Err(boxed(e)), Source::Done)),
+    }
+
+    /// A fill here of the rest of a whole blob, from `pos`; an error (the response is cut)
+    /// for a range or when the fill here fails too.
+    async fn resume(&mut self, pos: u64, why: &str) -> Result<BlobBody, BodyError> {
+        let local = self.whole.as_mut().and_then(|w| w.local.take());
+        let Some(local) = local else {
+            return Err(format!("the owner replica broke off ({why})").into());
+        };
+        self.peers.stats.resumed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(pos, why, "owner replica broke off; the rest is filled here");
+        let range = match self.last {
+            Some(end) => ByteRange::Bounded { start: pos, end },
+            None => ByteRange::From { start: pos },
+        };
+        Ok(local(Some(range)).await.map_err(boxed)?.body)
     }
 }
 
@@ -253,6 +324,101 @@ fn boxed(e: EngineError) -> BodyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peers::{PeerConfig, PeerSecret, PeerSource};
+
+    fn peers() -> Arc<Peers> {
+        let secret = PeerSecret::new("a secret of at least thirty-two bytes").unwrap();
+        Peers::new(PeerConfig::new(
+            PeerSource::Static(vec![]),
+            "http://me",
+            secret,
+        ))
+        .unwrap()
+    }
+
+    /// The owner's answer: `chunks`, then (with `broken`) an error instead of the end.
+    fn owner(chunks: Vec<Vec<u8>>, broken: bool) -> reqwest::Response {
+        let mut items: Vec<Result<Bytes, std::io::Error>> =
+            chunks.into_iter().map(|c| Ok(Bytes::from(c))).collect();
+        if broken {
+            items.push(Err(std::io::Error::other("owner killed")));
+        }
+        let body = reqwest::Body::wrap_stream(futures_util::stream::iter(items));
+        reqwest::Response::from(http::Response::new(body))
+    }
+
+    /// A fill here that serves `blob`'s bytes of the range it is asked for.
+    fn local(blob: Vec<u8>) -> LocalFill {
+        Box::new(move |range| {
+            Box::pin(async move {
+                let size = blob.len() as u64;
+                let r = range
+                    .and_then(|r| r.resolve(size))
+                    .unwrap_or(oci_cache_core::ResolvedRange::full(size));
+                let part = Bytes::copy_from_slice(&blob[r.start as usize..r.end as usize]);
+                Ok(BlobResponse {
+                    size: Some(size),
+                    range: Some(r),
+                    body: Box::pin(futures_util::stream::iter([Ok(part)])),
+                    cached: false,
+                })
+            })
+        })
+    }
+
+    async fn collect(body: Body) -> (Vec<u8>, bool) {
+        let mut body = std::pin::pin!(body);
+        let mut got = Vec::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => got.extend_from_slice(f.data_ref().unwrap()),
+                Err(_) => return (got, false),
+            }
+        }
+        (got, true)
+    }
+
+    #[tokio::test]
+    async fn a_whole_blob_the_owner_breaks_off_is_finished_here_and_verified() {
+        let blob: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::sha256_of(&blob);
+        let resp = owner(
+            vec![blob[..30_000].to_vec(), blob[30_000..40_000].to_vec()],
+            true,
+        );
+        let last = Some(blob.len() as u64 - 1);
+        let body = resumable(resp, 0, last, Some((digest, local(blob.clone()))), peers());
+        let (got, complete) = collect(body).await;
+        assert!(complete && got == blob);
+    }
+
+    /// The owner's bytes were wrong (its upstream lied, then the owner died before its own
+    /// check): the bytes pieced together do not hash to the digest, so the response is cut
+    /// before its last chunk, never completed.
+    #[tokio::test]
+    async fn a_pieced_together_blob_that_does_not_match_is_cut() {
+        let blob: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::sha256_of(&blob);
+        let mut wrong = blob[..40_000].to_vec();
+        wrong[7] ^= 1;
+        let resp = owner(vec![wrong], true);
+        let last = Some(blob.len() as u64 - 1);
+        let body = resumable(resp, 0, last, Some((digest, local(blob.clone()))), peers());
+        let (got, complete) = collect(body).await;
+        assert!(!complete, "a mismatching body must end in an error");
+        assert!(got.len() < blob.len(), "the last chunk was held back");
+    }
+
+    /// A range the owner breaks off is cut, not finished from a fill here.
+    #[tokio::test]
+    async fn a_range_the_owner_breaks_off_is_cut() {
+        let blob: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let resp = owner(vec![blob[10..20_000].to_vec()], true);
+        let body = resumable(resp, 10, Some(59_999), None, peers());
+        let (got, complete) = collect(body).await;
+        assert!(!complete);
+        assert_eq!(got, blob[10..20_000]);
+    }
 
     #[test]
     fn content_ranges_are_read() {

@@ -53,12 +53,13 @@ pub enum PeerTokenError {
     BadMac,
 }
 
-/// Minimum secret length in bytes.
-const MIN_SECRET: usize = 16;
+/// Minimum secret length in bytes: a token on the wire gives an observer the MAC and its
+/// input, so the secret must be too long to guess offline.
+const MIN_SECRET: usize = 32;
 
 impl PeerSecret {
-    /// A secret of at least 16 bytes (leading and trailing whitespace, as in a file, is
-    /// not part of it).
+    /// A secret of at least 32 bytes (leading and trailing whitespace, as in a file, is
+    /// not part of it), e.g. `head -c 32 /dev/urandom | base64`.
     pub fn new(secret: &str) -> Result<Self, PeerTokenError> {
         let secret = secret.trim();
         if secret.len() < MIN_SECRET {
@@ -167,7 +168,7 @@ mod tests {
     const PATH: &str = "/v2/team/app/blobs/sha256:00";
 
     fn secret() -> PeerSecret {
-        PeerSecret::new("a shared secret of the replicas").unwrap()
+        PeerSecret::new("a shared secret of the replicas, 32+ bytes").unwrap()
     }
 
     #[test]
@@ -196,7 +197,7 @@ mod tests {
             s.verify_at(1061, &token, "GET", PATH),
             Err(PeerTokenError::Expired)
         );
-        let other = PeerSecret::new("another secret of 16 bytes").unwrap();
+        let other = PeerSecret::new("another secret of at least 32 bytes").unwrap();
         assert_eq!(
             other.verify_at(1000, &token, "GET", PATH),
             Err(PeerTokenError::BadMac)
@@ -244,7 +245,7 @@ mod tests {
         }
         assert_eq!(
             PeerSecret::new("  short  ").err(),
-            Some(PeerTokenError::WeakSecret { min: 16 })
+            Some(PeerTokenError::WeakSecret { min: 32 })
         );
         assert_eq!(format!("{s:?}"), "PeerSecret(<redacted>)");
     }
