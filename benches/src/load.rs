@@ -24,6 +24,25 @@ pub struct BlobGet {
     pub total: Duration,
 }
 
+/// Sends a GET of `url` (a blob of `size` bytes) and checks it is answered 200; returns
+/// when it was sent and the response, whose body is still to read.
+async fn get_ok(
+    client: &reqwest::Client,
+    url: &str,
+    size: u64,
+) -> Result<(Instant, reqwest::Response), BoxError> {
+    let started = Instant::now();
+    let resp = client
+        .get(url)
+        .timeout(transfer_timeout(size))
+        .send()
+        .await?;
+    if resp.status() != reqwest::StatusCode::OK {
+        return Err(format!("GET {url}: {}", resp.status()).into());
+    }
+    Ok((started, resp))
+}
+
 /// GETs `url`, streaming the body through sha256; fails unless the status is 200 and
 /// the body is `size` bytes hashing to `digest`.
 pub async fn verified_get(
@@ -32,15 +51,7 @@ pub async fn verified_get(
     digest: &str,
     size: u64,
 ) -> Result<BlobGet, BoxError> {
-    let started = Instant::now();
-    let mut resp = client
-        .get(url)
-        .timeout(transfer_timeout(size))
-        .send()
-        .await?;
-    if resp.status() != reqwest::StatusCode::OK {
-        return Err(format!("GET {url}: {}", resp.status()).into());
-    }
+    let (started, mut resp) = get_ok(client, url, size).await?;
     let mut hasher = Sha256::new();
     let mut len = 0u64;
     let mut first_byte = None;
@@ -71,15 +82,7 @@ pub async fn counted_get(
     url: &str,
     size: u64,
 ) -> Result<BlobGet, BoxError> {
-    let started = Instant::now();
-    let mut resp = client
-        .get(url)
-        .timeout(transfer_timeout(size))
-        .send()
-        .await?;
-    if resp.status() != reqwest::StatusCode::OK {
-        return Err(format!("GET {url}: {}", resp.status()).into());
-    }
+    let (started, mut resp) = get_ok(client, url, size).await?;
     let mut len = 0u64;
     let mut first_byte = None;
     while let Some(chunk) = resp.chunk().await? {

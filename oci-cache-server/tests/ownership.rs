@@ -195,7 +195,41 @@ fn uri_and_host(route: Route, upstream: usize, repo: &str, tail: &str) -> (Strin
     }
 }
 
+/// One request of a test: `method` of `tail` in `repo` of upstream `upstream` by `route`,
+/// with a `Range` and a bearer token when given.
+struct Ask<'a> {
+    method: &'a str,
+    route: Route,
+    upstream: usize,
+    repo: &'a str,
+    tail: &'a str,
+    range: Option<&'a str>,
+    token: Option<&'a str>,
+}
+
 impl World {
+    /// Status, headers and body of `ask`.
+    async fn ask(&self, ask: &Ask<'_>) -> (StatusCode, http::HeaderMap, Bytes) {
+        let (uri, host) = uri_and_host(ask.route, ask.upstream, ask.repo, ask.tail);
+        let mut req = Request::builder().method(ask.method).uri(&uri);
+        if let Some(h) = host {
+            req = req.header("host", h);
+        }
+        if let Some(r) = ask.range {
+            req = req.header("range", r);
+        }
+        if let Some(t) = ask.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = self.service.call_request(req.body(()).unwrap()).await;
+        let (parts, body) = resp.into_parts();
+        (
+            parts.status,
+            parts.headers,
+            body.collect().await.unwrap().to_bytes(),
+        )
+    }
+
     async fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let Op::Request {
             who,
@@ -411,17 +445,18 @@ async fn private_layers_stay_private_after_alice_pulls_them() {
     for route in [Route::Default, Route::Ns, Route::Prefix, Route::Host] {
         for repo in ["pub/app", "team/secret"] {
             for (method, range) in [("GET", None), ("HEAD", None), ("GET", Some("bytes=0-3"))] {
-                let (uri, host) = uri_and_host(route, 0, repo, &format!("blobs/{secret}"));
-                let mut req = Request::builder().method(method).uri(&uri);
-                if let Some(h) = host {
-                    req = req.header("host", h);
-                }
-                if let Some(r) = range {
-                    req = req.header("range", r);
-                }
-                let resp = w.service.call_request(req.body(()).unwrap()).await;
-                let status = resp.status();
-                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                let tail = format!("blobs/{secret}");
+                let (uri, _) = uri_and_host(route, 0, repo, &tail);
+                let ask = Ask {
+                    method,
+                    route,
+                    upstream: 0,
+                    repo,
+                    tail: &tail,
+                    range,
+                    token: None,
+                };
+                let (status, _, body) = w.ask(&ask).await;
                 assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri} {range:?}");
                 assert!(
                     !body.windows(6).any(|w| w == b"secret"),
@@ -744,24 +779,20 @@ async fn a_running_fill_of_a_private_layer_serves_no_other_route() {
     asks.push((Route::Ns, 1, "team/secret", None));
     for (route, upstream, repo, token) in asks {
         for (method, range) in [("GET", None), ("HEAD", None), ("GET", Some("bytes=0-3"))] {
-            let (uri, host) = uri_and_host(route, upstream, repo, &format!("blobs/{secret}"));
-            let mut req = Request::builder().method(method).uri(&uri);
-            if let Some(h) = host {
-                req = req.header("host", h);
-            }
-            if let Some(r) = range {
-                req = req.header("range", r);
-            }
-            if let Some(t) = token {
-                req = req.header("authorization", format!("Bearer {t}"));
-            }
-            let (status, body) = tokio::time::timeout(Duration::from_secs(20), async {
-                let resp = w.service.call_request(req.body(()).unwrap()).await;
-                let status = resp.status();
-                (status, resp.into_body().collect().await.unwrap().to_bytes())
-            })
-            .await
-            .unwrap_or_else(|_| panic!("{method} {uri} {range:?} waited on alice's fill"));
+            let tail = format!("blobs/{secret}");
+            let (uri, _) = uri_and_host(route, upstream, repo, &tail);
+            let ask = Ask {
+                method,
+                route,
+                upstream,
+                repo,
+                tail: &tail,
+                range,
+                token,
+            };
+            let (status, _, body) = tokio::time::timeout(Duration::from_secs(20), w.ask(&ask))
+                .await
+                .unwrap_or_else(|_| panic!("{method} {uri} {range:?} waited on alice's fill"));
             let want: &[StatusCode] = if upstream == 0 {
                 &[StatusCode::NOT_FOUND]
             } else {
@@ -785,18 +816,21 @@ async fn a_running_fill_of_a_private_layer_serves_no_other_route() {
     // Alice herself, on the fill's own route: a HEAD answers from the running fill (its
     // size), with no upstream request.
     for route in [Route::Ns, Route::Prefix, Route::Host] {
-        let (uri, host) = uri_and_host(route, 1, "team/secret", &format!("blobs/{secret}"));
-        let mut req = Request::builder()
-            .method("HEAD")
-            .uri(&uri)
-            .header("authorization", format!("Bearer {ALICE}"));
-        if let Some(h) = host {
-            req = req.header("host", h);
-        }
-        let resp = w.service.call_request(req.body(()).unwrap()).await;
-        assert_eq!(resp.status(), StatusCode::OK, "alice HEAD {uri}");
+        let tail = format!("blobs/{secret}");
+        let (uri, _) = uri_and_host(route, 1, "team/secret", &tail);
+        let ask = Ask {
+            method: "HEAD",
+            route,
+            upstream: 1,
+            repo: "team/secret",
+            tail: &tail,
+            range: None,
+            token: Some(ALICE),
+        };
+        let (status, headers, _) = w.ask(&ask).await;
+        assert_eq!(status, StatusCode::OK, "alice HEAD {uri}");
         assert_eq!(
-            resp.headers()["content-length"],
+            headers["content-length"],
             b"secret layer: do not leak".len().to_string().as_str(),
             "alice HEAD {uri}"
         );
