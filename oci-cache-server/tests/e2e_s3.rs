@@ -646,3 +646,62 @@ fn peak_rss_while_four_clients_pull_a_1gib_blob_cold_stays_bounded() {
         big.peak_rss / MIB
     );
 }
+
+/// A warm hit costs one S3 request: the GET's answer says the size and the part it holds
+/// (it was a HEAD and a GET). Counted in the S3 server's own log over 10 whole and 5 ranged
+/// warm GETs.
+#[test]
+fn a_warm_hit_costs_one_s3_request() {
+    let auth = AuthRegistry::start(&[]);
+    let rt = runtime();
+    let (blob, digest) = support::upload::push_random_blob(&rt, &auth, "team/app", 5, 3 << 20);
+    let s3 = S3Server::start(&[BUCKET]);
+    let cache = start_replica(&s3, "warm", &auth.registry.url(), 300);
+    let url = format!("{}/v2/team/app/blobs/{digest}", cache.url());
+    let client = client(Duration::from_secs(60));
+    let get = |range: Option<&'static str>| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let mut req = client.get(&url);
+            if let Some(r) = range {
+                req = req.header("range", r);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.bytes().await.unwrap().to_vec())
+        }
+    };
+    // Cold, then once warm (the links of the blob are read once and kept).
+    rt.block_on(async {
+        assert_eq!(get(None).await, (200, blob.clone()));
+    });
+    wait_until(
+        "the fill to be stored",
+        Duration::from_secs(20),
+        || {
+            let m = support::lifecycle::scrape_metrics(&cache.url());
+            (support::lifecycle::metric(&m, "oci_cache_fills_in_flight") == 0).then_some(())
+        },
+        || cache.log_tail(),
+    );
+    rt.block_on(async {
+        assert_eq!(get(None).await, (200, blob.clone()));
+    });
+    let before = s3.requests();
+    rt.block_on(async {
+        for _ in 0..10 {
+            assert_eq!(get(None).await, (200, blob.clone()));
+        }
+        for (range, want) in [
+            ("bytes=0-0", &blob[..1]),
+            ("bytes=100-2000", &blob[100..2001]),
+            ("bytes=1048576-", &blob[1_048_576..]),
+            ("bytes=-70000", &blob[blob.len() - 70_000..]),
+            ("bytes=5-", &blob[5..]),
+        ] {
+            assert_eq!(get(Some(range)).await, (206, want.to_vec()), "{range}");
+        }
+    });
+    let spent = s3.requests() - before;
+    assert_eq!(spent, 15, "S3 requests for 15 warm hits\n{}", s3.log_tail());
+}

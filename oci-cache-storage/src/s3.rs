@@ -65,6 +65,58 @@ pub(crate) fn backend(op: &'static str) -> impl FnOnce(object_store::Error) -> S
 }
 
 impl S3Store {
+    /// [`BlobStore::get`] with a HEAD before the GET: for a range whose answer needs the
+    /// size first.
+    async fn get_after_head(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<(BlobMeta, ResolvedRange, BlobStream), StorageError> {
+        let location = self.blob_path(digest);
+        let meta = match self.store.head(&location).await {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StorageError::NotFound {
+                    digest: digest.clone(),
+                })
+            }
+            Err(e) => return Err(backend("head blob")(e)),
+        };
+        let size = meta.size;
+        let resolved = match range {
+            None => ResolvedRange::full(size),
+            Some(r) => r
+                .resolve(size)
+                .ok_or(StorageError::RangeNotSatisfiable { size })?,
+        };
+        let blob_meta = BlobMeta {
+            digest: digest.clone(),
+            size,
+            last_access: SystemTime::from(meta.last_modified),
+        };
+        if resolved.is_empty() {
+            return Ok((blob_meta, resolved, Box::pin(futures_util::stream::empty())));
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(resolved.start..resolved.end)),
+            ..GetOptions::default()
+        };
+        let result = match self.store.get_opts(&location, options).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StorageError::NotFound {
+                    digest: digest.clone(),
+                })
+            }
+            Err(e) => return Err(backend("get blob")(e)),
+        };
+        let stream = result
+            .into_stream()
+            .map_err(|e| backend("read blob")(e))
+            .boxed();
+        Ok((blob_meta, resolved, stream))
+    }
+
     /// A store over any `ObjectStore` (an embedder's own client, or an in-memory one).
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
         Self {
@@ -211,33 +263,21 @@ impl BlobStore for S3Store {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<(BlobMeta, ResolvedRange, BlobStream), StorageError> {
-        let location = self.blob_path(digest);
-        let meta = match self.store.head(&location).await {
-            Ok(m) => m,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(StorageError::NotFound {
-                    digest: digest.clone(),
-                })
+        // One request per hit: the GET's answer says the size and the part it holds. A
+        // range that cannot be asked as it is, or one S3 refuses (416), takes a HEAD first
+        // to learn the size the answer must name.
+        let get_range = match range {
+            None => None,
+            Some(ByteRange::Bounded { start, end }) if start <= end => {
+                Some(GetRange::Bounded(start..end.saturating_add(1)))
             }
-            Err(e) => return Err(backend("head blob")(e)),
+            Some(ByteRange::From { start }) => Some(GetRange::Offset(start)),
+            Some(ByteRange::Suffix { len }) if len > 0 => Some(GetRange::Suffix(len)),
+            Some(_) => return self.get_after_head(digest, range).await,
         };
-        let size = meta.size;
-        let resolved = match range {
-            None => ResolvedRange::full(size),
-            Some(r) => r
-                .resolve(size)
-                .ok_or(StorageError::RangeNotSatisfiable { size })?,
-        };
-        let blob_meta = BlobMeta {
-            digest: digest.clone(),
-            size,
-            last_access: SystemTime::from(meta.last_modified),
-        };
-        if resolved.is_empty() {
-            return Ok((blob_meta, resolved, Box::pin(futures_util::stream::empty())));
-        }
+        let location = self.blob_path(digest);
         let options = GetOptions {
-            range: Some(GetRange::Bounded(resolved.start..resolved.end)),
+            range: get_range,
             ..GetOptions::default()
         };
         let result = match self.store.get_opts(&location, options).await {
@@ -247,7 +287,25 @@ impl BlobStore for S3Store {
                     digest: digest.clone(),
                 })
             }
+            Err(_) if range.is_some() => return self.get_after_head(digest, range).await,
             Err(e) => return Err(backend("get blob")(e)),
+        };
+        let size = result.meta.size;
+        let resolved = crate::range::resolve_request(range, size)?;
+        if (resolved.start, resolved.end) != (result.range.start, result.range.end) {
+            return Err(StorageError::Backend {
+                op: "get blob",
+                source: format!(
+                    "asked for bytes {}..{} of {size}, got {}..{}",
+                    resolved.start, resolved.end, result.range.start, result.range.end
+                )
+                .into(),
+            });
+        }
+        let blob_meta = BlobMeta {
+            digest: digest.clone(),
+            size,
+            last_access: SystemTime::from(result.meta.last_modified),
         };
         let stream = result
             .into_stream()

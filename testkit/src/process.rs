@@ -89,9 +89,18 @@ impl Proc {
         &self.stderr_log
     }
 
-    /// The whole stderr log.
+    /// The whole stderr log (bytes that are not UTF-8 replaced, not the whole log lost).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+        std::fs::read(&self.stderr_log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The whole stdout log (where some servers, such as s3s-fs, log).
+    pub fn stdout(&self) -> String {
+        std::fs::read(&self.stdout_log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// The tails of both logs, for failure messages.

@@ -50,7 +50,8 @@ impl S3Server {
                 cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
                     .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
                     .arg(&data)
-                    .env("RUST_LOG", "info")
+                    // s3s logs each request it answered at debug (`s3s::service`).
+                    .env("RUST_LOG", "info,s3s::service=debug")
                     .env("NO_COLOR", "1");
                 cmd
             },
@@ -133,6 +134,16 @@ impl S3Server {
     /// The whole log.
     pub fn log(&self) -> String {
         self.proc.log()
+    }
+
+    /// Requests answered so far (one `s3s::service` line with the duration each, in its
+    /// stdout).
+    pub fn requests(&self) -> usize {
+        self.proc
+            .stdout()
+            .lines()
+            .filter(|l| l.contains("s3s::service: duration"))
+            .count()
     }
 
     /// Log tail for failure messages.
