@@ -171,38 +171,10 @@ async fn answer(
             if let Some(peers) = peers {
                 if from_peer {
                     peers.stats().served.fetch_add(1, Ordering::Relaxed);
-                } else if let Some(owner) = peers.owner_elsewhere(&digest) {
-                    let stored = engine
-                        .stored_blob(&client, &repo, &digest, range)
-                        .await
-                        .map_err(at(&client))?;
-                    if let Some(hit) = stored {
-                        return Ok(Outcome {
-                            response: blob_response(&digest.to_string(), hit),
-                            log: through(&client, "hit"),
-                        });
-                    }
-                    if !engine.fill_running(client.name(), &digest) {
-                        let f = Forward {
-                            owner,
-                            upstream: client.name().to_owned(),
-                            repo: repo.as_str().to_owned(),
-                            digest: digest.clone(),
-                            range: parts
-                                .headers
-                                .get(header::RANGE)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned),
-                            identity: identity.clone(),
-                        };
-                        let local = local_fill(engine, &client, &repo, &digest);
-                        if let Forwarded::Answer(response) = peers.forward_blob(f, local).await {
-                            return Ok(Outcome {
-                                response,
-                                log: through(&client, "peer"),
-                            });
-                        }
-                    }
+                } else if let Some(outcome) =
+                    via_owner(engine, peers, parts, &client, &repo, &digest, &identity).await?
+                {
+                    return Ok(outcome);
                 }
             }
             let blob = engine
@@ -286,6 +258,57 @@ fn peer_request(peers: Option<&Arc<Peers>>, parts: &Parts) -> Result<(String, Id
             tracing::warn!(error = %e, path = parts.uri.path(), "peer token refused");
             ApiError::Unauthenticated
         })
+}
+
+/// A blob GET that missed here and whose owner is another replica: served from storage if
+/// it is there after all, else forwarded to the owner (`None`: fill here, because a fill
+/// of it already runs here or the owner could not be used).
+async fn via_owner(
+    engine: &Arc<Engine>,
+    peers: &Arc<Peers>,
+    parts: &Parts,
+    client: &Arc<UpstreamClient>,
+    repo: &RepositoryName,
+    digest: &oci_cache_core::Digest,
+    identity: &Identity,
+) -> Result<Option<Outcome>, Failure> {
+    let Some(owner) = peers.owner_elsewhere(digest) else {
+        return Ok(None);
+    };
+    let range_header = parts
+        .headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let range = range_header.and_then(|v| parse_range(v).ok().flatten());
+    let stored = engine
+        .stored_blob(client, repo, digest, range)
+        .await
+        .map_err(at(client))?;
+    if let Some(hit) = stored {
+        return Ok(Some(Outcome {
+            response: blob_response(&digest.to_string(), hit),
+            log: through(client, "hit"),
+        }));
+    }
+    if engine.fill_running(client.name(), digest) {
+        return Ok(None);
+    }
+    let f = Forward {
+        owner,
+        upstream: client.name().to_owned(),
+        repo: repo.as_str().to_owned(),
+        digest: digest.clone(),
+        range: range_header.map(str::to_owned),
+        identity: identity.clone(),
+    };
+    let local = local_fill(engine, client, repo, digest);
+    Ok(match peers.forward_blob(f, local).await {
+        Forwarded::Answer(response) => Some(Outcome {
+            response,
+            log: through(client, "peer"),
+        }),
+        Forwarded::Fallback => None,
+    })
 }
 
 /// A fill here of `digest` (or a part), for a forwarded answer the owner breaks off.
