@@ -22,9 +22,9 @@ pub const PEER_HEADER: &str = "x-oci-cache-peer";
 /// How far a token's time may be from the receiver's clock.
 pub const MAX_SKEW: Duration = Duration::from_secs(60);
 
-/// The shared secret of the replicas (never shown by `Debug`).
+/// The shared secret of the replicas, as the keyed MAC it makes (never shown by `Debug`).
 #[derive(Clone)]
-pub struct PeerSecret(Vec<u8>);
+pub struct PeerSecret(Hmac<Sha256>);
 
 impl std::fmt::Debug for PeerSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,13 +65,13 @@ impl PeerSecret {
         if secret.len() < MIN_SECRET {
             return Err(PeerTokenError::WeakSecret { min: MIN_SECRET });
         }
-        Ok(Self(secret.as_bytes().to_vec()))
+        <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+            .map(Self)
+            .map_err(|_| PeerTokenError::WeakSecret { min: MIN_SECRET })
     }
 
     fn mac(&self, fields: &[&str]) -> Hmac<Sha256> {
-        // HMAC takes keys of any length.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        let mut mac = self.0.clone();
         for field in fields {
             mac.update(field.as_bytes());
             mac.update(b"\n");
