@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use http::request::Parts;
 use http::{HeaderValue, Request, Response};
-use oci_cache_core::route::RouteParseError;
+use oci_cache_core::route::{Route, RouteParseError};
 use oci_cache_core::{Engine, Upstreams};
 
 use crate::auth::AccessPolicy;
@@ -153,30 +153,23 @@ impl CacheService {
                 Outcome::plain(error_response(&ApiError::Path(RouteParseError::NotFound)))
             }
             // Not an API path either: the API handler answers it as such.
-            (Endpoint::Ops(_), Role::Api) => {
-                let not_api = Err(RouteParseError::NotFound);
-                handle(
-                    &self.engine,
-                    &self.upstreams,
-                    &self.access,
-                    self.peers.as_ref(),
-                    parts,
-                    not_api,
-                )
-                .await
-            }
-            (Endpoint::Api(route), Role::Both | Role::Api) => {
-                handle(
-                    &self.engine,
-                    &self.upstreams,
-                    &self.access,
-                    self.peers.as_ref(),
-                    parts,
-                    route,
-                )
-                .await
-            }
+            (Endpoint::Ops(_), Role::Api) => self.api(parts, Err(RouteParseError::NotFound)).await,
+            (Endpoint::Api(route), Role::Both | Role::Api) => self.api(parts, route).await,
         }
+    }
+
+    /// The outcome of an API request (`route`, parsed from its path).
+    async fn api(&self, parts: &Parts, route: Result<Route, RouteParseError>) -> Outcome {
+        let peers = self.peers.as_ref();
+        handle(
+            &self.engine,
+            &self.upstreams,
+            &self.access,
+            peers,
+            parts,
+            route,
+        )
+        .await
     }
 }
 
