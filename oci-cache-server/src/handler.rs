@@ -149,7 +149,10 @@ async fn answer(
                     .map_err(at(&client))?;
                 let mut resp = Response::new(full_body(""));
                 blob_headers(resp.headers_mut(), &digest.to_string(), Some(size));
-                return Ok(Outcome::plain(resp));
+                return Ok(Outcome {
+                    response: resp,
+                    log: through(&client, "-"),
+                });
             }
             let range = parts
                 .headers

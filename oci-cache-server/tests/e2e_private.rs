@@ -202,8 +202,16 @@ fn private_stays_private(storage: Option<(&S3Server, &str)>) {
             answer.body
         })
         .collect();
-    // Let the fills commit (the last byte goes to the client before the commit).
-    std::thread::sleep(Duration::from_secs(1));
+    // Wait until the fills are stored (the last byte goes to the client before the commit).
+    support::wait_until(
+        "alice's fills to be stored",
+        Duration::from_secs(20),
+        || {
+            let m = support::lifecycle::scrape_metrics(&cache.url());
+            (support::lifecycle::metric(&m, "oci_cache_fills_in_flight") == 0).then_some(())
+        },
+        || cache.log_tail(),
+    );
 
     let private_requests = w.private.registry.records().len();
     assert_nothing_leaks(&cache.url(), &digests, &secret_bytes);
@@ -243,15 +251,29 @@ fn private_stays_private(storage: Option<(&S3Server, &str)>) {
         );
     }
 
-    // The request log names the upstream of manifest requests and carries no colour codes
-    // (its stderr is a file, not a terminal).
-    let log = cache.log();
-    assert!(
-        log.lines().any(|l| l.contains("route=\"manifest\"")
-            && l.contains("upstream=\"private.example\"")
-            && l.contains("status=200")),
-        "{log}"
+    // The request log names the upstream of manifest requests and blob HEADs and carries no
+    // colour codes (its stderr is a file, not a terminal).
+    let secret = digests.iter().next().unwrap();
+    let head = fetch_with(
+        "HEAD",
+        &format!(
+            "{}/v2/team/secret/blobs/{secret}?ns=private.example",
+            cache.url()
+        ),
+        Auth::Basic("alice", ALICE_PASS),
+        &[],
     );
+    assert_eq!(head.status, 200, "{}", head.describe());
+    let log = cache.log();
+    for (method, route) in [("GET", "manifest"), ("HEAD", "blob")] {
+        assert!(
+            log.lines().any(|l| l.contains(&format!("method={method}"))
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains("upstream=\"private.example\"")
+                && l.contains("status=200")),
+            "{method} {route}:\n{log}"
+        );
+    }
     assert!(
         !log.contains('\u{1b}'),
         "colour codes in a log file:\n{log}"
