@@ -400,3 +400,54 @@ async fn disk_fills_up_during_a_fill(spool_usable: bool) {
         "the failed temp file is gone"
     );
 }
+
+/// Two replicas on one storage: each evicts only the blobs it owns. The plan is the
+/// fleet's (everything must go here); the first pass deletes only the first replica's
+/// share, the second replica's pass the rest.
+#[tokio::test]
+async fn each_replica_evicts_only_the_blobs_it_owns() {
+    let images = vec![image(8), image(9)];
+    let fake = registry(&images).await;
+    let (a, store, _dir) = support::engine();
+    let client = fake.client();
+    for i in &images {
+        pull(&a, &client, i).await;
+    }
+    a.wait_for_fills(Duration::from_secs(10)).await;
+    let tags = Arc::new(MemoryStore::new());
+    let b = Engine::new(store.clone(), tags, EngineConfig::default());
+    let mut policy = GcPolicy::default();
+    policy.max_bytes = Some(1);
+    policy.high_watermark = 0.5;
+    policy.low_watermark = 0.5;
+    policy.max_age = None;
+    let stored = |store: Arc<MemoryStore>| async move {
+        let page = store.list(None, 1000).await.unwrap();
+        page.blobs
+            .into_iter()
+            .map(|m| m.digest)
+            .collect::<Vec<Digest>>()
+    };
+    let all = stored(store.clone()).await;
+    assert!(all.len() >= 4, "{all:?}");
+    // Ownership by the digest's last hex digit, as a stand-in for rendezvous hashing.
+    let mine = |d: &Digest| {
+        d.to_string()
+            .ends_with(['0', '1', '2', '3', '4', '5', '6', '7'])
+    };
+    let theirs = |d: &Digest| !mine(d);
+    let plan = a.collect_garbage_of(&policy, false, &mine).await.unwrap();
+    assert_eq!(plan.evict.len(), all.len(), "the plan is the fleet's");
+    let left = stored(store.clone()).await;
+    assert!(
+        left.iter().all(|d| theirs(d)),
+        "a deleted only its own: {left:?}"
+    );
+    assert_eq!(
+        left.len(),
+        all.iter().filter(|d| theirs(d)).count(),
+        "and all of its own"
+    );
+    b.collect_garbage_of(&policy, false, &theirs).await.unwrap();
+    assert!(stored(store.clone()).await.is_empty(), "b deleted the rest");
+}

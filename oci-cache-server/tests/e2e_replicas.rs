@@ -249,3 +249,87 @@ fn the_owner_killed_mid_fill_every_other_client_gets_the_whole_blob() {
         .sum();
     assert!(resumed >= 1, "no client was resumed\n{}", logs(&replicas));
 }
+
+/// Eviction elsewhere never cuts a stream: while a replica streams a 24 MiB blob from the
+/// bucket to a client that reads slowly, `oci-cache gc` (another process on the same
+/// bucket, evicting everything) deletes it; the client still gets every byte, verified.
+/// (A hit is one streaming GET, which S3 finishes after a DELETE.)
+#[test]
+fn eviction_elsewhere_never_cuts_a_stream() {
+    use std::io::{Read, Write};
+    let auth = AuthRegistry::start(&[]);
+    let rt = support::rt::runtime(2);
+    let (blob, digest) = push_random_blob(&rt, &auth, "team/app", 11, 24 << 20);
+    let s3 = S3Server::start(&[BUCKET]);
+    let (replicas, dir) = fleet(&s3, &auth.registry.url(), 2);
+    let urls: Vec<String> = replicas.iter().map(|r| r.url()).collect();
+    let reader = 1 - owner(&urls, &digest);
+    let client = support::rt::http_client(Duration::from_secs(60));
+    let url = format!("{}/v2/team/app/blobs/{digest}", urls[reader]);
+    rt.block_on(verified_get(&client, &url, &digest)).unwrap();
+    support::wait_until(
+        "the blob to be stored",
+        Duration::from_secs(20),
+        || {
+            s3.object_path(BUCKET, &format!("fleet/blobs/sha256/{}", &digest[7..]))
+                .exists()
+                .then_some(())
+        },
+        || logs(&replicas),
+    );
+
+    // A client that reads the blob slowly from the replica that does not own it.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", replicas[reader].port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /v2/team/app/blobs/{digest} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < 1 << 20 {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended early");
+        got.extend_from_slice(&buf[..n]);
+    }
+
+    // Meanwhile another process evicts everything in the bucket.
+    let config = dir.path().join("config.toml");
+    let mut gc = std::process::Command::new(oci_cache_bin());
+    gc.args(["gc", "--max-bytes", "1", "--config"]).arg(&config);
+    for (k, v) in s3.aws_env() {
+        gc.env(k, v);
+    }
+    let out = support::process::run_ok(&mut gc, Duration::from_secs(60)).unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains(&format!("evicted {digest}")), "{out}");
+    assert!(
+        !s3.object_path(BUCKET, &format!("fleet/blobs/sha256/{}", &digest[7..]))
+            .exists(),
+        "the blob is gone from the bucket"
+    );
+
+    // The stream goes on to the last byte.
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let body = &got[head_end..];
+    assert_eq!(body.len(), blob.len(), "{head}\n{}", logs(&replicas));
+    assert_eq!(sha256_bytes(body), digest);
+    assert!(
+        replicas[reader].log().contains("cache=\"hit\""),
+        "the slow read was a hit from the bucket\n{}",
+        logs(&replicas)
+    );
+}

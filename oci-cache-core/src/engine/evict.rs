@@ -27,6 +27,20 @@ impl Engine {
         policy: &GcPolicy,
         dry_run: bool,
     ) -> Result<GcPlan, EngineError> {
+        self.collect_garbage_of(policy, dry_run, &|_| true).await
+    }
+
+    /// [`Engine::collect_garbage`] where this process deletes only the blobs `owns` says
+    /// are its own: with several replicas on one storage, each evicts only the blobs it
+    /// owns (the plan is the fleet's, each replica carries out its share), so no two
+    /// replicas delete by different views, and the owner, which fills a blob for the whole
+    /// fleet, is the one that knows when it is being filled.
+    pub async fn collect_garbage_of(
+        &self,
+        policy: &GcPolicy,
+        dry_run: bool,
+        owns: &(dyn Fn(&Digest) -> bool + Send + Sync),
+    ) -> Result<GcPlan, EngineError> {
         let mut stored = Vec::new();
         let mut after: Option<Digest> = None;
         loop {
@@ -53,8 +67,15 @@ impl Engine {
         }
         let in_use = self.usage.in_use();
         let sizes: HashMap<&Digest, u64> = stored.iter().map(|b| (&b.digest, b.size)).collect();
-        for digest in decided.evict.iter().filter(|d| !in_use.contains(*d)) {
+        let (mut deleted, mut freed) = (0u64, 0u64);
+        for digest in decided
+            .evict
+            .iter()
+            .filter(|d| !in_use.contains(*d) && owns(d))
+        {
             self.blobs.delete(digest).await?;
+            deleted += 1;
+            freed += sizes.get(digest).copied().unwrap_or(0);
             self.hot.forget_manifest(digest);
             {
                 let mut r = self.refs.refs.lock();
@@ -66,14 +87,18 @@ impl Engine {
                 sizes.get(digest).copied().unwrap_or(0),
             );
         }
-        EngineStats::set(&self.stats.stored_bytes, decided.total - decided.freed);
+        EngineStats::set(
+            &self.stats.stored_bytes,
+            decided.total.saturating_sub(freed),
+        );
         EngineStats::set(
             &self.stats.stored_objects,
-            decided.objects - decided.evict.len() as u64,
+            decided.objects.saturating_sub(deleted),
         );
         tracing::info!(
-            evicted = decided.evict.len(),
-            freed = decided.freed,
+            evicted = deleted,
+            freed,
+            planned = decided.evict.len(),
             total = decided.total,
             "eviction pass"
         );

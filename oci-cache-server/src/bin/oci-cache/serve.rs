@@ -55,8 +55,26 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
     let mut engine_config = EngineConfig::default();
     engine_config.spool_dir = spool_dir;
     let engine = Arc::new(Engine::new(blobs, tags, engine_config));
+    let peers = match config.peer_config()? {
+        Some(peer_config) => {
+            let peers = Peers::new(peer_config)?;
+            // Kept running for the process's life (it ends when the peers are dropped).
+            let _refresh = peers.refresh().await;
+            if !peers.includes_me() {
+                tracing::warn!(me = peers.me(), members = ?peers.members(), "this replica is not among its peers: it owns no blob and forwards every miss");
+            }
+            tracing::info!(me = peers.me(), members = ?peers.members(), "replica of a fleet: misses of blobs other replicas own are forwarded to them");
+            Some(peers)
+        }
+        None => None,
+    };
     let policy = config.gc.policy()?;
-    spawn_gc(Arc::clone(&engine), policy, config.gc.interval());
+    spawn_gc(
+        Arc::clone(&engine),
+        policy,
+        config.gc.interval(),
+        peers.clone(),
+    );
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -68,14 +86,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
     let mut service = CacheService::new(Arc::clone(&engine), upstreams)
         .with_access(access)
         .with_storage_limit(config.gc.max_bytes);
-    if let Some(peer_config) = config.peer_config()? {
-        let peers = Peers::new(peer_config)?;
-        // Kept running for the process's life (it ends when the peers are dropped).
-        let _refresh = peers.refresh().await;
-        if !peers.includes_me() {
-            tracing::warn!(me = peers.me(), members = ?peers.members(), "this replica is not among its peers: it owns no blob and forwards every miss");
-        }
-        tracing::info!(me = peers.me(), members = ?peers.members(), "replica of a fleet: misses of blobs other replicas own are forwarded to them");
+    if let Some(peers) = peers {
         service = service.with_peers(peers);
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -133,10 +144,17 @@ fn spawn_gc(
     engine: Arc<Engine>,
     policy: oci_cache_core::gc::GcPolicy,
     interval: std::time::Duration,
+    peers: Option<Arc<Peers>>,
 ) {
     tokio::spawn(async move {
+        // With peers, each replica evicts only the blobs it owns.
+        let owns = move |d: &oci_cache_core::Digest| {
+            peers
+                .as_ref()
+                .is_none_or(|p| p.owner_elsewhere(d).is_none())
+        };
         loop {
-            if let Err(e) = engine.collect_garbage(&policy, false).await {
+            if let Err(e) = engine.collect_garbage_of(&policy, false, &owns).await {
                 tracing::warn!(error = %e, "eviction pass failed");
             }
             tokio::time::sleep(interval).await;
