@@ -439,10 +439,7 @@ async fn each_replica_evicts_only_the_blobs_it_owns() {
     let plan = a.collect_garbage_of(&policy, false, &mine).await.unwrap();
     assert_eq!(plan.evict.len(), all.len(), "the plan is the fleet's");
     let left = stored(store.clone()).await;
-    assert!(
-        left.iter().all(|d| theirs(d)),
-        "a deleted only its own: {left:?}"
-    );
+    assert!(left.iter().all(&theirs), "a deleted only its own: {left:?}");
     assert_eq!(
         left.len(),
         all.iter().filter(|d| theirs(d)).count(),
