@@ -21,10 +21,14 @@ impl Engine {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<BlobResponse, EngineError> {
-        if let Some(hit) = self.stored_blob(client, repo, digest, range).await? {
+        let linked = self
+            .links
+            .contains(client.name(), repo.as_str(), digest)
+            .await?;
+        if let Some(hit) = self.stored(client, repo, digest, range, linked).await? {
             return Ok(hit);
         }
-        self.filled_blob(client, repo, digest, range).await
+        self.filled_blob(client, repo, digest, range, linked).await
     }
 
     /// The blob (or the part `range` selects) from storage, when it is stored and may go
@@ -37,8 +41,24 @@ impl Engine {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<Option<BlobResponse>, EngineError> {
+        let linked = self
+            .links
+            .contains(client.name(), repo.as_str(), digest)
+            .await?;
+        self.stored(client, repo, digest, range, linked).await
+    }
+
+    /// [`Engine::stored_blob`], `linked` saying whether the blob is known to belong to
+    /// the repository.
+    async fn stored(
+        &self,
+        client: &Arc<UpstreamClient>,
+        repo: &RepositoryName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+        linked: bool,
+    ) -> Result<Option<BlobResponse>, EngineError> {
         let upstream = client.name();
-        let linked = self.links.contains(upstream, repo.as_str(), digest).await?;
         // Stored bytes go out through this upstream only if it once produced them itself.
         let stored = if self.links.possesses(upstream, digest).await? {
             self.blobs.get(digest, range).await
@@ -94,11 +114,8 @@ impl Engine {
         repo: &RepositoryName,
         digest: &Digest,
         range: Option<ByteRange>,
+        linked: bool,
     ) -> Result<BlobResponse, EngineError> {
-        let linked = self
-            .links
-            .contains(client.name(), repo.as_str(), digest)
-            .await?;
         if !linked && self.links.denied(client.name(), repo.as_str(), digest) {
             return Err(EngineError::BlobUnknown {
                 digest: digest.clone(),
