@@ -70,6 +70,7 @@ impl Engine {
         let background = background::Background::default();
         let links = Arc::new(links::Links::new(Arc::clone(&tags), background.clone()));
         let stats: Arc<EngineStats> = Arc::default();
+        let usage = Arc::new(in_use::Usage::new(Arc::clone(&blobs), config.touch_every));
         let fills = Fills::new(FillContext::new(
             Arc::clone(&blobs),
             Arc::clone(&stats),
@@ -84,7 +85,7 @@ impl Engine {
             list_revalidations: SingleFlight::default(),
             missing: NegativeCache::default(),
             stats,
-            usage: Arc::default(),
+            usage,
             refs: evict::RefIndex::default(),
             links,
             hot: hot::Hot::default(),

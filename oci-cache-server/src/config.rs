@@ -117,6 +117,11 @@ pub struct Config {
     /// the usual AWS environment variables); absent: the filesystem under `data_dir`.
     #[serde(default)]
     pub storage: Option<String>,
+    /// With S3 storage: bytes of recently used blobs kept on the local disk (under
+    /// `data_dir/local-tier`) and read there first, least recently used out first
+    /// (default 10 GiB; 0: none). Ignored with filesystem storage.
+    #[serde(default = "default_local_tier_bytes")]
+    pub local_tier_bytes: u64,
     /// Requests served at once (default 1024); more wait for a slot. Idle connections and
     /// health probes take none (see `[limits]`).
     #[serde(default = "default_max_connections")]
@@ -157,6 +162,10 @@ pub struct Config {
     pub peer_timeout_secs: u64,
 }
 
+fn default_local_tier_bytes() -> u64 {
+    10 << 30
+}
+
 fn default_peer_timeout_secs() -> u64 {
     5
 }
@@ -187,6 +196,7 @@ impl Default for Config {
             admin_listen: None,
             data_dir: default_data_dir(),
             storage: None,
+            local_tier_bytes: default_local_tier_bytes(),
             max_connections: default_max_connections(),
             limits: LimitsSection::default(),
             gc: GcSection::default(),

@@ -26,6 +26,16 @@ const SECRET: &str = "the fleet's shared secret, at least 32 bytes";
 /// `n` replicas on `s3://oci/fleet`, each told every replica's URL, with `upstream` as
 /// `docker.io`. Returns the replicas (in the order of their URLs) and their directory.
 fn fleet(s3: &S3Server, upstream: &str, n: usize) -> (Vec<OciCache>, tempfile::TempDir) {
+    fleet_with(s3, upstream, n, "")
+}
+
+/// [`fleet`] with `extra` added to the top of the configuration file.
+fn fleet_with(
+    s3: &S3Server,
+    upstream: &str,
+    n: usize,
+    extra: &str,
+) -> (Vec<OciCache>, tempfile::TempDir) {
     let dir = support::short_tempdir("e2e-fleet-");
     let mut ports: Vec<u16> = Vec::new();
     while ports.len() < n {
@@ -44,7 +54,7 @@ fn fleet(s3: &S3Server, upstream: &str, n: usize) -> (Vec<OciCache>, tempfile::T
     std::fs::write(
         &config,
         format!(
-            "storage = \"s3://{BUCKET}/fleet\"\npeers = [{}]\npeer_secret_file = \"{}\"\n\n\
+            "storage = \"s3://{BUCKET}/fleet\"\npeers = [{}]\npeer_secret_file = \"{}\"\n{extra}\n\
              [[upstreams]]\nname = \"docker.io\"\nurl = \"{upstream}\"\n",
             peers.join(", "),
             secret.display()
@@ -250,10 +260,12 @@ fn the_owner_killed_mid_fill_every_other_client_gets_the_whole_blob() {
     assert!(resumed >= 1, "no client was resumed\n{}", logs(&replicas));
 }
 
-/// Eviction elsewhere never cuts a stream: while a replica streams a 24 MiB blob from the
-/// bucket to a client that reads slowly, `oci-cache gc` (another process on the same
-/// bucket, evicting everything) deletes it; the client still gets every byte, verified.
-/// (A hit is one streaming GET, which S3 finishes after a DELETE.)
+/// Eviction never cuts a read anywhere in the fleet: the owner replica evicts everything
+/// idle (`max_bytes = 1`, a pass every second, `min_idle_secs = 8`) while the other replica
+/// streams the 24 MiB blob from the bucket (no local tier) to a client that takes about
+/// 25 s. The reading replica refreshes the blob's last access in the bucket while it reads,
+/// so the owner leaves the blob in the bucket for the whole read, and removes it once the
+/// read has been over for `min_idle_secs`.
 #[test]
 fn eviction_elsewhere_never_cuts_a_stream() {
     use std::io::{Read, Write};
@@ -261,20 +273,25 @@ fn eviction_elsewhere_never_cuts_a_stream() {
     let rt = support::rt::runtime(2);
     let (blob, digest) = push_random_blob(&rt, &auth, "team/app", 11, 24 << 20);
     let s3 = S3Server::start(&[BUCKET]);
-    let (replicas, dir) = fleet(&s3, &auth.registry.url(), 2);
+    let (replicas, _dir) = fleet_with(
+        &s3,
+        &auth.registry.url(),
+        2,
+        "local_tier_bytes = 0\n[gc]\nmax_bytes = 1\ninterval_secs = 1\nmin_idle_secs = 8\n",
+    );
     let urls: Vec<String> = replicas.iter().map(|r| r.url()).collect();
     let reader = 1 - owner(&urls, &digest);
+    let in_bucket = || {
+        s3.object_path(BUCKET, &format!("fleet/blobs/sha256/{}", &digest[7..]))
+            .exists()
+    };
     let client = support::rt::http_client(Duration::from_secs(60));
     let url = format!("{}/v2/team/app/blobs/{digest}", urls[reader]);
     rt.block_on(verified_get(&client, &url, &digest)).unwrap();
     support::wait_until(
         "the blob to be stored",
         Duration::from_secs(20),
-        || {
-            s3.object_path(BUCKET, &format!("fleet/blobs/sha256/{}", &digest[7..]))
-                .exists()
-                .then_some(())
-        },
+        || in_bucket().then_some(()),
         || logs(&replicas),
     );
 
@@ -290,43 +307,40 @@ fn eviction_elsewhere_never_cuts_a_stream() {
     .unwrap();
     let mut got = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    while got.len() < 1 << 20 {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "the stream ended early");
-        got.extend_from_slice(&buf[..n]);
-    }
-
-    // Meanwhile another process evicts everything in the bucket.
-    let config = dir.path().join("config.toml");
-    let mut gc = std::process::Command::new(oci_cache_bin());
-    gc.args(["gc", "--max-bytes", "1", "--config"]).arg(&config);
-    for (k, v) in s3.aws_env() {
-        gc.env(k, v);
-    }
-    let out = support::process::run_ok(&mut gc, Duration::from_secs(60)).unwrap();
-    let out = String::from_utf8_lossy(&out);
-    assert!(out.contains(&format!("evicted {digest}")), "{out}");
-    assert!(
-        !s3.object_path(BUCKET, &format!("fleet/blobs/sha256/{}", &digest[7..]))
-            .exists(),
-        "the blob is gone from the bucket"
-    );
-
-    // The stream goes on to the last byte.
+    let started = std::time::Instant::now();
     loop {
         let n = stream.read(&mut buf).unwrap();
         if n == 0 {
             break;
         }
         got.extend_from_slice(&buf[..n]);
-        std::thread::sleep(Duration::from_millis(2));
+        assert!(
+            in_bucket(),
+            "the blob left the bucket {:?} into the read, at byte {}\n{}",
+            started.elapsed(),
+            got.len(),
+            logs(&replicas)
+        );
+        std::thread::sleep(Duration::from_millis(60));
     }
+    let read_for = started.elapsed();
+    assert!(
+        read_for > Duration::from_secs(12),
+        "the read took {read_for:?}: not longer than min_idle_secs, so it proves nothing"
+    );
     let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let head = String::from_utf8_lossy(&got[..head_end]).to_string();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let body = &got[head_end..];
     assert_eq!(body.len(), blob.len(), "{head}\n{}", logs(&replicas));
     assert_eq!(sha256_bytes(body), digest);
+    // The owner was evicting all along: once the read is over and the blob idle, it goes.
+    support::wait_until(
+        "the owner to evict the idle blob",
+        Duration::from_secs(40),
+        || (!in_bucket()).then_some(()),
+        || logs(&replicas),
+    );
     assert!(
         replicas[reader].log().contains("cache=\"hit\""),
         "the slow read was a hit from the bucket\n{}",

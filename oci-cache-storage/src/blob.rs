@@ -96,6 +96,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Records that the blob was just used (for least-recently-used eviction).
     async fn touch(&self, digest: &Digest) -> Result<(), StorageError>;
 
+    /// The blob's last access as every process sharing this storage sees it (for an
+    /// eviction that must not remove what another process reads), `None` if it is not
+    /// stored. The default is [`BlobStore::head`]'s; a store with a private tier in front
+    /// of shared storage asks the shared one.
+    async fn last_access(&self, digest: &Digest) -> Result<Option<SystemTime>, StorageError> {
+        Ok(self.head(digest).await?.map(|m| m.last_access))
+    }
+
     /// For backends that keep each blob in a local file: the open file of a stored blob,
     /// with its metadata and the part `range` selects, so that a server can send it with
     /// `sendfile` instead of reading it into memory. The file holds exactly the blob's

@@ -17,6 +17,7 @@ mod range;
 #[cfg(feature = "s3")]
 pub mod s3;
 mod tag;
+pub mod tiered;
 pub mod verify;
 mod write_check;
 

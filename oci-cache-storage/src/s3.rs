@@ -1,7 +1,8 @@
 //! The S3 backend (feature `s3`), on the `object_store` crate: AWS S3 and S3-compatible
 //! servers. Blobs live at `PREFIX/blobs/<alg>/<hex>`, tags at `PREFIX/tags/...json`, and the
 //! last access of a blob in a small sidecar `PREFIX/access/<alg>/<hex>`, rewritten at most
-//! once per [`TOUCH_INTERVAL`] so hot blobs are never rewritten.
+//! once per [`TOUCH_INTERVAL`] (or [`S3Store::with_touch_interval`]) so hot blobs are never
+//! rewritten.
 //!
 //! A blob becomes visible only when its upload completes, and that happens only after the
 //! digest and size are verified: small blobs are one PUT, larger ones a multipart upload
@@ -36,7 +37,7 @@ use writer::S3Writer;
 /// Longest tag key (after `tags/`) kept readable; longer ones are hashed.
 const MAX_TAG_KEY: usize = 100;
 
-/// A blob's last-access sidecar is rewritten at most this often.
+/// A blob's last-access sidecar is rewritten at most this often, by default.
 pub const TOUCH_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Blobs and tags in an S3 bucket under a prefix.
@@ -45,6 +46,7 @@ pub struct S3Store {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     touched: Arc<Mutex<HashMap<Digest, Instant>>>,
+    touch_interval: Duration,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -123,7 +125,15 @@ impl S3Store {
             store,
             prefix: prefix.trim_matches('/').to_owned(),
             touched: Arc::default(),
+            touch_interval: TOUCH_INTERVAL,
         }
+    }
+
+    /// The store, rewriting a blob's last-access sidecar at most once per `interval`.
+    #[must_use]
+    pub fn with_touch_interval(mut self, interval: Duration) -> Self {
+        self.touch_interval = interval;
+        self
     }
 
     /// A store for `s3://BUCKET/PREFIX`, configured from the usual AWS environment
@@ -380,7 +390,7 @@ impl BlobStore for S3Store {
             .lock()
             .get(digest)
             .copied()
-            .is_some_and(|at| at.elapsed() < TOUCH_INTERVAL);
+            .is_some_and(|at| at.elapsed() < self.touch_interval);
         if recent {
             return Ok(());
         }
@@ -395,6 +405,10 @@ impl BlobStore for S3Store {
             .map_err(backend("touch blob"))?;
         {
             let mut t = self.touched.lock();
+            if t.len() >= 100_000 {
+                let interval = self.touch_interval;
+                t.retain(|_, at| at.elapsed() < interval);
+            }
             t.insert(digest.clone(), Instant::now());
         }
         Ok(())

@@ -73,7 +73,7 @@ impl Engine {
                     self.confirm_blob(client, repo, digest).await?;
                 }
                 EngineStats::add(&self.stats.blob_hits, 1);
-                self.usage.touch(&self.blobs, digest);
+                self.usage.touch(digest);
                 let stats = Arc::clone(&self.stats);
                 let reading = self.usage.reading(digest);
                 let counted = body.map_ok(move |chunk| {

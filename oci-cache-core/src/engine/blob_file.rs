@@ -70,7 +70,7 @@ impl Engine {
         }
         EngineStats::add(&self.stats.blob_hits, 1);
         EngineStats::add(&self.stats.bytes_from_cache, part.len());
-        self.usage.touch(&self.blobs, digest);
+        self.usage.touch(digest);
         Ok(Some(BlobFile {
             file,
             size: meta.size,

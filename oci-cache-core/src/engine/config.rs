@@ -26,6 +26,11 @@ pub struct EngineConfig {
     /// them together up to this many bytes; a fill that would go past it fails rather than
     /// exhaust memory.
     pub memory_spool_limit: u64,
+    /// A hit refreshes its blob's last access in storage at most this often, and a read
+    /// that lasts longer refreshes it again every `touch_every` until it ends, so that an
+    /// eviction by another process sharing the storage (see
+    /// [`GcPolicy::min_idle`](crate::gc::GcPolicy::min_idle)) sees the blob as in use.
+    pub touch_every: Duration,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +40,7 @@ impl Default for EngineConfig {
             fill_idle_timeout: Duration::from_secs(60),
             chunk_size: 256 * 1024,
             memory_spool_limit: 256 * 1024 * 1024,
+            touch_every: Duration::from_secs(60),
         }
     }
 }

@@ -73,6 +73,9 @@ impl Engine {
             .iter()
             .filter(|d| !in_use.contains(*d) && owns(d))
         {
+            if self.used_within(digest, policy.min_idle).await? {
+                continue;
+            }
             self.blobs.delete(digest).await?;
             deleted += 1;
             freed += sizes.get(digest).copied().unwrap_or(0);
@@ -103,6 +106,25 @@ impl Engine {
             "eviction pass"
         );
         Ok(decided)
+    }
+
+    /// Whether the blob was used within `min_idle`, asked of the storage again right
+    /// before it is deleted: a read that began in another process after the listing has
+    /// refreshed the last access by now.
+    async fn used_within(
+        &self,
+        digest: &Digest,
+        min_idle: Option<std::time::Duration>,
+    ) -> Result<bool, EngineError> {
+        let Some(idle) = min_idle else {
+            return Ok(false);
+        };
+        let Some(last_access) = self.blobs.last_access(digest).await? else {
+            return Ok(false);
+        };
+        Ok(SystemTime::now()
+            .duration_since(last_access)
+            .map_or(true, |since| since < idle))
     }
 
     /// Whether the blob's first byte is `{` (manifests are JSON objects; layers rarely start

@@ -229,7 +229,7 @@ impl Engine {
     /// A manifest from storage (or its hot copy), if it is there.
     async fn stored_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, EngineError> {
         if let Some(m) = self.hot.manifest(digest) {
-            self.usage.touch(&self.blobs, digest);
+            self.usage.touch(digest);
             return Ok(Some(m));
         }
         let (meta, _, body) = match self.blobs.get(digest, None).await {
@@ -243,7 +243,7 @@ impl Engine {
         let bytes: BytesMut = body.try_collect().await?;
         let bytes = bytes.freeze();
         let media_type = inspect(&bytes, None)?;
-        self.usage.touch(&self.blobs, digest);
+        self.usage.touch(digest);
         let m = Manifest {
             bytes,
             digest: digest.clone(),

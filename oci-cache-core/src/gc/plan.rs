@@ -26,6 +26,14 @@ pub struct GcPolicy {
     pub low_watermark: f64,
     /// Groups not accessed for this long go, whatever the size; `None` for no age limit.
     pub max_age: Option<Duration>,
+    /// A blob whose own last access is more recent than this is never evicted, as if it
+    /// were being read. For several processes on one storage (replicas, or `oci-cache gc`
+    /// beside a running cache), where a read in another process shows only as the blob's
+    /// last access: that process refreshes it while the read lasts
+    /// ([`EngineConfig::touch_every`](crate::EngineConfig::touch_every)), so with
+    /// `min_idle` well above the refresh interval no read anywhere is cut. `None` (the
+    /// default): only this process's own reads protect a blob.
+    pub min_idle: Option<Duration>,
 }
 
 impl Default for GcPolicy {
@@ -36,6 +44,7 @@ impl Default for GcPolicy {
             high_watermark: 0.9,
             low_watermark: 0.8,
             max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            min_idle: None,
         }
     }
 }
@@ -71,7 +80,8 @@ struct Group {
     last_access: SystemTime,
 }
 
-/// Decides a pass. `in_use` blobs (being read now) are never chosen.
+/// Decides a pass. `in_use` blobs (being read now), and blobs used within the policy's
+/// `min_idle`, are never chosen.
 pub fn plan<S: std::hash::BuildHasher>(
     blobs: &[StoredBlob],
     in_use: &HashSet<Digest, S>,
@@ -138,6 +148,12 @@ pub fn plan<S: std::hash::BuildHasher>(
     for d in groups.iter().flat_map(|g| g.members.iter()) {
         *holders.entry(d.clone()).or_default() += 1;
     }
+    let recent_cutoff = policy.min_idle.and_then(|idle| now.checked_sub(idle));
+    let recent: HashSet<&Digest> = blobs
+        .iter()
+        .filter(|b| recent_cutoff.is_some_and(|c| b.last_access > c))
+        .map(|b| &b.digest)
+        .collect();
     let mut remaining = total;
     for g in &groups {
         let too_old = cutoff.is_some_and(|c| g.last_access < c);
@@ -146,7 +162,10 @@ pub fn plan<S: std::hash::BuildHasher>(
             // Later groups are newer, and the size target is met: nothing more goes.
             break;
         }
-        if g.members.iter().any(|d| in_use.contains(d)) {
+        if g.members
+            .iter()
+            .any(|d| in_use.contains(d) || recent.contains(d))
+        {
             continue;
         }
         for d in &g.members {
@@ -186,6 +205,7 @@ mod tests {
             high_watermark: 0.9,
             low_watermark: 0.6,
             max_age: None,
+            min_idle: None,
         }
     }
 
@@ -251,5 +271,24 @@ mod tests {
         ];
         let p = plan(&blobs, &HashSet::new(), &GcPolicy::default(), now);
         assert_eq!(p.evict, vec![d(1), d(2)]);
+    }
+
+    #[test]
+    fn a_blob_used_within_min_idle_stays_even_in_an_old_group() {
+        let now = SystemTime::now();
+        // Layer 5 of the old image was read 10 s ago (by another process), so its whole
+        // group stays; the lone blob 3 is idle and goes.
+        let blobs = [
+            blob(1, 10, 5000, &[5], now),
+            blob(5, 60, 10, &[], now),
+            blob(3, 30, 100, &[], now),
+        ];
+        let mut idle = policy(100);
+        idle.max_age = Some(Duration::from_secs(50));
+        let p = plan(&blobs, &HashSet::new(), &idle, now);
+        assert_eq!(p.evict.len(), 3, "without min_idle all are old: {p:?}");
+        idle.min_idle = Some(Duration::from_secs(60));
+        let p = plan(&blobs, &HashSet::new(), &idle, now);
+        assert_eq!(p.evict, vec![d(3)]);
     }
 }

@@ -25,6 +25,16 @@ pub struct GcSection {
     /// Seconds between eviction passes (default 300).
     #[serde(default = "default_interval")]
     pub interval_secs: u64,
+    /// Where several processes evict from one storage (replicas with `peers`, or
+    /// `oci-cache gc` beside running caches): a blob read by any of them within this many
+    /// seconds is never evicted (default 1800, at least 8). Readers refresh a blob's last
+    /// access every quarter of it while they read, so no read anywhere is cut.
+    #[serde(default = "default_min_idle")]
+    pub min_idle_secs: u64,
+}
+
+fn default_min_idle() -> u64 {
+    1800
 }
 
 fn default_high() -> f64 {
@@ -48,6 +58,7 @@ impl Default for GcSection {
             low_watermark: default_low(),
             max_age_secs: default_max_age(),
             interval_secs: default_interval(),
+            min_idle_secs: default_min_idle(),
         }
     }
 }
@@ -67,6 +78,28 @@ impl GcSection {
         policy.low_watermark = low;
         policy.max_age = (self.max_age_secs > 0).then(|| Duration::from_secs(self.max_age_secs));
         Ok(policy)
+    }
+
+    /// [`GcSection::policy`] for a process that shares its storage with others that read
+    /// it: blobs read within `min_idle_secs` anywhere stay.
+    pub fn shared_policy(&self) -> Result<GcPolicy, ConfigError> {
+        if self.min_idle_secs < 8 {
+            return Err(ConfigError::Gc(format!(
+                "min_idle_secs must be at least 8, got {}",
+                self.min_idle_secs
+            )));
+        }
+        let mut policy = self.policy()?;
+        policy.min_idle = Some(Duration::from_secs(self.min_idle_secs));
+        Ok(policy)
+    }
+
+    /// How often a blob's last access is written to shared storage while it is used: a
+    /// quarter of `min_idle_secs`, at most 10 minutes (each write is an S3 request). A
+    /// blob being read anywhere then shows a last access at most half of `min_idle_secs`
+    /// old (this interval, plus the engine's own refresh interval, which is no longer).
+    pub fn touch_every(&self) -> Duration {
+        Duration::from_secs((self.min_idle_secs / 4).clamp(2, 600))
     }
 
     /// Time between passes (at least one second).

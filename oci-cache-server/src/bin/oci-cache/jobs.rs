@@ -69,7 +69,14 @@ pub(crate) fn gc(args: &GcArgs) -> ExitCode {
         if args.max_bytes.is_some() {
             config.gc.max_bytes = args.max_bytes;
         }
-        let policy = config.gc.policy()?;
+        // Beside running caches on S3, what they read shows only as last access: blobs
+        // read within min_idle_secs stay. (A filesystem blob being read stays readable
+        // after its file is removed.)
+        let policy = if config.storage.is_some() {
+            config.gc.shared_policy()?
+        } else {
+            config.gc.policy()?
+        };
         let (blobs, tags) = open_storage_shared(&config).await?;
         let engine = Engine::new(blobs, tags, EngineConfig::default());
         let plan = engine.collect_garbage(&policy, args.dry_run).await?;

@@ -54,6 +54,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
     std::fs::create_dir_all(&spool_dir)?;
     let mut engine_config = EngineConfig::default();
     engine_config.spool_dir = spool_dir;
+    engine_config.touch_every = config
+        .gc
+        .touch_every()
+        .min(std::time::Duration::from_secs(60));
     let engine = Arc::new(Engine::new(blobs, tags, engine_config));
     let peers = match config.peer_config()? {
         Some(peer_config) => {
@@ -68,7 +72,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
         }
         None => None,
     };
-    let policy = config.gc.policy()?;
+    // Replicas evict from one storage: a blob another replica reads stays.
+    let policy = if peers.is_some() {
+        config.gc.shared_policy()?
+    } else {
+        config.gc.policy()?
+    };
     spawn_gc(
         Arc::clone(&engine),
         policy,
