@@ -6,6 +6,8 @@
 //! - `benches/verify.rs`: criterion micro-benchmarks (streaming sha256 `Verifier`,
 //!   `FsStore` write + commit).
 //! - `src/bin/pull_bench.rs`: the end-to-end pull benchmark (registry → cache → clients).
+//! - `src/bin/replicas.rs`: three replicas on one S3 bucket, oci-cache's fleet against
+//!   distribution proxies on S3 ([`fleet`]).
 //! - `src/bin/side_by_side.rs`: oci-cache against CNCF distribution in proxy mode, same
 //!   upstream and content (modules [`load`], [`metrics`], [`procfs`], [`report`], [`rounds`], [`subject`],
 //!   [`upstream`]).
@@ -20,6 +22,7 @@ use oci_cache_testkit::{CacheOptions, OciCache, RegistryOptions};
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 
+pub mod fleet;
 pub mod load;
 pub mod metrics;
 pub mod mixed;

@@ -151,6 +151,21 @@ async fn a_copy_that_does_not_hash_to_its_digest_is_not_kept() {
     assert_eq!(read_all(stream).await, vec![3u8; 5000]);
 }
 
+/// An HTTP server that sent `Content-Length` bytes stops reading the body there, without
+/// polling for its end: the copy is complete all the same.
+#[tokio::test]
+async fn a_read_of_every_byte_keeps_the_copy_without_polling_for_the_end() {
+    let (_dir, shared, store) = tier(1 << 20).await;
+    let digest = put(&*shared, &vec![6u8; 200_000]).await;
+    let (meta, _, mut stream) = BlobStore::get(&store, &digest, None).await.unwrap();
+    let mut got = 0u64;
+    while got < meta.size {
+        got += stream.next().await.unwrap().unwrap().len() as u64;
+    }
+    drop(stream);
+    assert!(held(&store, &digest).await, "the copy was given up");
+}
+
 #[tokio::test]
 async fn a_read_stopped_early_leaves_no_copy() {
     let (_dir, shared, store) = tier(1 << 20).await;

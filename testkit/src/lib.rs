@@ -13,6 +13,7 @@
 //!   plain, behind token auth or as a proxy; [`access_log`] parses its
 //!   request log.
 //! - [`cache`]: the `oci-cache` binary ([`OciCache`]).
+//! - [`s3`]: a real S3 server (`s3s-fs`, [`s3::S3Server`]).
 //! - [`fake_upstream`]: [`FakeUpstream`], a fake registry that answers
 //!   honestly from a [`FakeContent`] or misbehaves on purpose
 //!   ([`FaultMode`]: wrong digest, short, reset, stall, slow, hang, 503).
@@ -32,6 +33,7 @@ pub mod fake_upstream;
 pub mod net;
 pub mod process;
 pub mod registry;
+pub mod s3;
 pub mod tools;
 
 pub use access_log::AccessRecord;
@@ -40,5 +42,5 @@ pub use digest::{pseudo_random_bytes, sha256_bytes, sha256_file, Sha256Pipe};
 pub use fake_upstream::{FakeContent, FakeRepo, FakeStats, FakeUpstream, FaultMode};
 pub use net::{dead_url, free_port, http_status, wait_until, wait_until_async, Local};
 pub use process::{describe_failure, run_ok, run_with_timeout, start_server, Proc, ServerSpec};
-pub use registry::{Registry, RegistryOptions, TokenAuth};
+pub use registry::{Registry, RegistryOptions, RegistryS3, TokenAuth};
 pub use tools::{find_tool, require_root, require_tool, short_tempdir};

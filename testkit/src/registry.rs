@@ -46,6 +46,24 @@ pub struct RegistryOptions {
     pub proxy_of: Option<String>,
     /// Prefix of the temporary directory.
     pub dir_prefix: &'static str,
+    /// Keep blobs and manifests in this bucket of an S3 server (with redirects to it off,
+    /// so clients get the bytes from the registry) instead of the temporary directory.
+    pub s3: Option<RegistryS3>,
+}
+
+/// Where a registry keeps its storage in S3.
+#[derive(Clone, Debug)]
+pub struct RegistryS3 {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix (`rootdirectory`), e.g. `/fleet`.
+    pub root: String,
+    /// The access key.
+    pub access_key: String,
+    /// The secret key.
+    pub secret_key: String,
 }
 
 impl Default for RegistryOptions {
@@ -57,6 +75,7 @@ impl Default for RegistryOptions {
             token_auth: None,
             proxy_of: None,
             dir_prefix: "oci-registry-",
+            s3: None,
         }
     }
 }
@@ -108,6 +127,9 @@ impl Registry {
                     .expect("write the registry's config");
                 let mut cmd = Command::new(&binary);
                 cmd.arg("serve").arg(&config);
+                // Its AWS SDK fails to start with a CA bundle set (the S3 server is plain
+                // HTTP anyway).
+                cmd.env_remove("AWS_CA_BUNDLE");
                 cmd
             },
             // 200 without auth, 401 with token auth: either means it serves.
@@ -213,17 +235,33 @@ impl Registry {
     }
 }
 
+/// The `storage` section's driver lines.
+fn storage_driver(dir: &Path, s3: Option<&RegistryS3>) -> String {
+    match s3 {
+        None => format!(
+            "  filesystem:\n    rootdirectory: {}\n",
+            dir.join("storage").display()
+        ),
+        Some(s3) => format!(
+            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: us-east-1\n    \
+             regionendpoint: {}\n    bucket: {}\n    secure: false\n    v4auth: true\n    \
+             rootdirectory: {}\n  redirect:\n    disable: true\n",
+            s3.access_key, s3.secret_key, s3.endpoint, s3.bucket, s3.root
+        ),
+    }
+}
+
 fn config_yaml(dir: &Path, port: u16, options: &RegistryOptions) -> String {
     let mut y = format!(
         "version: 0.1\n\
          log:\n  level: {level}\n  formatter: text\n  accesslog:\n    disabled: {no_access_log}\n\
-         storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n  \
+         storage:\n{driver}  delete:\n    enabled: true\n  \
          maintenance:\n    uploadpurging:\n      enabled: false\n\
          http:\n  addr: 127.0.0.1:{port}\n  secret: oci-cache-testkit-secret\n\
          health:\n  storagedriver:\n    enabled: false\n",
         level = options.log_level,
         no_access_log = !options.access_log,
-        root = dir.join("storage").display()
+        driver = storage_driver(dir, options.s3.as_ref())
     );
     if let Some(token) = &options.token_auth {
         let _ = write!(

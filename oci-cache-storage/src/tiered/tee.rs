@@ -4,7 +4,7 @@
 //! becomes visible only when its bytes were verified against the digest.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 use super::Local;
 use crate::{BlobStream, BlobWriter, CommitOutcome, Digest, StorageError};
 
-/// Chunks a copy may lag behind its reader before it is given up.
-const COPY_LAG_CHUNKS: usize = 64;
+/// Bytes a copy may lag behind its reader (in memory, on their way to the disk) before it
+/// is given up.
+const COPY_LAG_BYTES: u64 = 16 << 20;
 
 /// `stream` (the whole blob `digest`, `size` bytes, read from the remote store), copied into
 /// `local` as it is read. The copy is given up, and nothing of it stays, when the reader
@@ -29,16 +30,19 @@ pub(crate) fn copy_while_reading(
     digest: Digest,
     size: u64,
 ) -> BlobStream {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(COPY_LAG_CHUNKS);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     let complete = Arc::new(AtomicBool::new(false));
-    let finished = Arc::clone(&complete);
+    let lag = Arc::new(AtomicU64::new(0));
+    let (finished, written) = (Arc::clone(&complete), Arc::clone(&lag));
     tokio::spawn(async move {
         let mut writer = writer;
         let mut ok = true;
         while let Some(chunk) = rx.recv().await {
+            let len = chunk.len() as u64;
             if ok && writer.write(chunk).await.is_err() {
                 ok = false;
             }
+            written.fetch_sub(len, Ordering::AcqRel);
         }
         if ok && finished.load(Ordering::Acquire) {
             match writer.commit().await {
@@ -54,13 +58,21 @@ pub(crate) fn copy_while_reading(
         inner: stream,
         tx: Some(tx),
         complete,
+        lag,
+        left: size,
     })
 }
 
 struct CopyOnRead {
     inner: BlobStream,
-    tx: Option<mpsc::Sender<Bytes>>,
+    tx: Option<mpsc::UnboundedSender<Bytes>>,
     complete: Arc<AtomicBool>,
+    /// Bytes sent to the writer task and not written yet.
+    lag: Arc<AtomicU64>,
+    /// Bytes still to come. The copy is complete when the last byte was read, whether or
+    /// not the reader then polls for the end (an HTTP server that sent `Content-Length`
+    /// bytes stops there).
+    left: u64,
 }
 
 impl Stream for CopyOnRead {
@@ -71,9 +83,15 @@ impl Stream for CopyOnRead {
         match this.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 if let Some(tx) = &this.tx {
-                    if tx.try_send(chunk.clone()).is_err() {
+                    let len = chunk.len() as u64;
+                    let behind = this.lag.fetch_add(len, Ordering::AcqRel) + len;
+                    if behind > COPY_LAG_BYTES || tx.send(chunk.clone()).is_err() {
                         this.tx = None;
                     }
+                }
+                this.left = this.left.saturating_sub(chunk.len() as u64);
+                if this.left == 0 && this.tx.take().is_some() {
+                    this.complete.store(true, Ordering::Release);
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
