@@ -45,6 +45,9 @@ pub(crate) struct Local {
     capacity: u64,
     lru: Mutex<Lru>,
     copying: Mutex<HashSet<Digest>>,
+    /// Bytes read from the shared store and not yet written to the local disk, all copies
+    /// together (bounded: see `tee.rs`).
+    lag: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Local {
@@ -134,6 +137,7 @@ impl TieredStore {
             capacity,
             lru: Mutex::new(lru),
             copying: Mutex::default(),
+            lag: Arc::default(),
         });
         let over = local.lru.lock().shrink_to(capacity);
         for digest in over {

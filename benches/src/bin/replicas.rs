@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::error::Error;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -177,7 +178,7 @@ impl Bench<'_> {
         let mut rates = Vec::new();
         for _ in 0..WARM_GETS {
             let got = counted_get(&self.client, &url, self.big.size).await?;
-            rates.push(self.big.size as f64 / got.total.as_secs_f64() / 1e6);
+            rates.push(ratio(self.big.size, 1) / got.total.as_secs_f64() / 1e6);
         }
         let served = gib(self.big.size * WARM_GETS as u64);
         f.insert(ROWS[3].0, median(&mut rates));
@@ -225,19 +226,19 @@ fn format_value(format: &str, value: f64) -> String {
 fn table(title: &str, rounds: &BTreeMap<FleetKind, Vec<Figures>>) -> String {
     let mut out = format!("### {title}\n\n| |");
     for kind in FleetKind::ALL {
-        out.push_str(&format!(" {} |", kind.name()));
+        let _ = write!(out, " {} |", kind.name());
     }
     out.push_str("\n|---|");
     out.push_str(&"---|".repeat(FleetKind::ALL.len()));
     out.push('\n');
     for (row, format) in ROWS {
-        out.push_str(&format!("| {row} |"));
+        let _ = write!(out, "| {row} |");
         for kind in FleetKind::ALL {
             let mut values: Vec<f64> = rounds
                 .get(&kind)
                 .map(|r| r.iter().filter_map(|f| f.get(row).copied()).collect())
                 .unwrap_or_default();
-            out.push_str(&format!(" {} |", format_value(format, median(&mut values))));
+            let _ = write!(out, " {} |", format_value(format, median(&mut values)));
         }
         out.push('\n');
     }

@@ -16,9 +16,9 @@ use tokio::sync::mpsc;
 use super::Local;
 use crate::{BlobStream, BlobWriter, CommitOutcome, Digest, StorageError};
 
-/// Bytes a copy may lag behind its reader (in memory, on their way to the disk) before it
-/// is given up.
-const COPY_LAG_BYTES: u64 = 16 << 20;
+/// Bytes all copies together may lag behind their readers (in memory, on their way to the
+/// disk); a copy that would go past it is given up.
+const COPY_LAG_BYTES: u64 = 64 << 20;
 
 /// `stream` (the whole blob `digest`, `size` bytes, read from the remote store), copied into
 /// `local` as it is read. The copy is given up, and nothing of it stays, when the reader
@@ -32,7 +32,7 @@ pub(crate) fn copy_while_reading(
 ) -> BlobStream {
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     let complete = Arc::new(AtomicBool::new(false));
-    let lag = Arc::new(AtomicU64::new(0));
+    let lag = Arc::clone(&local.lag);
     let (finished, written) = (Arc::clone(&complete), Arc::clone(&lag));
     tokio::spawn(async move {
         let mut writer = writer;
@@ -67,7 +67,7 @@ struct CopyOnRead {
     inner: BlobStream,
     tx: Option<mpsc::UnboundedSender<Bytes>>,
     complete: Arc<AtomicBool>,
-    /// Bytes sent to the writer task and not written yet.
+    /// Bytes sent to the writer tasks of all copies and not written yet.
     lag: Arc<AtomicU64>,
     /// Bytes still to come. The copy is complete when the last byte was read, whether or
     /// not the reader then polls for the end (an HTTP server that sent `Content-Length`
@@ -86,6 +86,7 @@ impl Stream for CopyOnRead {
                     let len = chunk.len() as u64;
                     let behind = this.lag.fetch_add(len, Ordering::AcqRel) + len;
                     if behind > COPY_LAG_BYTES || tx.send(chunk.clone()).is_err() {
+                        this.lag.fetch_sub(len, Ordering::AcqRel);
                         this.tx = None;
                     }
                 }
