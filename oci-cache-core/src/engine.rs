@@ -12,6 +12,7 @@ mod flights;
 mod hot;
 mod in_use;
 mod index;
+mod limit;
 mod links;
 mod manifest;
 mod negative;
@@ -49,6 +50,9 @@ pub struct Engine {
     missing: NegativeCache,
     stats: Arc<EngineStats>,
     usage: Arc<in_use::Usage>,
+    limit: Arc<limit::Limit>,
+    /// Held by an eviction pass: one at a time.
+    pass: tokio::sync::Mutex<()>,
     refs: evict::RefIndex,
     links: Arc<links::Links>,
     hot: hot::Hot,
@@ -71,10 +75,12 @@ impl Engine {
         let links = Arc::new(links::Links::new(Arc::clone(&tags), background.clone()));
         let stats: Arc<EngineStats> = Arc::default();
         let usage = Arc::new(in_use::Usage::new(Arc::clone(&blobs), config.touch_every));
+        let limit = Arc::new(limit::Limit::new(Arc::clone(&stats)));
         let fills = Fills::new(FillContext::new(
             Arc::clone(&blobs),
             Arc::clone(&stats),
             Arc::clone(&links),
+            Arc::clone(&limit),
             &config,
         ));
         Self {
@@ -86,6 +92,8 @@ impl Engine {
             missing: NegativeCache::default(),
             stats,
             usage,
+            limit,
+            pass: tokio::sync::Mutex::new(()),
             refs: evict::RefIndex::default(),
             links,
             hot: hot::Hot::default(),

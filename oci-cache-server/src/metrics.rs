@@ -202,6 +202,18 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "oci_cache_fills_over_limit",
+            "Fills served without being stored: no room under gc.max_bytes after eviction",
+            s.fills_over_limit,
+        )?;
+        counter(
+            &mut enc,
+            "oci_cache_eviction_failures",
+            "Eviction passes that failed (storage unreadable, a delete refused)",
+            s.eviction_failures,
+        )?;
+        counter(
+            &mut enc,
             "oci_cache_zero_copy_bytes",
             "Cached blob bytes sent from the page cache to the socket with sendfile",
             crate::zero_copy::zero_copy_bytes(),

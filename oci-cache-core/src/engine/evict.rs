@@ -41,6 +41,50 @@ impl Engine {
         dry_run: bool,
         owns: &(dyn Fn(&Digest) -> bool + Send + Sync),
     ) -> Result<GcPlan, EngineError> {
+        let _one_at_a_time = self.pass.lock().await;
+        let result = self.pass_of(policy, dry_run, owns).await;
+        self.limit.pass_done();
+        result
+    }
+
+    /// Runs eviction passes for as long as the returned future runs: one every `interval`
+    /// (for age expiry), and one at once whenever a fill finds no room under the high
+    /// watermark of `policy.max_bytes` (fills waiting share it). A fill that still does
+    /// not fit under `max_bytes` is served without being stored. Only the blobs `owns`
+    /// accepts are deleted (see [`Engine::collect_garbage_of`]). Without this loop running,
+    /// fills store whatever the storage takes.
+    pub async fn evict_forever(
+        &self,
+        policy: GcPolicy,
+        interval: std::time::Duration,
+        owns: &(dyn Fn(&Digest) -> bool + Send + Sync),
+    ) {
+        self.limit.set(policy.max_bytes, policy.high_watermark);
+        loop {
+            if let Err(e) = self.collect_garbage_of(&policy, false, owns).await {
+                tracing::warn!(error = %e, "eviction pass failed");
+                EngineStats::add(&self.stats.eviction_failures, 1);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = self.limit.woken() => {}
+            }
+        }
+    }
+
+    /// One pass of [`Engine::collect_garbage_of`], with room left for the fills admitted
+    /// and waiting.
+    async fn pass_of(
+        &self,
+        policy: &GcPolicy,
+        dry_run: bool,
+        owns: &(dyn Fn(&Digest) -> bool + Send + Sync),
+    ) -> Result<GcPlan, EngineError> {
+        let mut policy = policy.clone();
+        policy.max_bytes = policy
+            .max_bytes
+            .map(|max| max.saturating_sub(self.limit.incoming()));
+        let policy = &policy;
         let mut stored = Vec::new();
         let mut after: Option<Digest> = None;
         loop {

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::limit::Limit;
 use super::links::Links;
 use crate::manifest::{inspect, references, Manifest};
 use crate::name::RepositoryName;
 use crate::{BlobStore, Digest, EngineError, UpstreamClient};
+use oci_cache_storage::CommitOutcome;
 
 /// The digests of an index's child manifests.
 pub(crate) fn children(index: &Manifest) -> Vec<Digest> {
@@ -22,6 +24,7 @@ pub(crate) fn children(index: &Manifest) -> Vec<Digest> {
 pub(crate) async fn store_children(
     client: Arc<UpstreamClient>,
     blobs: Arc<dyn BlobStore>,
+    limit: Arc<Limit>,
     links: Arc<Links>,
     repo: RepositoryName,
     children: Vec<Digest>,
@@ -42,7 +45,7 @@ pub(crate) async fn store_children(
                 .await?;
             let actual = verified_digest(&m.bytes, &digest)?;
             inspect(&m.bytes, m.content_type.as_deref())?;
-            store_verified(blobs.as_ref(), &actual, m.bytes).await;
+            store_verified(blobs.as_ref(), &limit, &actual, m.bytes).await;
             links.learn_possession(client.name(), repo.as_str(), &actual);
             Ok::<(), EngineError>(())
         }
@@ -68,15 +71,26 @@ pub(crate) fn verified_digest(bytes: &[u8], expected: &Digest) -> Result<Digest,
     }
 }
 
-/// Stores a small verified object; a storage failure is logged, not fatal.
-pub(crate) async fn store_verified(blobs: &dyn BlobStore, digest: &Digest, bytes: Bytes) {
+/// Stores a small verified object (counted as stored); a storage failure is logged, not
+/// fatal.
+pub(crate) async fn store_verified(
+    blobs: &dyn BlobStore,
+    limit: &Limit,
+    digest: &Digest,
+    bytes: Bytes,
+) {
+    let size = bytes.len() as u64;
     let result = async {
-        let mut w = blobs.writer(digest, Some(bytes.len() as u64)).await?;
+        let mut w = blobs.writer(digest, Some(size)).await?;
         w.write(bytes).await?;
         w.commit().await
     }
     .await;
-    if let Err(e) = result {
-        tracing::warn!(%digest, error = %e, "could not store manifest; served without storing");
+    match result {
+        Ok(CommitOutcome::Stored) => limit.committed(size),
+        Ok(CommitOutcome::AlreadyExists) => {}
+        Err(e) => {
+            tracing::warn!(%digest, error = %e, "could not store manifest; served without storing");
+        }
     }
 }

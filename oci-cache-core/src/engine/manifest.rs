@@ -275,7 +275,7 @@ impl Engine {
             None => Digest::sha256_of(&um.bytes),
         };
         let media_type = inspect(&um.bytes, um.content_type.as_deref())?;
-        store_verified(self.blobs.as_ref(), &digest, um.bytes.clone()).await;
+        store_verified(self.blobs.as_ref(), &self.limit, &digest, um.bytes.clone()).await;
         let m = Manifest {
             bytes: um.bytes,
             digest,
@@ -291,8 +291,14 @@ impl Engine {
                 let (client, blobs, repo) =
                     (Arc::clone(client), Arc::clone(&self.blobs), repo.clone());
                 let links = Arc::clone(&self.links);
-                self.background
-                    .spawn(store_children(client, blobs, links, repo, kids));
+                self.background.spawn(store_children(
+                    client,
+                    blobs,
+                    Arc::clone(&self.limit),
+                    links,
+                    repo,
+                    kids,
+                ));
             }
         }
         Ok(m)

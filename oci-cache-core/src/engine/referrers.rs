@@ -103,7 +103,8 @@ impl Engine {
                 Arc::clone(&self.links),
                 repo.clone(),
             );
-            tokio::spawn(store_children(c, blobs, links, r, named));
+            let limit = Arc::clone(&self.limit);
+            tokio::spawn(store_children(c, blobs, limit, links, r, named));
         }
         // Stored: the whole list of a subject that has referrers (a client asking for random
         // digests must not make the cache store an empty answer for each).

@@ -23,6 +23,8 @@ pub(crate) struct EngineStats {
     pub(crate) bytes_from_upstream: AtomicU64,
     pub(crate) pass_through_bytes: AtomicU64,
     pub(crate) fills_failed: AtomicU64,
+    pub(crate) fills_over_limit: AtomicU64,
+    pub(crate) eviction_failures: AtomicU64,
     pub(crate) evicted_blobs: AtomicU64,
     pub(crate) evicted_bytes: AtomicU64,
     pub(crate) stored_bytes: AtomicU64,
@@ -101,15 +103,20 @@ pub struct StatsSnapshot {
     pub pass_through_bytes: u64,
     /// Fills that failed (upstream error, wrong digest, short body...).
     pub fills_failed: u64,
+    /// Fills served without being stored: no room under the storage limit after eviction.
+    pub fills_over_limit: u64,
+    /// Eviction passes that failed (storage unreadable, a delete refused).
+    pub eviction_failures: u64,
     /// Fills running now.
     pub fills_in_flight: u64,
     /// Blobs evicted so far.
     pub evicted_blobs: u64,
     /// Bytes evicted so far.
     pub evicted_bytes: u64,
-    /// Bytes stored, as of the last eviction pass.
+    /// Bytes stored: the last eviction pass's listing, plus what this process stored
+    /// since, minus what it evicted.
     pub stored_bytes: u64,
-    /// Blobs stored, as of the last eviction pass.
+    /// Blobs stored, counted alike.
     pub stored_objects: u64,
 }
 
@@ -129,6 +136,8 @@ impl EngineStats {
             bytes_from_upstream: get(&self.bytes_from_upstream),
             pass_through_bytes: get(&self.pass_through_bytes),
             fills_failed: get(&self.fills_failed),
+            fills_over_limit: get(&self.fills_over_limit),
+            eviction_failures: get(&self.eviction_failures),
             fills_in_flight: fills_in_flight as u64,
             evicted_blobs: get(&self.evicted_blobs),
             evicted_bytes: get(&self.evicted_bytes),

@@ -162,7 +162,7 @@ impl Engine {
         let bytes = bytes.freeze();
         let digest = Digest::sha256_of(&bytes);
         let previous = self.tags.get(key).await.ok().flatten().map(|r| r.digest);
-        store_verified(self.blobs.as_ref(), &digest, bytes).await;
+        store_verified(self.blobs.as_ref(), &self.limit, &digest, bytes).await;
         let record = TagRecord {
             digest: digest.clone(),
             media_type: RECORD_MEDIA_TYPE.to_owned(),

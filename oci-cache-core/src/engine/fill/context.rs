@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::memory_budget::MemoryBudget;
+use crate::engine::limit::Limit;
 use crate::engine::links::Links;
 use crate::engine::stats::EngineStats;
 use crate::engine::EngineConfig;
@@ -23,6 +24,8 @@ pub(crate) struct FillContext {
     /// Learns, once the bytes are verified, that the upstream possesses the digest and that
     /// it belongs to the repository.
     pub(crate) links: Arc<Links>,
+    /// Room in storage, asked for before a fill stores.
+    pub(crate) limit: Arc<Limit>,
 }
 
 impl FillContext {
@@ -31,6 +34,7 @@ impl FillContext {
         blobs: Arc<dyn BlobStore>,
         stats: Arc<EngineStats>,
         links: Arc<Links>,
+        limit: Arc<Limit>,
         config: &EngineConfig,
     ) -> Self {
         Self {
@@ -40,6 +44,7 @@ impl FillContext {
             memory_budget: MemoryBudget::new(config.memory_spool_limit),
             stats,
             links,
+            limit,
         }
     }
 }

@@ -17,8 +17,10 @@ use super::hash::HashStage;
 use super::spool::Spool;
 use super::state::Progress;
 use super::store::{Sink, StoreStage, Stored};
+use crate::engine::limit::Reservation;
 use crate::engine::stats::EngineStats;
 use crate::{Digest, EngineError, UpstreamClient, UpstreamError};
+use oci_cache_storage::CommitOutcome;
 
 /// One blob to download.
 pub(super) struct FillJob {
@@ -70,7 +72,7 @@ impl FillJob {
             .learn(self.client.name(), &self.repo, [&self.digest]);
         let size = resp.content_length();
         tracing::debug!(digest = %self.digest, ?size, elapsed = ?started.elapsed(), "fill: upstream answered");
-        let (spool, sink) = self.sink(size).await;
+        let (spool, sink, room) = self.sink(size).await;
         tx.send_replace(Progress::Streaming {
             size,
             received: 0,
@@ -129,28 +131,37 @@ impl FillJob {
             });
         }
         let stored = store.finish().await?;
-        self.commit(tx, stored, received).await;
+        self.commit(tx, stored, room, received).await;
         Ok(received)
     }
 
     /// Where the bytes will go: the storage writer's own file when it has one, else a
-    /// spool file (or memory, when the disk is full) and the writer fed in its own task.
-    async fn sink(&self, size: Option<u64>) -> (Spool, Sink) {
+    /// spool file (or memory, when the disk is full) and the writer fed in its own task;
+    /// only a spool when storage has no room under its limit. With the room it holds.
+    async fn sink(&self, size: Option<u64>) -> (Spool, Sink, Option<Reservation>) {
         let ctx = &self.context;
-        let writer = match ctx.blobs.writer(&self.digest, size).await {
-            Ok(mut w) => {
-                // This fill hashes every byte and commits only a match.
-                w.digest_checked_by_caller();
-                Some(w)
-            }
-            Err(e) => {
-                tracing::warn!(digest = %self.digest, error = %e, "storage refused a writer; serving without storing");
-                None
-            }
+        let room = ctx.limit.admit(size).await;
+        if room.is_none() {
+            EngineStats::add(&ctx.stats.fills_over_limit, 1);
+            tracing::info!(digest = %self.digest, ?size, "no room under the storage limit after eviction; serving without storing");
+        }
+        let writer = match room.as_ref().map(|_| ()) {
+            None => None,
+            Some(()) => match ctx.blobs.writer(&self.digest, size).await {
+                Ok(mut w) => {
+                    // This fill hashes every byte and commits only a match.
+                    w.digest_checked_by_caller();
+                    Some(w)
+                }
+                Err(e) => {
+                    tracing::warn!(digest = %self.digest, error = %e, "storage refused a writer; serving without storing");
+                    None
+                }
+            },
         };
         let writer = match writer {
             Some(w) => match w.local_file() {
-                Some(file) => return (Spool::from_file(file), Sink::Direct(w)),
+                Some(file) => return (Spool::from_file(file), Sink::Direct(w), room),
                 None => Some(w),
             },
             None => None,
@@ -163,12 +174,18 @@ impl FillJob {
             Some(w) => Sink::Fed(StorageFeed::start(w, self.digest.clone())),
             None => Sink::PassThrough,
         };
-        (spool, sink)
+        (spool, sink, room)
     }
 
     /// The blob is verified and every byte is readable: readers may finish now, while the
     /// commit (fsync, rename) and the link records are made.
-    async fn commit(&self, tx: &watch::Sender<Progress>, stored: Stored, size: u64) {
+    async fn commit(
+        &self,
+        tx: &watch::Sender<Progress>,
+        stored: Stored,
+        room: Option<Reservation>,
+        size: u64,
+    ) {
         let Stored { sink, spool } = stored;
         tx.send_replace(Progress::Done { size, spool });
         let committed = match sink {
@@ -176,8 +193,16 @@ impl FillJob {
             Sink::Fed(feed) => feed.commit().await,
             Sink::PassThrough => Ok(None),
         };
-        if let Err(e) = committed {
-            tracing::warn!(digest = %self.digest, error = %e, "storage commit failed; blob served but not stored");
+        match committed {
+            Ok(Some(CommitOutcome::Stored)) => {
+                if let Some(room) = room {
+                    room.stored(size);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(digest = %self.digest, error = %e, "storage commit failed; blob served but not stored");
+            }
         }
         // The upstream produced these bytes for this repository: they belong there, and
         // stored bytes of this digest may go out through this upstream from now on.

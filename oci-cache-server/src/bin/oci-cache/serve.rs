@@ -162,12 +162,7 @@ fn spawn_gc(
                 .as_ref()
                 .is_none_or(|p| p.owner_elsewhere(d).is_none())
         };
-        loop {
-            if let Err(e) = engine.collect_garbage_of(&policy, false, &owns).await {
-                tracing::warn!(error = %e, "eviction pass failed");
-            }
-            tokio::time::sleep(interval).await;
-        }
+        engine.evict_forever(policy, interval, &owns).await;
     });
 }
 
