@@ -138,8 +138,20 @@ fn the_filesystem_store_stays_under_max_bytes_while_clients_pull_three_times_as_
     let before = over(&scrape_metrics(&cache.url()));
     let client = support::rt::http_client(Duration::from_secs(120));
     let url = format!("{}/v2/team/app/blobs/{big_digest}", cache.url());
-    let body = rt.block_on(async { client.get(&url).send().await.unwrap().bytes().await.unwrap() });
-    assert!(body[..] == big[..], "the blob over the limit was not served whole");
+    let body = rt.block_on(async {
+        client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    });
+    assert!(
+        body[..] == big[..],
+        "the blob over the limit was not served whole"
+    );
     assert_eq!(over(&scrape_metrics(&cache.url())), before + 1);
     std::thread::sleep(Duration::from_millis(500));
     assert!(bytes_under(&blobs_dir) <= LIMIT);

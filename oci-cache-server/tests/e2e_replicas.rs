@@ -261,7 +261,7 @@ fn the_owner_killed_mid_fill_every_other_client_gets_the_whole_blob() {
 }
 
 /// Eviction never cuts a read anywhere in the fleet: the owner replica evicts everything
-/// idle (`max_bytes = 1`, a pass every second, `min_idle_secs = 8`) while the other replica
+/// idle (`max_age_secs = 1`, a pass every second, `min_idle_secs = 8`) while the other replica
 /// streams the 24 MiB blob from the bucket (no local tier) to a client that takes about
 /// 25 s. The reading replica refreshes the blob's last access in the bucket while it reads,
 /// so the owner leaves the blob in the bucket for the whole read, and removes it once the
@@ -277,7 +277,7 @@ fn eviction_elsewhere_never_cuts_a_stream() {
         &s3,
         &auth.registry.url(),
         2,
-        "local_tier_bytes = 0\n[gc]\nmax_bytes = 1\ninterval_secs = 1\nmin_idle_secs = 8\n",
+        "local_tier_bytes = 0\n[gc]\nmax_age_secs = 1\ninterval_secs = 1\nmin_idle_secs = 8\n",
     );
     let urls: Vec<String> = replicas.iter().map(|r| r.url()).collect();
     let reader = 1 - owner(&urls, &digest);

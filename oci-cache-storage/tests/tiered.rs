@@ -166,6 +166,27 @@ async fn a_read_of_every_byte_keeps_the_copy_without_polling_for_the_end() {
     assert!(held(&store, &digest).await, "the copy was given up");
 }
 
+/// A delete while a copy runs wins: the copy does not bring the blob back.
+#[tokio::test]
+async fn a_delete_during_a_copy_is_not_undone_by_it() {
+    let (_dir, shared, store) = tier(1 << 20).await;
+    let digest = put(&*shared, &vec![4u8; 100_000]).await;
+    let (_, _, mut stream) = BlobStore::get(&store, &digest, None).await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    BlobStore::delete(&store, &digest).await.unwrap();
+    let mut got = first.len();
+    while let Some(chunk) = stream.next().await {
+        got += chunk.unwrap().len();
+    }
+    assert_eq!(got, 100_000, "the reader was cut");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !store.holds_locally(&digest),
+        "the copy brought the blob back"
+    );
+    assert!(BlobStore::head(&store, &digest).await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn a_read_stopped_early_leaves_no_copy() {
     let (_dir, shared, store) = tier(1 << 20).await;
@@ -213,11 +234,12 @@ async fn what_the_disk_held_survives_a_restart_and_is_cut_to_a_smaller_capacity(
     let a = put(&store, &vec![1u8; 30_000]).await;
     let b = put(&store, &vec![2u8; 30_000]).await;
     drop(store);
+    // Charged by 4 KiB disk blocks: 30,000 bytes take 32 KiB.
     let store = open(1 << 20).await.unwrap();
-    assert_eq!(store.local_bytes(), 60_000);
+    assert_eq!(store.local_bytes(), 2 * 32_768);
     drop(store);
     let store = open(40_000).await.unwrap();
-    assert_eq!(store.local_bytes(), 30_000);
+    assert_eq!(store.local_bytes(), 32_768);
     assert!(store.holds_locally(&b) != store.holds_locally(&a));
 }
 
@@ -263,15 +285,25 @@ async fn tag_records_are_read_locally_first_and_again_from_the_shared_store_late
     tokio::time::sleep(TAG_LOCAL_FOR + Duration::from_millis(200)).await;
     let seen = TagStore::get(&store, &key("3.20")).await.unwrap().unwrap();
     assert_eq!(seen.digest, record(9).digest);
-    // The shared store goes down: link records and tags answer from the local disk.
+    // The engine's own records (`@...`) are never copied: each read asks the shared store.
+    let before = shared.tag_gets.load(Ordering::SeqCst);
+    let link = TagStore::get(&store, &key("@sha256:link")).await.unwrap();
+    assert_eq!(link.unwrap().digest, record(2).digest);
+    assert_eq!(shared.tag_gets.load(Ordering::SeqCst), before + 1);
+    // The shared store goes down: tags answer from the local disk, and for a while the
+    // shared store is not asked at all.
     shared.down.store(true, Ordering::SeqCst);
     tokio::time::sleep(TAG_LOCAL_FOR + Duration::from_millis(200)).await;
-    let link = TagStore::get(&store, &key("@sha256:link"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(link.digest, record(2).digest);
     let tag = TagStore::get(&store, &key("3.20")).await.unwrap().unwrap();
     assert_eq!(tag.digest, record(9).digest);
+    let asked = shared.tag_gets.load(Ordering::SeqCst);
+    let tag = TagStore::get(&store, &key("3.20")).await.unwrap().unwrap();
+    assert_eq!(tag.digest, record(9).digest);
+    assert_eq!(
+        shared.tag_gets.load(Ordering::SeqCst),
+        asked,
+        "asked a store known down"
+    );
+    assert!(TagStore::get(&store, &key("@sha256:link")).await.is_err());
     assert!(TagStore::get(&store, &key("never")).await.is_err());
 }

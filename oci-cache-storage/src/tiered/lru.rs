@@ -48,6 +48,16 @@ impl Lru {
         self.total
     }
 
+    /// Blobs held.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The least recently used blob.
+    pub(crate) fn oldest(&self) -> Option<Digest> {
+        self.order.first_key_value().map(|(_, d)| d.clone())
+    }
+
     /// Removes the least recently used blobs until at most `target` bytes are held, and
     /// returns them (for deletion from the disk).
     pub(crate) fn shrink_to(&mut self, target: u64) -> Vec<Digest> {

@@ -13,28 +13,48 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::Local;
-use crate::{BlobStream, BlobWriter, CommitOutcome, Digest, StorageError};
+use super::local::CopyGuard;
+use crate::{BlobStream, BlobWriter, CommitOutcome, StorageError};
 
 /// Bytes all copies together may lag behind their readers (in memory, on their way to the
 /// disk); a copy that would go past it is given up.
 const COPY_LAG_BYTES: u64 = 64 << 20;
 
-/// `stream` (the whole blob `digest`, `size` bytes, read from the remote store), copied into
-/// `local` as it is read. The copy is given up, and nothing of it stays, when the reader
-/// stops early, the stream fails, or the local disk cannot keep up.
+/// Gives the bytes a copy still had queued back to the shared lag budget when its writer
+/// task ends, however it ends.
+struct Queued {
+    global: Arc<AtomicU64>,
+    mine: Arc<AtomicU64>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let left = self.mine.swap(0, Ordering::AcqRel);
+        self.global.fetch_sub(left, Ordering::AcqRel);
+    }
+}
+
+/// `stream` (the whole blob, `size` bytes, read from the remote store), copied through
+/// `writer` as it is read; `guard` ends the copy. The copy is given up, and nothing of it
+/// stays, when the reader stops before the last byte, the stream fails, or the local disk
+/// cannot keep up.
 pub(crate) fn copy_while_reading(
     stream: BlobStream,
     writer: Box<dyn BlobWriter>,
-    local: Arc<Local>,
-    digest: Digest,
+    guard: CopyGuard,
     size: u64,
 ) -> BlobStream {
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     let complete = Arc::new(AtomicBool::new(false));
-    let lag = Arc::clone(&local.lag);
-    let (finished, written) = (Arc::clone(&complete), Arc::clone(&lag));
+    let lag = Arc::clone(&guard.local.lag);
+    let mine = Arc::new(AtomicU64::new(0));
+    let queued = Queued {
+        global: Arc::clone(&lag),
+        mine: Arc::clone(&mine),
+    };
+    let finished = Arc::clone(&complete);
     tokio::spawn(async move {
+        let queued = queued;
         let mut writer = writer;
         let mut ok = true;
         while let Some(chunk) = rx.recv().await {
@@ -42,23 +62,24 @@ pub(crate) fn copy_while_reading(
             if ok && writer.write(chunk).await.is_err() {
                 ok = false;
             }
-            written.fetch_sub(len, Ordering::AcqRel);
+            queued.mine.fetch_sub(len, Ordering::AcqRel);
+            queued.global.fetch_sub(len, Ordering::AcqRel);
         }
         if ok && finished.load(Ordering::Acquire) {
             match writer.commit().await {
-                Ok(_) => local.held(&digest, size),
-                Err(e) => tracing::warn!(%digest, error = %e, "local tier: copy not kept"),
+                Ok(_) => guard.kept(),
+                Err(e) => tracing::warn!(error = %e, "local tier: copy not kept"),
             }
         } else {
             let _ = writer.abort().await;
         }
-        local.copy_ended(&digest);
     });
     Box::pin(CopyOnRead {
         inner: stream,
         tx: Some(tx),
         complete,
         lag,
+        mine,
         left: size,
     })
 }
@@ -69,10 +90,27 @@ struct CopyOnRead {
     complete: Arc<AtomicBool>,
     /// Bytes sent to the writer tasks of all copies and not written yet.
     lag: Arc<AtomicU64>,
+    /// Those of this copy.
+    mine: Arc<AtomicU64>,
     /// Bytes still to come. The copy is complete when the last byte was read, whether or
     /// not the reader then polls for the end (an HTTP server that sent `Content-Length`
     /// bytes stops there).
     left: u64,
+}
+
+impl CopyOnRead {
+    /// Queues `chunk` for the copy, or gives the copy up when all copies lag too far.
+    fn queue(&mut self, chunk: &Bytes) {
+        let Some(tx) = &self.tx else { return };
+        let len = chunk.len() as u64;
+        let behind = self.lag.fetch_add(len, Ordering::AcqRel) + len;
+        self.mine.fetch_add(len, Ordering::AcqRel);
+        if behind > COPY_LAG_BYTES || tx.send(chunk.clone()).is_err() {
+            self.lag.fetch_sub(len, Ordering::AcqRel);
+            self.mine.fetch_sub(len, Ordering::AcqRel);
+            self.tx = None;
+        }
+    }
 }
 
 impl Stream for CopyOnRead {
@@ -82,17 +120,14 @@ impl Stream for CopyOnRead {
         let this = self.get_mut();
         match this.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                if let Some(tx) = &this.tx {
-                    let len = chunk.len() as u64;
-                    let behind = this.lag.fetch_add(len, Ordering::AcqRel) + len;
-                    if behind > COPY_LAG_BYTES || tx.send(chunk.clone()).is_err() {
-                        this.lag.fetch_sub(len, Ordering::AcqRel);
-                        this.tx = None;
-                    }
-                }
+                this.queue(&chunk);
                 this.left = this.left.saturating_sub(chunk.len() as u64);
-                if this.left == 0 && this.tx.take().is_some() {
-                    this.complete.store(true, Ordering::Release);
+                if this.left == 0 {
+                    if let Some(tx) = this.tx.take() {
+                        // Complete before the channel closes: the writer then commits.
+                        this.complete.store(true, Ordering::Release);
+                        drop(tx);
+                    }
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
@@ -101,8 +136,9 @@ impl Stream for CopyOnRead {
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
-                if this.tx.take().is_some() {
+                if let Some(tx) = this.tx.take() {
                     this.complete.store(true, Ordering::Release);
+                    drop(tx);
                 }
                 Poll::Ready(None)
             }
@@ -115,17 +151,14 @@ impl Stream for CopyOnRead {
 /// tier. The remote commit decides the outcome; the local copy is kept only after it.
 pub(crate) struct TeeWriter {
     pub(crate) remote: Box<dyn BlobWriter>,
-    pub(crate) local: Option<Box<dyn BlobWriter>>,
-    pub(crate) tier: Arc<Local>,
-    pub(crate) digest: Digest,
-    pub(crate) written: u64,
+    /// The local writer and the copy it makes, while the local disk keeps up.
+    pub(crate) local: Option<(Box<dyn BlobWriter>, CopyGuard)>,
 }
 
 #[async_trait]
 impl BlobWriter for TeeWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
-        self.written += chunk.len() as u64;
-        if let Some(local) = &mut self.local {
+        if let Some((local, _)) = &mut self.local {
             if local.write(chunk.clone()).await.is_err() {
                 self.local = None;
             }
@@ -136,12 +169,10 @@ impl BlobWriter for TeeWriter {
     async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
         let this = *self;
         let outcome = this.remote.commit().await?;
-        if let Some(local) = this.local {
+        if let Some((local, guard)) = this.local {
             match local.commit().await {
-                Ok(_) => this.tier.held(&this.digest, this.written),
-                Err(e) => {
-                    tracing::warn!(digest = %this.digest, error = %e, "local tier: copy not kept");
-                }
+                Ok(_) => guard.kept(),
+                Err(e) => tracing::warn!(error = %e, "local tier: copy not kept"),
             }
         }
         Ok(outcome)
@@ -149,7 +180,7 @@ impl BlobWriter for TeeWriter {
 
     async fn abort(self: Box<Self>) -> Result<(), StorageError> {
         let this = *self;
-        if let Some(local) = this.local {
+        if let Some((local, _guard)) = this.local {
             let _ = local.abort().await;
         }
         this.remote.abort().await
@@ -161,7 +192,7 @@ impl BlobWriter for TeeWriter {
 
     fn digest_checked_by_caller(&mut self) {
         self.remote.digest_checked_by_caller();
-        if let Some(local) = &mut self.local {
+        if let Some((local, _)) = &mut self.local {
             local.digest_checked_by_caller();
         }
     }
