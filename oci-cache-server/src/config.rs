@@ -38,6 +38,7 @@ mod access;
 mod gc;
 mod limits;
 mod peers;
+mod place;
 mod secret;
 mod tls;
 mod upstream;
@@ -51,6 +52,7 @@ use serde::Deserialize;
 pub use access::{AccessEntry, AuthSection, TokenEntry};
 pub use gc::GcSection;
 pub use limits::LimitsSection;
+use place::{describe_place, place_of};
 pub use tls::TlsSection;
 pub use upstream::UpstreamEntry;
 
@@ -67,10 +69,16 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for this schema.
-    #[error("invalid config file {path}: {message}")]
+    #[error("invalid config file {path}{where_}: {message}", where_ = describe_place(*line, *column, key.as_deref()))]
     Parse {
         /// The file.
         path: PathBuf,
+        /// The line of the error (from 1), when the parser says.
+        line: Option<usize>,
+        /// Its column (from 1).
+        column: Option<usize>,
+        /// The key at that place, as `section.key`, when there is one.
+        key: Option<String>,
         /// The parser's message.
         message: String,
     },
@@ -219,9 +227,15 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.message().to_owned(),
+        toml::from_str(&text).map_err(|e| {
+            let place = e.span().map(|span| place_of(&text, span.start));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line: place.as_ref().map(|p| p.0),
+                column: place.as_ref().map(|p| p.1),
+                key: place.and_then(|p| p.2),
+                message: e.message().to_owned(),
+            }
         })
     }
 

@@ -8,8 +8,9 @@ use oci_cache_core::Engine;
 
 /// A result is reused this long.
 const REUSE: Duration = Duration::from_secs(1);
-/// A probe write that takes longer counts as a failure.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A probe write that takes longer counts as a failure (within the 5 s the Kubernetes
+/// manifests give `/readyz`: an unreachable bucket answers 503, not a timeout).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The last storage probe and when it ran.
 #[derive(Debug, Default)]

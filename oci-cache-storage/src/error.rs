@@ -57,6 +57,18 @@ pub enum StorageError {
         /// What is wrong.
         reason: String,
     },
+    /// An I/O error on a named path (opening a store: the directory that cannot be
+    /// created or written).
+    #[error("storage I/O error during {op} at {path}: {source}")]
+    IoAt {
+        /// The operation that failed.
+        op: &'static str,
+        /// The path it failed on.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An I/O error from the backend.
     #[error("storage I/O error during {op}: {source}")]
     Io {
@@ -69,6 +81,12 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Wraps an I/O error with the operation and the path it came from.
+    pub fn io_at(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_owned();
+        move |source| StorageError::IoAt { op, path, source }
+    }
+
     /// Wraps an I/O error with the operation it came from.
     pub fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> Self {
         move |source| StorageError::Io { op, source }

@@ -110,10 +110,11 @@ impl FsStore {
         };
         let layout = blocking("open store", move || {
             for dir in [&layout.blobs, &layout.tmp, &layout.tags] {
-                std::fs::create_dir_all(dir).map_err(StorageError::io("create store dirs"))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(StorageError::io_at("create the store's directory", dir))?;
             }
             let swept = if sweep_tmp {
-                sweep(&layout.tmp).map_err(StorageError::io("sweep tmp"))?
+                sweep(&layout.tmp).map_err(StorageError::io_at("sweep tmp", &layout.tmp))?
             } else {
                 0
             };

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::net::http_status;
-use crate::process::{start_server, Proc, ServerSpec};
+use crate::process::{start_server_on, Proc, ServerSpec};
 use crate::tools::{require_tool, short_tempdir};
 
 /// The access key the server accepts.
@@ -31,6 +31,12 @@ pub struct S3Server {
 impl S3Server {
     /// Starts s3s-fs with the given buckets (created as empty directories).
     pub fn start(buckets: &[&str]) -> S3Server {
+        Self::start_on(None, buckets)
+    }
+
+    /// [`S3Server::start`] on `port` of 127.0.0.1 (one attempt), e.g. the port a cache
+    /// was already told; `None`: a free one.
+    pub fn start_on(port: Option<u16>, buckets: &[&str]) -> S3Server {
         let bin = require_tool("s3s-fs");
         let dir = short_tempdir("oci-s3-");
         let data = dir.path().join("data");
@@ -44,8 +50,9 @@ impl S3Server {
             graceful: false,
             timeout: Duration::from_secs(10),
         };
-        let (proc, port) = start_server(
+        let (proc, port) = start_server_on(
             &spec,
+            port,
             |port| {
                 let mut cmd = Command::new(&bin);
                 cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])

@@ -83,8 +83,9 @@ impl UpstreamClient {
             .redirect(targets.redirect_policy())
             .user_agent(concat!("oci-cache/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|_| UpstreamError::InvalidUrl {
+            .map_err(|e| UpstreamError::HttpClient {
                 url: bases.join(" "),
+                detail: super::error::chain(&e),
             })?;
         let endpoints = bases
             .into_iter()

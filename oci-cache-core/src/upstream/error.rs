@@ -94,6 +94,15 @@ pub enum UpstreamError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The HTTP client could not be set up (most often: no CA certificates to verify
+    /// HTTPS upstreams with).
+    #[error("cannot set up the HTTP client for upstream {url}: {detail}. If no CA certificates were found: install them (Debian: the ca-certificates package) or point SSL_CERT_FILE at a PEM bundle")]
+    HttpClient {
+        /// The upstream's URLs.
+        url: String,
+        /// What failed, with its causes.
+        detail: String,
+    },
     /// The configured URL is invalid.
     #[error("invalid upstream URL {url:?}")]
     InvalidUrl {
@@ -103,7 +112,7 @@ pub enum UpstreamError {
 }
 
 /// An error and its causes, `: `-separated (reqwest's own text names only the outer layer).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

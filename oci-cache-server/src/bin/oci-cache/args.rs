@@ -125,6 +125,19 @@ pub(crate) struct ClientConfigArgs {
 }
 
 #[derive(clap::Args)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    pub(crate) source: Source,
+    /// Directory of the filesystem storage and the spool (default: the config's, else ./data).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// The repository whose `latest` each upstream is asked for (a HEAD), to check that it
+    /// answers and its token flow works.
+    #[arg(long, value_name = "REPO", default_value = "library/alpine")]
+    pub(crate) probe_repo: String,
+}
+
+#[derive(clap::Args)]
 pub(crate) struct HealthcheckArgs {
     /// The URL to ask; healthy when it answers 200.
     #[arg(long, default_value = "http://127.0.0.1:5000/healthz")]

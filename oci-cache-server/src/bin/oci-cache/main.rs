@@ -1,7 +1,8 @@
 //! The `oci-cache` binary: `oci-cache serve` runs the pull-through cache; `prefetch`, `gc`,
-//! `verify` and `config` are one-shot jobs beside it.
+//! `verify` and `config` are one-shot jobs beside it; `check` tells what a start would hit.
 
 mod args;
+mod check;
 mod client_config;
 mod fd_limit;
 mod jobs;
@@ -13,7 +14,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use args::{ClientConfigArgs, GcArgs, HealthcheckArgs, PrefetchArgs, ServeArgs, VerifyArgs};
+use args::{
+    CheckArgs, ClientConfigArgs, GcArgs, HealthcheckArgs, PrefetchArgs, ServeArgs, VerifyArgs,
+};
 
 /// A pull-through cache for OCI and Docker registries.
 #[derive(Parser)]
@@ -40,6 +43,10 @@ enum Command {
     Verify(VerifyArgs),
     /// Exit 0 when the cache answers its health URL with 200 (for container HEALTHCHECKs).
     Healthcheck(HealthcheckArgs),
+    /// Report, line by line, what a start with this configuration would hit: config errors,
+    /// storage (put, get, list, delete of a probe), each upstream and its auth, TLS files,
+    /// listen addresses. Exits 0 only when all is well.
+    Check(CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +58,7 @@ fn main() -> ExitCode {
         Command::Gc(args) => return jobs::gc(&args),
         Command::Prefetch(args) => return jobs::prefetch(&args),
         Command::Healthcheck(args) => return jobs::healthcheck(&args),
+        Command::Check(args) => return check::check(&args),
     };
     init_logs(args.log_json);
     let runtime = match tokio::runtime::Runtime::new() {

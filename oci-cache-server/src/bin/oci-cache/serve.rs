@@ -51,7 +51,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
     let upstreams = Arc::new(Upstreams::new(config.upstream_configs()?)?);
     let (blobs, tags) = open_storage(&config).await?;
     let spool_dir = config.data_dir.join("spool");
-    std::fs::create_dir_all(&spool_dir)?;
+    std::fs::create_dir_all(&spool_dir).map_err(|e| {
+        format!(
+            "cannot create the spool directory {}: {e}",
+            spool_dir.display()
+        )
+    })?;
     let mut engine_config = EngineConfig::default();
     engine_config.spool_dir = spool_dir;
     engine_config.touch_every = config
@@ -59,6 +64,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
         .touch_every()
         .min(std::time::Duration::from_secs(60));
     let engine = Arc::new(Engine::new(blobs, tags, engine_config));
+    if let Some(url) = &config.storage {
+        tokio::spawn(watch_storage(Arc::clone(&engine), url.clone()));
+    }
     let peers = match config.peer_config()? {
         Some(peer_config) => {
             let peers = Peers::new(peer_config)?;
@@ -143,6 +151,33 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
         }
     }
     Ok(())
+}
+
+/// Probes the shared storage at start, and says clearly when it cannot be reached (which
+/// bucket, which endpoint, why): the cache serves meanwhile (misses pass through, hits
+/// fail over to the upstream) and `/readyz` fails until a probe succeeds.
+async fn watch_storage(engine: Arc<Engine>, url: String) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS S3".to_owned());
+    let mut failed = false;
+    loop {
+        let result = match tokio::time::timeout(EVERY, engine.probe_storage()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", EVERY.as_secs())),
+        };
+        match result {
+            Ok(()) if failed => {
+                tracing::info!(storage = %url, %endpoint, "storage reachable now; /readyz passes");
+                return;
+            }
+            Ok(()) => return,
+            Err(e) => {
+                failed = true;
+                tracing::error!(storage = %url, %endpoint, error = %e, "storage cannot be reached (bucket, endpoint and keys from AWS_*); serving, /readyz fails until it can; trying again in 10 s");
+                tokio::time::sleep(EVERY).await;
+            }
+        }
+    }
 }
 
 /// How long a shutdown waits for running downloads after the connections are drained.
