@@ -28,6 +28,7 @@ use crate::name::RepositoryName;
 use crate::{BlobStore, EngineError, TagStore};
 pub use blob_file::BlobFile;
 pub use config::EngineConfig;
+pub use fill::RunningFill;
 use fill::{FillContext, Fills};
 use flights::SingleFlight;
 use negative::NegativeCache;
@@ -152,6 +153,16 @@ impl Engine {
 
     /// The engine's counters now.
     pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot(self.fills.len())
+        let mut s = self.stats.snapshot(self.fills.len());
+        if let Some((max, high)) = self.limit.bounds() {
+            s.limit_bytes = Some(max);
+            s.high_watermark_bytes = Some(high);
+        }
+        s
+    }
+
+    /// The downloads running now, with their progress and how many clients follow each.
+    pub fn running_fills(&self) -> Vec<RunningFill> {
+        self.fills.running()
     }
 }

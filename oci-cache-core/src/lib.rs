@@ -20,7 +20,7 @@ mod upstreams;
 
 pub use engine::{
     BlobBody, BlobFile, BlobResponse, Engine, EngineConfig, ManifestResponse, Referrers,
-    StatsSnapshot, TagList, REFERRERS_MEDIA_TYPE,
+    RunningFill, StatsSnapshot, TagList, REFERRERS_MEDIA_TYPE,
 };
 pub use error::EngineError;
 // Everything a storage backend names when it implements `BlobStore` and `TagStore`, so an

@@ -48,7 +48,14 @@ impl Metrics {
             "HTTP requests by route and status",
             requests.clone(),
         );
-        registry.register_collector(Box::new(EngineCollector { engine, upstreams }));
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        registry.register_collector(Box::new(EngineCollector {
+            engine,
+            upstreams,
+            started,
+        }));
         if let Some(peers) = peers {
             registry.register_collector(Box::new(PeerCollector(peers)));
         }
@@ -108,6 +115,9 @@ fn to_prometheus_text(openmetrics: &str) -> String {
 struct EngineCollector {
     engine: Arc<Engine>,
     upstreams: Arc<Upstreams>,
+    /// When the metrics were made (the process's start, for counting restarts), Unix
+    /// seconds.
+    started: i64,
 }
 
 /// The peer counters of a replica.
@@ -254,6 +264,29 @@ impl Collector for EngineCollector {
             "oci_cache_stored_objects",
             "Blobs stored, as of the last eviction pass",
             &[(Vec::new(), clamp(s.stored_objects))],
+        )?;
+        let limits = [
+            (
+                "oci_cache_storage_limit_bytes",
+                "The storage limit held (gc.max_bytes); absent without one",
+                s.limit_bytes,
+            ),
+            (
+                "oci_cache_storage_high_watermark_bytes",
+                "Above this a download starts an eviction pass (gc.high_watermark of max_bytes)",
+                s.high_watermark_bytes,
+            ),
+        ];
+        for (name, help, value) in limits {
+            if let Some(v) = value {
+                gauge(&mut enc, name, help, &[(Vec::new(), clamp(v))])?;
+            }
+        }
+        gauge(
+            &mut enc,
+            "oci_cache_start_time_seconds",
+            "When this process started, Unix seconds (a change is a restart)",
+            &[(Vec::new(), self.started)],
         )?;
         gauge(
             &mut enc,

@@ -11,7 +11,7 @@ use crate::body::{full_body, Body};
 use crate::endpoint::OpsPath;
 use crate::metrics::Metrics;
 use crate::readiness::StorageProbe;
-use crate::status::{status_html, status_json};
+use crate::status::{status_html, status_json, History, StatusSources};
 
 /// What the operator endpoints read.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +23,8 @@ pub(crate) struct OpsContext<'a> {
     pub(crate) probe: &'a StorageProbe,
     /// The storage limit the status page shows.
     pub(crate) max_bytes: Option<u64>,
+    /// The last hour, for the status page's charts.
+    pub(crate) history: &'a History,
 }
 
 /// Answers an operator endpoint; `headers` are the request's. `/metrics` is OpenMetrics
@@ -33,7 +35,14 @@ pub(crate) async fn handle_ops(
     cx: OpsContext<'_>,
 ) -> Response<Body> {
     let status = |identity: &Identity| {
-        status_json(cx.engine, cx.upstreams, cx.access, identity, cx.max_bytes)
+        let sources = StatusSources {
+            engine: cx.engine,
+            upstreams: cx.upstreams,
+            access: cx.access,
+            history: cx.history,
+            max_bytes: cx.max_bytes,
+        };
+        status_json(&sources, identity)
     };
     match path {
         OpsPath::Health => text(StatusCode::OK, "text/plain", "ok\n"),

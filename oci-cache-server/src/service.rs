@@ -46,13 +46,16 @@ pub struct CacheService {
     role: Role,
     max_bytes: Option<u64>,
     peers: Option<Arc<Peers>>,
+    history: Arc<crate::status::History>,
 }
 
 impl CacheService {
     /// A service over `engine`, routing to `upstreams`, open to every client.
     pub fn new(engine: Arc<Engine>, upstreams: Arc<Upstreams>) -> Self {
         let metrics = Arc::new(Metrics::new(Arc::clone(&engine), Arc::clone(&upstreams)));
+        let history = crate::status::History::start(Arc::clone(&engine), Arc::clone(&upstreams));
         Self {
+            history,
             engine,
             upstreams,
             access: Arc::default(),
@@ -146,6 +149,7 @@ impl CacheService {
                     metrics: &self.metrics,
                     probe: &self.probe,
                     max_bytes: self.max_bytes,
+                    history: &self.history,
                 };
                 Outcome::plain(handle_ops(path, &parts.headers, cx).await)
             }

@@ -37,6 +37,24 @@ pub(crate) use state::{FillHandle, Progress};
 /// that runs with another upstream's credentials.
 type FillKey = (String, Digest);
 
+/// A download running now, as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunningFill {
+    /// The upstream it downloads from.
+    pub upstream: String,
+    /// The repository it downloads for.
+    pub repository: String,
+    /// The blob.
+    pub digest: Digest,
+    /// Its size, once the upstream said.
+    pub size: Option<u64>,
+    /// Bytes received so far.
+    pub received: u64,
+    /// Clients following it now.
+    pub clients: usize,
+}
+
 /// The running fills, by upstream and digest.
 pub(crate) struct Fills {
     running: Flights<FillKey, FillHandle>,
@@ -55,6 +73,30 @@ impl Fills {
     /// Number of fills running.
     pub(crate) fn len(&self) -> usize {
         self.running.len()
+    }
+
+    /// The fills running now, with their progress.
+    pub(crate) fn running(&self) -> Vec<RunningFill> {
+        self.running
+            .all()
+            .into_iter()
+            .map(|((upstream, digest), handle)| {
+                let (size, received) = match &*handle.progress.borrow() {
+                    state::Progress::Streaming { size, received, .. } => (*size, *received),
+                    state::Progress::Done { size, .. } => (Some(*size), *size),
+                    _ => (None, 0),
+                };
+                RunningFill {
+                    upstream,
+                    repository: handle.repo.to_string(),
+                    digest,
+                    size,
+                    received,
+                    // The registry's handle and the one cloned here are not clients.
+                    clients: Arc::strong_count(&handle.followers).saturating_sub(2),
+                }
+            })
+            .collect()
     }
 
     /// The running fill of `digest` from `upstream`, if any.
@@ -76,6 +118,7 @@ impl Fills {
             let handle = FillHandle {
                 repo: Arc::from(repo),
                 progress: rx,
+                followers: Arc::new(()),
             };
             (handle, tx)
         });

@@ -44,6 +44,15 @@ impl<K: Eq + Hash + Clone, H: Clone> Flights<K, H> {
         self.running.lock().len()
     }
 
+    /// Every key with running work, and its handle.
+    pub(crate) fn all(&self) -> Vec<(K, H)> {
+        self.running
+            .lock()
+            .iter()
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect()
+    }
+
     /// The handle of the work running for `key`, if any.
     pub(crate) fn get(&self, key: &K) -> Option<H> {
         self.running.lock().get(key).cloned()

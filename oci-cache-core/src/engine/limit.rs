@@ -81,6 +81,11 @@ impl Limit {
         });
     }
 
+    /// The limit and its high watermark, when the eviction loop holds one.
+    pub(crate) fn bounds(&self) -> Option<(u64, u64)> {
+        self.bounds.lock().map(|b| (b.max, b.high))
+    }
+
     /// Bytes admitted and not yet stored, plus bytes waiting for room: what a pass must
     /// leave room for.
     pub(crate) fn incoming(&self) -> u64 {

@@ -118,6 +118,10 @@ pub struct StatsSnapshot {
     pub stored_bytes: u64,
     /// Blobs stored, counted alike.
     pub stored_objects: u64,
+    /// The storage limit (`GcPolicy::max_bytes`) the eviction loop holds, if any.
+    pub limit_bytes: Option<u64>,
+    /// Above this, a download starts an eviction pass (the limit's high watermark).
+    pub high_watermark_bytes: Option<u64>,
 }
 
 impl EngineStats {
@@ -143,6 +147,8 @@ impl EngineStats {
             evicted_bytes: get(&self.evicted_bytes),
             stored_bytes: get(&self.stored_bytes),
             stored_objects: get(&self.stored_objects),
+            limit_bytes: None,
+            high_watermark_bytes: None,
         }
     }
 }

@@ -66,6 +66,21 @@ impl Cache {
         Self::launch(Some(toml), options).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// [`Cache::start_with_config`] listening on `port` of 127.0.0.1 (e.g. one the
+    /// configuration already names).
+    pub fn start_with_config_on(toml: &str, env: &[(&str, &str)], port: u16) -> Cache {
+        let options = CacheOptions {
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ready_on_401: true,
+            port: Some(port),
+            ..CacheOptions::for_tests()
+        };
+        Self::launch(Some(toml), options).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn launch(config: Option<&str>, mut options: CacheOptions) -> Result<Cache, String> {
         let dir = short_tempdir("oci-cache-");
         if let Some(text) = config {

@@ -52,6 +52,9 @@ pub(crate) struct FillHandle {
     pub(crate) repo: Arc<str>,
     /// The fill's state.
     pub(crate) progress: watch::Receiver<Progress>,
+    /// Shared by every clone of the handle: the registry's, and one per client following
+    /// the fill.
+    pub(crate) followers: Arc<()>,
 }
 
 impl FillHandle {

@@ -153,7 +153,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
-/// Probes the shared storage at start, and says clearly when it cannot be reached (which
+/// Lists the shared storage at start, and says clearly when it cannot be reached (which
 /// bucket, which endpoint, why): the cache serves meanwhile (misses pass through, hits
 /// fail over to the upstream) and `/readyz` fails until a probe succeeds.
 async fn watch_storage(engine: Arc<Engine>, url: String) {
@@ -161,8 +161,9 @@ async fn watch_storage(engine: Arc<Engine>, url: String) {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS S3".to_owned());
     let mut failed = false;
     loop {
-        let result = match tokio::time::timeout(EVERY, engine.probe_storage()).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
+        // A listing: read-only, it leaves nothing in the bucket (/readyz writes a probe).
+        let result = match tokio::time::timeout(EVERY, engine.blobs().list(None, 1)).await {
+            Ok(r) => r.map(|_| ()).map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {} s", EVERY.as_secs())),
         };
         match result {
