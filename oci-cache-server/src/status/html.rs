@@ -23,6 +23,7 @@ figcaption{font-weight:600;margin-bottom:4px}.chart{width:100%;height:110px;disp
 .chart polyline{fill:none;stroke-width:1.6;vector-effect:non-scaling-stroke}.axis{stroke:var(--line)}\
 .label{font-size:9px;fill:var(--muted)}.end{text-anchor:end}\
 .a polyline{stroke:var(--a)}.b polyline{stroke:var(--b)}.c polyline{stroke:var(--c)}.d polyline{stroke:var(--d)}\
+.a circle{fill:var(--a)}.b circle{fill:var(--b)}.c circle{fill:var(--c)}.d circle{fill:var(--d)}\
 .legend{display:flex;flex-wrap:wrap;gap:4px 12px;font-size:13px}.key::before{content:'';display:inline-block;width:10px;height:3px;margin-right:4px;vertical-align:middle;background:currentColor}\
 .key.a{color:var(--a)}.key.b{color:var(--b)}.key.c{color:var(--c)}.key.d{color:var(--d)}\
 .table{overflow-x:auto;margin:0 16px}table{border-collapse:collapse;width:100%;background:var(--card);font-size:14px}\

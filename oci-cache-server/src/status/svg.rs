@@ -47,9 +47,10 @@ pub(crate) fn chart(
          aria-label=\"{title}\" preserveAspectRatio=\"none\">\
          <line class=\"axis\" x1=\"0\" y1=\"{base}\" x2=\"{W}\" y2=\"{base}\"/>\
          <text class=\"label\" x=\"2\" y=\"10\">{max_label}</text>\
-         <text class=\"label\" x=\"2\" y=\"{H}\">{minutes} min ago</text>\
-         <text class=\"label end\" x=\"{W}\" y=\"{H}\">now</text>",
+         <text class=\"label\" x=\"2\" y=\"{label_y}\">{minutes} min ago</text>\
+         <text class=\"label end\" x=\"{W}\" y=\"{label_y}\">now</text>",
         base = H - BOTTOM,
+        label_y = H - 2.0,
         max_label = escape(&format(max)),
         minutes = n.saturating_sub(1),
     );
@@ -82,6 +83,21 @@ pub(crate) fn chart(
         );
         for points in runs {
             let _ = write!(svg, "<polyline points=\"{}\"/>", points.trim_end());
+        }
+        // The latest value as a dot: visible even when it is the only point.
+        if let Some((i, v)) = s
+            .values
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(i, v)| v.map(|v| (i, v)))
+        {
+            let _ = write!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\"/>",
+                x(i).min(W - 3.0),
+                y(v)
+            );
         }
         svg.push_str("</g>");
     }
