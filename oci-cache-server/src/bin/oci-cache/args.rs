@@ -139,9 +139,14 @@ pub(crate) struct CheckArgs {
 
 #[derive(clap::Args)]
 pub(crate) struct HealthcheckArgs {
-    /// The URL to ask; healthy when it answers 200.
-    #[arg(long, default_value = "http://127.0.0.1:5000/healthz")]
-    pub(crate) url: String,
+    /// The URL to ask; healthy when it answers 200. Default: `/healthz` on the `listen`
+    /// port of --config (https with its `[tls]`, any certificate accepted), else
+    /// http://127.0.0.1:5000/healthz.
+    #[arg(long)]
+    pub(crate) url: Option<String>,
+    /// The configuration whose `listen` address to ask.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// Accept any TLS certificate (the listener's name rarely matches 127.0.0.1).
     #[arg(long)]
     pub(crate) insecure: bool,

@@ -156,8 +156,36 @@ pub(crate) fn print_client_config(args: &ClientConfigArgs) -> ExitCode {
 
 pub(crate) fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
     oci_cache_core::install_crypto_provider();
-    let url = args.url.clone();
-    let insecure = args.insecure;
+    let (url, insecure) = match (&args.url, &args.config) {
+        (Some(url), _) => (url.clone(), args.insecure),
+        (None, Some(path)) => match oci_cache_server::config::Config::from_file(path) {
+            Ok(config) => {
+                let port = config.listen.port();
+                let scheme = if config.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                // The listener answers on loopback whatever address it is bound to,
+                // unless it is bound to another single address.
+                let host =
+                    if config.listen.ip().is_unspecified() || config.listen.ip().is_loopback() {
+                        "127.0.0.1".to_owned()
+                    } else {
+                        config.listen.ip().to_string()
+                    };
+                (
+                    format!("{scheme}://{host}:{port}/healthz"),
+                    args.insecure || config.tls.is_some(),
+                )
+            }
+            Err(e) => {
+                eprintln!("oci-cache healthcheck: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => ("http://127.0.0.1:5000/healthz".to_owned(), args.insecure),
+    };
     let run = async move {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(5))
