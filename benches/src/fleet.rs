@@ -5,8 +5,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use oci_cache_testkit::fleet::{write_fleet_config, FleetConfig};
 use oci_cache_testkit::s3::{S3Server, S3_ACCESS_KEY, S3_SECRET_KEY};
-use oci_cache_testkit::{free_port, CacheOptions, OciCache, RegistryOptions, RegistryS3};
+use oci_cache_testkit::{CacheOptions, OciCache, RegistryOptions, RegistryS3};
 use tempfile::TempDir;
 
 use crate::{procfs, start_distribution, BoxError};
@@ -51,9 +52,6 @@ pub struct Fleet {
     members: Vec<Member>,
     _dir: TempDir,
 }
-
-/// A secret the oci-cache replicas share (at least 32 bytes).
-const SECRET: &str = "the benchmark fleet's shared secret, 32+ bytes";
 
 impl Fleet {
     /// Starts `n` replicas of `kind` on a new bucket `bucket` of `s3`, mirroring
@@ -146,29 +144,8 @@ fn start_oci_fleet(
     extra: &str,
     dir: &TempDir,
 ) -> Result<Vec<Member>, BoxError> {
-    let mut ports: Vec<u16> = Vec::new();
-    while ports.len() < n {
-        let p = free_port();
-        if !ports.contains(&p) {
-            ports.push(p);
-        }
-    }
-    let secret = dir.path().join("peer-secret");
-    std::fs::write(&secret, SECRET)?;
-    let peers: Vec<String> = ports
-        .iter()
-        .map(|p| format!("\"http://127.0.0.1:{p}\""))
-        .collect();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "storage = \"s3://{bucket}/fleet\"\npeers = [{}]\npeer_secret_file = \"{}\"\n{extra}\n\
-             [[upstreams]]\nname = \"docker.io\"\nurl = \"http://{upstream}\"\n",
-            peers.join(", "),
-            secret.display()
-        ),
-    )?;
+    let FleetConfig { ports, config } =
+        write_fleet_config(dir.path(), n, bucket, &format!("http://{upstream}"), extra)?;
     let env: Vec<(String, String)> = s3
         .aws_env()
         .into_iter()

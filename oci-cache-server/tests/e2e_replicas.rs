@@ -11,17 +11,15 @@ mod support;
 
 use std::time::Duration;
 
+use oci_cache_testkit::fleet::{write_fleet_config, FleetConfig};
 use oci_cache_testkit::{CacheOptions, OciCache};
 use sha2::{Digest as _, Sha256};
 use support::cache::oci_cache_bin;
 use support::s3::S3Server;
 use support::upload::push_random_blob;
-use support::{
-    free_port, pseudo_random_bytes, sha256_bytes, AuthRegistry, FakeUpstream, FaultMode,
-};
+use support::{pseudo_random_bytes, sha256_bytes, AuthRegistry, FakeUpstream, FaultMode};
 
 const BUCKET: &str = "oci";
-const SECRET: &str = "the fleet's shared secret, at least 32 bytes";
 
 /// `n` replicas on `s3://oci/fleet`, each told every replica's URL, with `upstream` as
 /// `docker.io`. Returns the replicas (in the order of their URLs) and their directory.
@@ -37,30 +35,8 @@ fn fleet_with(
     extra: &str,
 ) -> (Vec<OciCache>, tempfile::TempDir) {
     let dir = support::short_tempdir("e2e-fleet-");
-    let mut ports: Vec<u16> = Vec::new();
-    while ports.len() < n {
-        let p = free_port();
-        if !ports.contains(&p) {
-            ports.push(p);
-        }
-    }
-    let secret = dir.path().join("peer-secret");
-    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
-    let peers: Vec<String> = ports
-        .iter()
-        .map(|p| format!("\"http://127.0.0.1:{p}\""))
-        .collect();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "storage = \"s3://{BUCKET}/fleet\"\npeers = [{}]\npeer_secret_file = \"{}\"\n{extra}\n\
-             [[upstreams]]\nname = \"docker.io\"\nurl = \"{upstream}\"\n",
-            peers.join(", "),
-            secret.display()
-        ),
-    )
-    .unwrap();
+    let FleetConfig { ports, config } =
+        write_fleet_config(dir.path(), n, BUCKET, upstream, extra).unwrap();
     let env = s3.aws_env();
     let replicas = ports
         .iter()

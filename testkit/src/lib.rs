@@ -12,7 +12,8 @@
 //! - [`registry`]: the real CNCF distribution registry (`docker-registry`),
 //!   plain, behind token auth or as a proxy; [`access_log`] parses its
 //!   request log.
-//! - [`cache`]: the `oci-cache` binary ([`OciCache`]).
+//! - [`cache`]: the `oci-cache` binary ([`OciCache`]); [`fleet`]: the config of replicas
+//!   on one bucket.
 //! - [`s3`]: a real S3 server (`s3s-fs`, [`s3::S3Server`]).
 //! - [`fake_upstream`]: [`FakeUpstream`], a fake registry that answers
 //!   honestly from a [`FakeContent`] or misbehaves on purpose
@@ -30,6 +31,7 @@ pub mod access_log;
 pub mod cache;
 pub mod digest;
 pub mod fake_upstream;
+pub mod fleet;
 pub mod net;
 pub mod process;
 pub mod registry;

@@ -55,27 +55,23 @@ impl Cache {
     /// variables named by `password_env` or `token_env`). Ready means
     /// `GET /v2/` answers 200, or 401 when no upstream is anonymous.
     pub fn start_with_config(toml: &str, env: &[(&str, &str)]) -> Cache {
-        let options = CacheOptions {
-            env: env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            ready_on_401: true,
-            ..CacheOptions::for_tests()
-        };
-        Self::launch(Some(toml), options).unwrap_or_else(|e| panic!("{e}"))
+        Self::start_with_config_at(toml, env, None)
     }
 
     /// [`Cache::start_with_config`] listening on `port` of 127.0.0.1 (e.g. one the
     /// configuration already names).
     pub fn start_with_config_on(toml: &str, env: &[(&str, &str)], port: u16) -> Cache {
+        Self::start_with_config_at(toml, env, Some(port))
+    }
+
+    fn start_with_config_at(toml: &str, env: &[(&str, &str)], port: Option<u16>) -> Cache {
         let options = CacheOptions {
             env: env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             ready_on_401: true,
-            port: Some(port),
+            port,
             ..CacheOptions::for_tests()
         };
         Self::launch(Some(toml), options).unwrap_or_else(|e| panic!("{e}"))
