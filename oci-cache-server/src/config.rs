@@ -229,12 +229,24 @@ impl Config {
         })?;
         toml::from_str(&text).map_err(|e| {
             let place = e.span().map(|span| place_of(&text, span.start));
+            let key = place.as_ref().and_then(|p| p.2.clone());
+            // A type error quotes the value: never a secret's.
+            let secret = key.as_deref().is_some_and(|k| {
+                ["password", "token", "secret"]
+                    .iter()
+                    .any(|s| k.to_ascii_lowercase().contains(s))
+            });
+            let message = if secret {
+                "invalid value (not shown: the key holds a secret)".to_owned()
+            } else {
+                e.message().to_owned()
+            };
             ConfigError::Parse {
                 path: path.to_owned(),
                 line: place.as_ref().map(|p| p.0),
                 column: place.as_ref().map(|p| p.1),
-                key: place.and_then(|p| p.2),
-                message: e.message().to_owned(),
+                key,
+                message,
             }
         })
     }

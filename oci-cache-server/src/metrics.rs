@@ -256,13 +256,13 @@ impl Collector for EngineCollector {
         gauge(
             &mut enc,
             "oci_cache_stored_bytes",
-            "Bytes stored, as of the last eviction pass",
+            "Bytes stored: the last listing plus what was stored since, minus what was evicted",
             &[(Vec::new(), clamp(s.stored_bytes))],
         )?;
         gauge(
             &mut enc,
             "oci_cache_stored_objects",
-            "Blobs stored, as of the last eviction pass",
+            "Blobs stored: the last listing plus what was stored since, minus what was evicted",
             &[(Vec::new(), clamp(s.stored_objects))],
         )?;
         let limits = [
@@ -299,6 +299,19 @@ impl Collector for EngineCollector {
         )?;
         self.encode_upstreams(&mut enc)
     }
+}
+
+/// The per-bucket counts prometheus-client's encoder wants (it adds them up itself) from
+/// cumulative ones, with the `+Inf` bucket holding the rest of `count`.
+fn per_bucket(cumulative: &[(f64, u64)], count: u64) -> Vec<(f64, u64)> {
+    let mut out = Vec::with_capacity(cumulative.len() + 1);
+    let mut below = 0;
+    for (bound, c) in cumulative {
+        out.push((*bound, c.saturating_sub(below)));
+        below = (*c).max(below);
+    }
+    out.push((f64::INFINITY, count.saturating_sub(below)));
+    out
 }
 
 impl EngineCollector {
@@ -339,7 +352,7 @@ impl EngineCollector {
                 .encode_histogram::<NoLabelSet>(
                     st.latency_sum,
                     st.requests,
-                    &st.latency_buckets,
+                    &per_bucket(&st.latency_buckets, st.requests),
                     None,
                 )?;
         }
@@ -381,6 +394,12 @@ impl EngineCollector {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn histogram_buckets_are_handed_over_per_bucket_with_the_rest_in_inf() {
+        let got = super::per_bucket(&[(0.1, 2), (1.0, 5), (10.0, 5)], 7);
+        assert_eq!(got, vec![(0.1, 2), (1.0, 3), (10.0, 0), (f64::INFINITY, 2)]);
+    }
+
     use super::*;
 
     #[test]

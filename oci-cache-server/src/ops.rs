@@ -48,11 +48,24 @@ pub(crate) async fn handle_ops(
         OpsPath::Health => text(StatusCode::OK, "text/plain", "ok\n"),
         OpsPath::StatusPage => {
             let status = status(&viewer(cx.access, headers).await);
-            text(
+            let mut page = text(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
                 status_html(&status),
-            )
+            );
+            // The page needs nothing but its own inline style: no script, no other origin.
+            let h = page.headers_mut();
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
+                ),
+            );
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            page
         }
         OpsPath::StatusJson => text(
             StatusCode::OK,

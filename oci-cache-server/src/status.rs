@@ -42,6 +42,7 @@ pub(crate) fn status_json(src: &StatusSources<'_>, identity: &Identity) -> Value
         .upstreams
         .all()
         .iter()
+        .filter(|u| visible(u.name()))
         .map(|u| {
             let st = u.stats();
             let endpoints: Vec<Value> = u

@@ -74,6 +74,10 @@ impl Drop for Cleanup {
         let _ = Command::new("podman")
             .args(["rmi", "-f", &self.image])
             .output();
+        // The builder stage's layers, left untagged by the build.
+        let _ = Command::new("podman")
+            .args(["image", "prune", "-f"])
+            .output();
     }
 }
 
@@ -111,6 +115,8 @@ fn the_image_runs_as_non_root_passes_its_healthcheck_serves_a_pull_and_stops_on_
         &format!("BUILDER_IMAGE={BASE}"),
         "--build-arg",
         &format!("RUNTIME_IMAGE={BASE}"),
+        "--build-arg",
+        "PREBUILT=1",
         "-t",
         &tag,
         ctx.path().to_str().unwrap(),

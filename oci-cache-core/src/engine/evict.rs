@@ -47,12 +47,14 @@ impl Engine {
         result
     }
 
-    /// Runs eviction passes for as long as the returned future runs: one every `interval`
-    /// (for age expiry), and one at once whenever a fill finds no room under the high
-    /// watermark of `policy.max_bytes` (fills waiting share it). A fill that still does
-    /// not fit under `max_bytes` is served without being stored. Only the blobs `owns`
-    /// accepts are deleted (see [`Engine::collect_garbage_of`]). Without this loop running,
-    /// fills store whatever the storage takes.
+    /// Runs eviction passes for as long as the returned future runs: one at once, then one
+    /// every `interval` (for age expiry), and one early whenever a fill or a commit finds
+    /// the store past the high watermark of `policy.max_bytes` (wake-ups coalesce, and a
+    /// woken pass starts no sooner after the last one than that one took, at least a
+    /// second: listings take at most half the time). Fills are admitted only within
+    /// `max_bytes` (see `limit.rs`); a fill without room is served without being stored.
+    /// Only the blobs `owns` accepts are deleted (see [`Engine::collect_garbage_of`]).
+    /// Without this loop running, fills store whatever the storage takes.
     pub async fn evict_forever(
         &self,
         policy: GcPolicy,
@@ -61,13 +63,15 @@ impl Engine {
     ) {
         self.limit.set(policy.max_bytes, policy.high_watermark);
         loop {
+            let started = tokio::time::Instant::now();
             if let Err(e) = self.collect_garbage_of(&policy, false, owns).await {
                 tracing::warn!(error = %e, "eviction pass failed");
                 EngineStats::add(&self.stats.eviction_failures, 1);
             }
+            let gap = started.elapsed().max(std::time::Duration::from_secs(1));
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
-                () = self.limit.woken() => {}
+                () = self.limit.woken() => tokio::time::sleep(gap).await,
             }
         }
     }
@@ -80,32 +84,43 @@ impl Engine {
         dry_run: bool,
         owns: &(dyn Fn(&Digest) -> bool + Send + Sync),
     ) -> Result<GcPlan, EngineError> {
+        // Room for the fills admitted and not yet stored, at most the watermarks' band: a
+        // burst of large fills must not empty the cache for blobs that will not fit anyway.
         let mut policy = policy.clone();
+        let band = |max: u64| {
+            #[allow(clippy::cast_precision_loss, clippy::cast_sign_loss)] // bytes below 2^52
+            let band = (max as f64 * (1.0 - policy.low_watermark)) as u64;
+            band
+        };
         policy.max_bytes = policy
             .max_bytes
-            .map(|max| max.saturating_sub(self.limit.incoming()));
+            .map(|max| max.saturating_sub(self.limit.incoming().min(band(max))));
         let policy = &policy;
-        let mut stored = Vec::new();
+        // The listing first, so the stored figure is known before manifests are read.
+        self.limit.listing_started();
+        let mut listed = Vec::new();
         let mut after: Option<Digest> = None;
         loop {
             let page = self.blobs.list(after.as_ref(), 1000).await?;
-            for meta in page.blobs {
-                let refs = self.references_of(&meta.digest, meta.size).await?;
-                stored.push(StoredBlob {
-                    digest: meta.digest,
-                    size: meta.size,
-                    last_access: meta.last_access,
-                    refs,
-                });
-            }
+            listed.extend(page.blobs);
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,
             }
         }
+        self.limit
+            .listed(listed.iter().map(|m| m.size).sum(), listed.len() as u64);
+        let mut stored = Vec::with_capacity(listed.len());
+        for meta in listed {
+            let refs = self.references_of(&meta.digest, meta.size).await?;
+            stored.push(StoredBlob {
+                digest: meta.digest,
+                size: meta.size,
+                last_access: meta.last_access,
+                refs,
+            });
+        }
         let decided = plan(&stored, &self.usage.in_use(), policy, SystemTime::now());
-        EngineStats::set(&self.stats.stored_bytes, decided.total);
-        EngineStats::set(&self.stats.stored_objects, decided.objects);
         if dry_run || decided.evict.is_empty() {
             return Ok(decided);
         }
@@ -121,8 +136,10 @@ impl Engine {
                 continue;
             }
             self.blobs.delete(digest).await?;
+            let size = sizes.get(digest).copied().unwrap_or(0);
+            self.limit.evicted(size);
             deleted += 1;
-            freed += sizes.get(digest).copied().unwrap_or(0);
+            freed += size;
             self.hot.forget_manifest(digest);
             {
                 let mut r = self.refs.refs.lock();
@@ -134,14 +151,6 @@ impl Engine {
                 sizes.get(digest).copied().unwrap_or(0),
             );
         }
-        EngineStats::set(
-            &self.stats.stored_bytes,
-            decided.total.saturating_sub(freed),
-        );
-        EngineStats::set(
-            &self.stats.stored_objects,
-            decided.objects.saturating_sub(deleted),
-        );
         tracing::info!(
             evicted = deleted,
             freed,

@@ -140,10 +140,10 @@ impl FillJob {
     /// only a spool when storage has no room under its limit. With the room it holds.
     async fn sink(&self, size: Option<u64>) -> (Spool, Sink, Option<Reservation>) {
         let ctx = &self.context;
-        let room = ctx.limit.admit(size).await;
+        let mut room = ctx.limit.admit(size).await;
         if room.is_none() {
             EngineStats::add(&ctx.stats.fills_over_limit, 1);
-            tracing::info!(digest = %self.digest, ?size, "no room under the storage limit after eviction; serving without storing");
+            tracing::info!(digest = %self.digest, ?size, "no room under the storage limit; serving without storing");
         }
         let writer = match room.as_ref().map(|_| ()) {
             None => None,
@@ -155,6 +155,7 @@ impl FillJob {
                 }
                 Err(e) => {
                     tracing::warn!(digest = %self.digest, error = %e, "storage refused a writer; serving without storing");
+                    room = None;
                     None
                 }
             },

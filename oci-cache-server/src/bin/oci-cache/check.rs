@@ -130,13 +130,18 @@ fn check_listen(config: &Config, report: &mut Report) {
     if let Some(admin) = config.admin_listen {
         addrs.push(("admin_listen", admin));
     }
+    // Each held until all were tried: `admin_listen` equal to `listen` fails, as at start.
+    let mut held = Vec::new();
     for (what, addr) in addrs {
+        let bound = std::net::TcpListener::bind(addr);
         report.line(
             what,
-            std::net::TcpListener::bind(addr)
+            bound
+                .as_ref()
                 .map(|_| format!("{addr} is free"))
                 .map_err(|e| format!("cannot listen on {addr}: {e}")),
         );
+        held.push(bound);
     }
 }
 
@@ -162,12 +167,31 @@ async fn check_storage(config: &Config, report: &mut Report) {
     let result = tokio::time::timeout(STEP_TIMEOUT * 3, probe(blobs))
         .await
         .unwrap_or_else(|_| Err("no answer within 60 s".to_owned()));
+    if config.storage.is_none() {
+        remove_empty_shards(&config.data_dir.join("store/blobs"));
+    }
     report.line(
         "storage",
         result
             .map(|()| format!("{what}: put, get, list and delete work"))
             .map_err(|e| format!("{what}: {e}")),
     );
+}
+
+/// Removes the empty shard directories under `blobs` (`sha256/XX/`) the probe may have
+/// made: made by another user than the cache's, they would keep it from storing there.
+fn remove_empty_shards(blobs: &std::path::Path) {
+    let Ok(algorithms) = std::fs::read_dir(blobs) else {
+        return;
+    };
+    for alg in algorithms.flatten() {
+        if let Ok(shards) = std::fs::read_dir(alg.path()) {
+            for shard in shards.flatten() {
+                // Only an empty directory goes.
+                let _ = std::fs::remove_dir(shard.path());
+            }
+        }
+    }
 }
 
 /// Creates and removes a file in `dir`.

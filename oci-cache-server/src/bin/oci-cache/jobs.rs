@@ -160,22 +160,21 @@ pub(crate) fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
         (Some(url), _) => (url.clone(), args.insecure),
         (None, Some(path)) => match oci_cache_server::config::Config::from_file(path) {
             Ok(config) => {
-                let port = config.listen.port();
                 let scheme = if config.tls.is_some() {
                     "https"
                 } else {
                     "http"
                 };
-                // The listener answers on loopback whatever address it is bound to,
-                // unless it is bound to another single address.
-                let host =
-                    if config.listen.ip().is_unspecified() || config.listen.ip().is_loopback() {
-                        "127.0.0.1".to_owned()
-                    } else {
-                        config.listen.ip().to_string()
-                    };
+                // A wildcard listener answers on loopback (of its address family).
+                let mut addr = config.listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(match addr {
+                        std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
                 (
-                    format!("{scheme}://{host}:{port}/healthz"),
+                    format!("{scheme}://{addr}/healthz"),
                     args.insecure || config.tls.is_some(),
                 )
             }
