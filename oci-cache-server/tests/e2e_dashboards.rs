@@ -64,6 +64,40 @@ fn named(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// The latency panel's `histogram_quantile` needs cumulative buckets ending in `+Inf`
+/// equal to `_count`.
+fn assert_histogram_is_well_formed(scrape: &str, name: &str) {
+    let bucket = format!("{name}_bucket{{");
+    let values: Vec<(String, f64)> = scrape
+        .lines()
+        .filter(|l| l.starts_with(&bucket))
+        .map(|l| {
+            let le = l.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+            let v = l.rsplit(' ').next().unwrap().parse().unwrap();
+            (le.to_owned(), v)
+        })
+        .collect();
+    assert!(values.len() > 2, "no {name} buckets in\n{scrape}");
+    assert!(
+        values.windows(2).all(|w| w[0].1 <= w[1].1),
+        "buckets not cumulative: {values:?}"
+    );
+    let count: f64 = scrape
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}_count{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let last = values.last().unwrap();
+    assert_eq!(last.0, "+Inf", "{values:?}");
+    assert!(
+        (last.1 - count).abs() < 0.5 && count >= 1.0,
+        "+Inf {} vs count {count}",
+        last.1
+    );
+}
+
 #[test]
 fn alert_rules_pass_promtool_and_their_unit_tests() {
     let promtool = require_tool("promtool");
@@ -102,6 +136,7 @@ fn alerts_and_the_dashboard_name_only_metrics_the_cache_exports() {
     );
     assert_eq!(fetch("GET", &url, Auth::None).status, 200);
     let scrape = scrape_metrics(&cache.url());
+    assert_histogram_is_well_formed(&scrape, "oci_cache_upstream_latency_seconds");
     let offered = exported(&scrape);
     for file in [
         "prometheus/alerts.yaml",
