@@ -250,6 +250,30 @@ impl Cache {
     }
 }
 
+/// The HTTP client of the benchmarks: no proxy, a 5 s connect timeout.
+pub fn bench_client() -> Result<reqwest::Client, BoxError> {
+    oci_cache_core::install_crypto_provider();
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .build()?)
+}
+
+/// Runs a benchmark for at most `limit`, or until Ctrl-C. Dropping its future (then)
+/// drops the guards that kill the processes it started.
+pub async fn run_bounded(
+    limit: Duration,
+    bench: impl std::future::Future<Output = Result<(), BoxError>>,
+) -> Result<(), Box<dyn Error>> {
+    tokio::select! {
+        result = tokio::time::timeout(limit, bench) => match result {
+            Ok(result) => result.map_err(|e| e.to_string().into()),
+            Err(_) => Err(format!("gave up after {limit:?}").into()),
+        },
+        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+    }
+}
+
 /// A generous time limit for moving `size` bytes on localhost (at least 10 MiB/s).
 pub fn transfer_timeout(size: u64) -> Duration {
     Duration::from_secs(30 + size / (10 << 20))

@@ -245,11 +245,7 @@ fn print_table(args: &Args, digest: &str, runs: &[Run]) {
 }
 
 async fn bench(args: Args) -> Result<(), BoxError> {
-    oci_cache_core::install_crypto_provider();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .build()?;
+    let client = oci_cache_benches::bench_client()?;
     let mut registry = Registry::start(&args.registry).await?;
     let size = args.size_mib << 20;
     eprintln!(
@@ -282,13 +278,5 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let per_run =
         transfer_timeout(args.size_mib << 20) * (3 + args.clients) + Duration::from_secs(60);
     let limit = per_run * args.runs + transfer_timeout(args.size_mib << 20) * 2;
-    // Dropping the benchmark's future (on Ctrl-C or the time limit) drops the guards that
-    // kill the registry and the caches.
-    tokio::select! {
-        result = tokio::time::timeout(limit, bench(args)) => match result {
-            Ok(result) => result.map_err(|e| e.to_string().into()),
-            Err(_) => Err(format!("gave up after {limit:?}").into()),
-        },
-        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
-    }
+    oci_cache_benches::run_bounded(limit, bench(args)).await
 }

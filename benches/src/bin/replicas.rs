@@ -246,11 +246,7 @@ fn table(title: &str, rounds: &BTreeMap<FleetKind, Vec<Figures>>) -> String {
 }
 
 async fn bench(args: Args) -> Result<(), BoxError> {
-    oci_cache_core::install_crypto_provider();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .build()?;
+    let client = oci_cache_benches::bench_client()?;
     let mut upstream = Registry::start(&args.registry).await?;
     let s3 = tokio::task::block_in_place(|| S3Server::start(&[]));
     eprintln!(
@@ -317,11 +313,5 @@ async fn main() -> Result<(), Box<dyn Error>> {
     oci_cache_benches::check_oci_cache(&args.oci_cache).map_err(|e| e.to_string())?;
     let big = transfer_timeout(args.big_mib << 20);
     let limit = (big * 4 * 10 + Duration::from_secs(300)) * 3 * args.rounds;
-    tokio::select! {
-        result = tokio::time::timeout(limit, bench(args)) => match result {
-            Ok(result) => result.map_err(|e| e.to_string().into()),
-            Err(_) => Err(format!("gave up after {limit:?}").into()),
-        },
-        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
-    }
+    oci_cache_benches::run_bounded(limit, bench(args)).await
 }

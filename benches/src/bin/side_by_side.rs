@@ -99,11 +99,7 @@ async fn seed(
 }
 
 async fn bench(args: Args) -> Result<(), BoxError> {
-    oci_cache_core::install_crypto_provider();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .build()?;
+    let client = oci_cache_benches::bench_client()?;
     let ticks = procfs::clock_ticks()?;
     let mut upstream = Registry::start(&args.registry).await?;
     eprintln!(
@@ -184,13 +180,5 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let per_round =
         (big * 14 + transfer_timeout(MID_MIB << 20) * 20 + Duration::from_secs(120)) * 2;
     let limit = per_round * args.rounds + big * 2;
-    // Dropping the benchmark's future (on Ctrl-C or the time limit) drops the guards that
-    // kill the upstream and the caches.
-    tokio::select! {
-        result = tokio::time::timeout(limit, bench(args)) => match result {
-            Ok(result) => result.map_err(|e| e.to_string().into()),
-            Err(_) => Err(format!("gave up after {limit:?}").into()),
-        },
-        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
-    }
+    oci_cache_benches::run_bounded(limit, bench(args)).await
 }
