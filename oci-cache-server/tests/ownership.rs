@@ -840,6 +840,18 @@ async fn a_running_fill_of_a_private_layer_serves_no_other_route() {
         private_before,
         "a HEAD during the fill asked the upstream"
     );
+    // The operator pages show alice's running download to her, and nothing of it to an
+    // anonymous client.
+    for (token, sees) in [(Some(ALICE), true), (None, false)] {
+        for page in ["/status.json", "/"] {
+            let (status, body) = get_as(&w.service, page, token).await;
+            assert_eq!(status, StatusCode::OK);
+            let body = String::from_utf8_lossy(&body);
+            let hex = secret.trim_start_matches("sha256:");
+            assert_eq!(body.contains(hex), sees, "{page} as {token:?}: {body}");
+            assert_eq!(body.contains("team/secret"), sees, "{page} as {token:?}");
+        }
+    }
     assert!(!alice.is_finished(), "alice's fill should still hang");
     alice.abort();
 }
