@@ -160,7 +160,11 @@ impl BlobStore for TieredStore {
                     .map(|w| (w, guard));
             }
         }
-        Ok(Box::new(tee::TeeWriter { remote, local }))
+        Ok(Box::new(tee::TeeWriter {
+            remote,
+            local,
+            lent: std::sync::atomic::AtomicBool::new(false),
+        }))
     }
 
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {

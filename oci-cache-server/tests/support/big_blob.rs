@@ -57,3 +57,42 @@ pub async fn push_blob_file(
     let body = reqwest::Body::wrap_stream(chunks);
     push_blob_body(client, registry, auth, name, digest, len, body).await;
 }
+
+/// Bytes of one step of a generated blob.
+const STEP: u64 = 1024 * 1024;
+
+/// Step `index` of the generated blob `seed` of `len` bytes (the last one may be short).
+fn generated_step(seed: u64, index: u64, len: u64) -> bytes::Bytes {
+    let n = (len - index * STEP).min(STEP) as usize;
+    bytes::Bytes::from(super::pseudo_random_bytes(
+        seed.wrapping_mul(1_000_003).wrapping_add(index),
+        n,
+    ))
+}
+
+/// Pushes `len` deterministic incompressible bytes (from `seed`) as a blob of `name`,
+/// generated twice as they go (once to hash, once to upload), so that no file is written
+/// and never more than a few MiB are in memory. Returns the digest.
+pub async fn push_generated_blob(
+    client: &reqwest::Client,
+    registry: &Registry,
+    auth: Option<&TokenServer>,
+    name: &str,
+    seed: u64,
+    len: u64,
+) -> String {
+    let steps = len.div_ceil(STEP);
+    let digest = tokio::task::block_in_place(|| {
+        let mut hasher = super::Sha256Pipe::new();
+        for i in 0..steps {
+            hasher.update(&generated_step(seed, i, len));
+        }
+        hasher.finish()
+    });
+    let chunks = futures_util::stream::iter(
+        (0..steps).map(move |i| Ok::<_, std::io::Error>(generated_step(seed, i, len))),
+    );
+    let body = reqwest::Body::wrap_stream(chunks);
+    push_blob_body(client, registry, auth, name, &digest, len, body).await;
+    digest
+}

@@ -37,3 +37,24 @@ pub fn peak_rss_bytes(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("unexpected VmHWM line {line:?}"));
     kib * 1024
 }
+
+/// What may slow a test down on this machine, for failure messages: the page cache's dirty
+/// and writeback bytes, the free disk space of the temporary directory, the load average.
+pub fn machine_pressure() -> String {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem: Vec<&str> = meminfo
+        .lines()
+        .filter(|l| {
+            ["MemAvailable:", "Dirty:", "Writeback:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .collect();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let df = std::process::Command::new("df")
+        .args(["-h", &std::env::temp_dir().to_string_lossy()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    format!("{mem:?}; load {}; {df}", load.trim())
+}

@@ -149,18 +149,38 @@ impl Stream for CopyOnRead {
 
 /// Writes a blob to the remote store and, while the local disk keeps up, to the local
 /// tier. The remote commit decides the outcome; the local copy is kept only after it.
+///
+/// The local copy's file is also the writer's [`BlobWriter::local_file`], so a fill serves
+/// its readers from it instead of writing a spool file of its own (one disk write per cold
+/// byte, not two). Once that file was handed out, a local failure fails the write (its
+/// reader would otherwise miss bytes); before, the writer goes on with the remote store
+/// alone.
 pub(crate) struct TeeWriter {
     pub(crate) remote: Box<dyn BlobWriter>,
     /// The local writer and the copy it makes, while the local disk keeps up.
     pub(crate) local: Option<(Box<dyn BlobWriter>, CopyGuard)>,
+    /// Whether the local file was handed out by [`BlobWriter::local_file`].
+    pub(crate) lent: AtomicBool,
+}
+
+impl TeeWriter {
+    /// What a local failure means: an error when the local file was handed out, else the
+    /// end of the local copy.
+    fn local_failed(&mut self, e: StorageError) -> Result<(), StorageError> {
+        if self.lent.load(Ordering::Acquire) {
+            return Err(e);
+        }
+        self.local = None;
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl BlobWriter for TeeWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
         if let Some((local, _)) = &mut self.local {
-            if local.write(chunk.clone()).await.is_err() {
-                self.local = None;
+            if let Err(e) = local.write(chunk.clone()).await {
+                self.local_failed(e)?;
             }
         }
         self.remote.write(chunk).await
@@ -186,7 +206,18 @@ impl BlobWriter for TeeWriter {
         this.remote.abort().await
     }
 
+    fn local_file(&self) -> Option<std::fs::File> {
+        let file = self.local.as_ref()?.0.local_file()?;
+        self.lent.store(true, Ordering::Release);
+        Some(file)
+    }
+
     async fn flush(&mut self) -> Result<(), StorageError> {
+        if let Some((local, _)) = &mut self.local {
+            if let Err(e) = local.flush().await {
+                self.local_failed(e)?;
+            }
+        }
         self.remote.flush().await
     }
 
@@ -195,5 +226,76 @@ impl BlobWriter for TeeWriter {
         if let Some((local, _)) = &mut self.local {
             local.digest_checked_by_caller();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::tiered::local::Local;
+    use crate::{BlobStore, Digest};
+
+    /// A local writer whose disk fails at the first write.
+    struct FailingDisk(std::fs::File);
+
+    #[async_trait]
+    impl BlobWriter for FailingDisk {
+        async fn write(&mut self, _: Bytes) -> Result<(), StorageError> {
+            Err(StorageError::io("write blob")(std::io::Error::other(
+                "disk full",
+            )))
+        }
+        async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
+            Ok(CommitOutcome::Stored)
+        }
+        async fn abort(self: Box<Self>) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn local_file(&self) -> Option<std::fs::File> {
+            self.0.try_clone().ok()
+        }
+    }
+
+    async fn tee(dir: &std::path::Path, digest: &Digest) -> TeeWriter {
+        let local = Arc::new(Local::open(dir, 1 << 30).await.unwrap());
+        assert!(local.begin_copy(digest, 3));
+        let guard = CopyGuard {
+            local,
+            digest: digest.clone(),
+            ended: false,
+        };
+        let remote = MemoryStore::default()
+            .writer(digest, Some(3))
+            .await
+            .unwrap();
+        TeeWriter {
+            remote,
+            local: Some((Box::new(FailingDisk(tempfile::tempfile().unwrap())), guard)),
+            lent: AtomicBool::new(false),
+        }
+    }
+
+    /// Before its file was handed out, a failing local disk ends only the local copy; after,
+    /// it fails the write: a reader of that file would miss the bytes.
+    #[tokio::test]
+    async fn a_local_failure_fails_the_write_only_once_the_local_file_was_lent() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = Digest::sha256_of(b"abc");
+
+        let mut quiet = tee(dir.path(), &digest).await;
+        quiet.write(Bytes::from_static(b"abc")).await.unwrap();
+        assert!(quiet.local.is_none(), "the failed local copy goes on");
+        assert!(quiet.local_file().is_none());
+        assert_eq!(
+            Box::new(quiet).commit().await.unwrap(),
+            CommitOutcome::Stored
+        );
+
+        let mut lent = tee(dir.path(), &digest).await;
+        assert!(lent.local_file().is_some());
+        assert!(lent.write(Bytes::from_static(b"abc")).await.is_err());
     }
 }
