@@ -436,8 +436,9 @@ fn a_blob_that_fails_verification_never_becomes_an_object_and_its_upload_is_abor
     let reg = &auth.registry;
     let rt = runtime();
     let http = client(Duration::from_secs(300));
-    // Several 8 MiB parts: the upload is a multipart one well before the end.
-    let size = 40 * MIB;
+    // Many 8 MiB parts: the upload (behind the fill, from the local tier's file) is a
+    // multipart one well before the fill reaches the end.
+    let size = 160 * MIB;
     let data = pseudo_random_bytes(0xbad, size as usize);
     let digest = sha256_bytes(&data);
     rt.block_on(support::upload::push_blob(
@@ -685,6 +686,90 @@ fn a_cold_fill_on_s3_writes_each_byte_to_the_local_disk_once() {
          one copy\n{}",
         replica.log_tail()
     );
+}
+
+/// A frozen S3 server never holds back a cold pull: the fill serves its client from the
+/// local tier's file while the upload to S3 waits behind it. The S3 server is stopped
+/// (SIGSTOP) once the response has begun; the client still gets all 128 MiB, verified,
+/// within a minute, before the server is let go again. Red when the upload runs in the fill's path (the
+/// fill then waits for S3's timeouts and retries, minutes).
+#[test]
+fn a_frozen_s3_server_never_holds_back_a_cold_pull() {
+    const SIZE: u64 = 128 * MIB;
+    let s3 = S3Server::start(&[BUCKET]);
+    let auth = AuthRegistry::start(&[]);
+    let rt = runtime();
+    let http = client(Duration::from_secs(300));
+    let name = "test/frozen";
+    let digest = rt.block_on(push_generated_blob(
+        &http,
+        &auth.registry,
+        Some(&auth.token),
+        name,
+        11,
+        SIZE,
+    ));
+    let replica = start_replica(&s3, "frozen", &auth.registry.url(), 3600);
+    // The pull takes about a second; waiting for S3 would take its client's timeouts and
+    // retries (minutes). A minute tells the two apart on any machine.
+    let http = client(Duration::from_secs(60));
+    let s3_pid = s3.pid().expect("the S3 server runs").to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &s3_pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {s3_pid}");
+    };
+    let url = format!("{}/v2/{name}/blobs/{digest}", replica.url());
+    let started = Instant::now();
+    let (status, n, got, frozen_at) = rt.block_on(async {
+        let mut resp = http.get(&url).send().await.expect("GET through the cache");
+        let status = resp.status().as_u16();
+        signal("-STOP");
+        let frozen_at = started.elapsed();
+        let mut hasher = Sha256Pipe::new();
+        // Bounded: the body ends, fails, or the client's timeout ends it.
+        let got = loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => tokio::task::block_in_place(|| hasher.update(&chunk)),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(format!("{e:?}")),
+            }
+        };
+        let n = hasher.len();
+        let got = got.map(|()| tokio::task::block_in_place(|| hasher.finish()));
+        (status, n, got, frozen_at)
+    });
+    let took = started.elapsed();
+    signal("-CONT");
+    eprintln!(
+        "cold pull of {} MiB with the S3 server frozen {frozen_at:?} in: {took:?}",
+        SIZE / MIB
+    );
+    let context = || format!("{}\n{}", replica.log_tail(), s3.log_tail());
+    assert_eq!(status, 200, "{}", context());
+    assert_eq!(
+        (n, got.as_deref()),
+        (SIZE, Ok(digest.as_str())),
+        "the pull did not complete while S3 was frozen ({took:?})\n{}",
+        context()
+    );
+    // Let go, the upload either completes (then the object is right) or fails (then there
+    // is none): never a wrong object.
+    wait_until(
+        "the fill to end",
+        Duration::from_secs(300),
+        || {
+            let m = support::lifecycle::scrape_metrics(&replica.url());
+            (support::lifecycle::metric(&m, "oci_cache_fills_in_flight") == 0).then_some(())
+        },
+        context,
+    );
+    let object = s3.object_path(BUCKET, &blob_key("frozen", &digest));
+    if object.is_file() {
+        assert_eq!(sha256_file(&object), digest, "a wrong object in the bucket");
+    }
 }
 
 /// Bytes a process caused to be written to storage (`write_bytes` of /proc/PID/io).

@@ -17,6 +17,7 @@ mod local;
 mod lru;
 mod tags;
 mod tee;
+mod upload;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -160,11 +161,7 @@ impl BlobStore for TieredStore {
                     .map(|w| (w, guard));
             }
         }
-        Ok(Box::new(tee::TeeWriter {
-            remote,
-            local,
-            lent: std::sync::atomic::AtomicBool::new(false),
-        }))
+        Ok(Box::new(tee::TeeWriter::new(remote, local)))
     }
 
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {

@@ -14,6 +14,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::local::CopyGuard;
+use super::upload::Uploader;
 use crate::{BlobStream, BlobWriter, CommitOutcome, StorageError};
 
 /// Bytes all copies together may lag behind their readers (in memory, on their way to the
@@ -147,49 +148,198 @@ impl Stream for CopyOnRead {
     }
 }
 
-/// Writes a blob to the remote store and, while the local disk keeps up, to the local
-/// tier. The remote commit decides the outcome; the local copy is kept only after it.
+/// Writes a blob to the local tier and to the remote store. The remote commit decides the
+/// outcome; the local copy is kept only after it.
 ///
-/// The local copy's file is also the writer's [`BlobWriter::local_file`], so a fill serves
-/// its readers from it instead of writing a spool file of its own (one disk write per cold
-/// byte, not two). Once that file was handed out, a local failure fails the write (its
-/// reader would otherwise miss bytes); before, the writer goes on with the remote store
-/// alone.
+/// - The local copy's file is also the writer's [`BlobWriter::local_file`], so a fill
+///   serves its readers from it instead of writing a spool file of its own (one disk write
+///   per cold byte, not two).
+/// - The remote store is fed from that file by an [`Uploader`] task, behind the writes: a
+///   slow or failing remote store never holds back the writer (nor the fill's readers);
+///   the bytes wait on the local disk. The commit waits for the upload.
+/// - A local failure before the file was lent ends the local copy (the remote store gets
+///   the rest directly); after, it fails the write (the file's reader would miss bytes).
+///   A remote failure after the file was lent fails only the commit.
 pub(crate) struct TeeWriter {
-    pub(crate) remote: Box<dyn BlobWriter>,
+    remote: Remote,
     /// The local writer and the copy it makes, while the local disk keeps up.
-    pub(crate) local: Option<(Box<dyn BlobWriter>, CopyGuard)>,
+    local: Option<(Box<dyn BlobWriter>, CopyGuard)>,
     /// Whether the local file was handed out by [`BlobWriter::local_file`].
-    pub(crate) lent: AtomicBool,
+    lent: AtomicBool,
+    /// Bytes written to the local writer.
+    written: u64,
+    /// Bytes flushed to the local file and handed to the upload.
+    published: u64,
+    /// The chunks written since the last publication (the remote store's, should the local
+    /// copy fail before they reach the file).
+    unpublished: Vec<Bytes>,
+}
+
+/// The remote store's side of a [`TeeWriter`].
+enum Remote {
+    /// Written by the tee itself (no local file to upload from, or the local copy ended).
+    Direct(Box<dyn BlobWriter>),
+    /// Uploaded from the local file, behind the writes.
+    Behind(Uploader),
+    /// Failed after the local file was lent: the commit's error.
+    Failed(StorageError),
+    /// Between two states (after an error on the way).
+    Gone,
+}
+
+/// Unpublished bytes, at most, before a writer whose file was not lent publishes them.
+const PUBLISH_EVERY: u64 = 4 << 20;
+
+fn gone() -> StorageError {
+    StorageError::Io {
+        op: "write blob",
+        source: std::io::Error::other("the writer failed earlier"),
+    }
 }
 
 impl TeeWriter {
-    /// What a local failure means: an error when the local file was handed out, else the
-    /// end of the local copy.
-    fn local_failed(&mut self, e: StorageError) -> Result<(), StorageError> {
-        if self.lent.load(Ordering::Acquire) {
+    /// Writes to `remote` and, when given, to the local copy `local`.
+    pub(crate) fn new(
+        remote: Box<dyn BlobWriter>,
+        local: Option<(Box<dyn BlobWriter>, CopyGuard)>,
+    ) -> Self {
+        Self {
+            remote: Remote::Direct(remote),
+            local,
+            lent: AtomicBool::new(false),
+            written: 0,
+            published: 0,
+            unpublished: Vec::new(),
+        }
+    }
+
+    fn is_lent(&self) -> bool {
+        self.lent.load(Ordering::Acquire)
+    }
+
+    /// Writes `chunk` to the remote store directly (when it is the tee's own to write).
+    async fn write_remote(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+        let written = match &mut self.remote {
+            Remote::Direct(w) => w.write(chunk).await,
+            Remote::Failed(_) => return Ok(()),
+            Remote::Behind(_) | Remote::Gone => return Err(gone()),
+        };
+        self.remote_result(written)
+    }
+
+    /// What a remote failure means: once the local file was lent (and the local copy goes
+    /// on), the commit's error; else the write's.
+    fn remote_result(&mut self, result: Result<(), StorageError>) -> Result<(), StorageError> {
+        match result {
+            Err(e) if self.is_lent() && self.local.is_some() => {
+                tracing::warn!(error = %e, "shared store failed; the blob goes on for its readers but will not be stored");
+                self.remote = Remote::Failed(e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Flushes the local copy and hands what it holds to the upload.
+    async fn flush_local(&mut self) -> Result<(), StorageError> {
+        let Some((local, _)) = &mut self.local else {
+            return Ok(());
+        };
+        if let Err(e) = local.flush().await {
+            return self.local_failed(e, None).await;
+        }
+        let chunks = std::mem::take(&mut self.unpublished);
+        self.published = self.written;
+        if let Remote::Direct(_) = &self.remote {
+            match self.local.as_ref().and_then(|(l, _)| l.local_file()) {
+                Some(file) => {
+                    if let Remote::Direct(w) = std::mem::replace(&mut self.remote, Remote::Gone) {
+                        self.remote = Remote::Behind(Uploader::start(w, file));
+                    }
+                }
+                None => {
+                    for chunk in chunks {
+                        self.write_remote(chunk).await?;
+                    }
+                }
+            }
+        }
+        if let Remote::Behind(upload) = &self.remote {
+            upload.publish(self.published);
+        }
+        Ok(())
+    }
+
+    /// The local copy failed with `e` (at `chunk`, when a write failed): an error once its
+    /// file was lent; before, the copy ends and the remote store gets the rest directly.
+    async fn local_failed(
+        &mut self,
+        e: StorageError,
+        chunk: Option<Bytes>,
+    ) -> Result<(), StorageError> {
+        if self.is_lent() {
             return Err(e);
         }
+        tracing::debug!(error = %e, "local tier: copy given up");
         self.local = None;
+        match std::mem::replace(&mut self.remote, Remote::Gone) {
+            Remote::Behind(upload) => {
+                self.remote = Remote::Direct(upload.finish(self.published).await?);
+            }
+            other => self.remote = other,
+        }
+        let rest = std::mem::take(&mut self.unpublished);
+        for chunk in rest.into_iter().chain(chunk) {
+            self.write_remote(chunk).await?;
+        }
         Ok(())
+    }
+
+    async fn abort_local(&mut self) {
+        if let Some((local, _guard)) = self.local.take() {
+            let _ = local.abort().await;
+        }
     }
 }
 
 #[async_trait]
 impl BlobWriter for TeeWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
-        if let Some((local, _)) = &mut self.local {
-            if let Err(e) = local.write(chunk.clone()).await {
-                self.local_failed(e)?;
-            }
+        let Some((local, _)) = &mut self.local else {
+            return self.write_remote(chunk).await;
+        };
+        if let Err(e) = local.write(chunk.clone()).await {
+            return self.local_failed(e, Some(chunk)).await;
         }
-        self.remote.write(chunk).await
+        self.written += chunk.len() as u64;
+        self.unpublished.push(chunk);
+        if self.written - self.published >= PUBLISH_EVERY {
+            self.flush_local().await?;
+        }
+        Ok(())
     }
 
     async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
-        let this = *self;
-        let outcome = this.remote.commit().await?;
-        if let Some((local, guard)) = this.local {
+        let mut this = *self;
+        this.flush_local().await?;
+        let remote = match std::mem::replace(&mut this.remote, Remote::Gone) {
+            Remote::Direct(w) => Ok(w),
+            Remote::Behind(upload) => upload.finish(this.published).await,
+            Remote::Failed(e) => Err(e),
+            Remote::Gone => Err(gone()),
+        };
+        let outcome = match remote {
+            Ok(w) => w.commit().await,
+            Err(e) => Err(e),
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                this.abort_local().await;
+                return Err(e);
+            }
+        };
+        if let Some((local, guard)) = this.local.take() {
             match local.commit().await {
                 Ok(_) => guard.kept(),
                 Err(e) => tracing::warn!(error = %e, "local tier: copy not kept"),
@@ -199,11 +349,13 @@ impl BlobWriter for TeeWriter {
     }
 
     async fn abort(self: Box<Self>) -> Result<(), StorageError> {
-        let this = *self;
-        if let Some((local, _guard)) = this.local {
-            let _ = local.abort().await;
+        let mut this = *self;
+        this.abort_local().await;
+        match std::mem::replace(&mut this.remote, Remote::Gone) {
+            Remote::Direct(w) => w.abort().await,
+            // Dropping the upload drops the remote writer, which discards what it wrote.
+            Remote::Behind(_) | Remote::Failed(_) | Remote::Gone => Ok(()),
         }
-        this.remote.abort().await
     }
 
     fn local_file(&self) -> Option<std::fs::File> {
@@ -213,16 +365,18 @@ impl BlobWriter for TeeWriter {
     }
 
     async fn flush(&mut self) -> Result<(), StorageError> {
-        if let Some((local, _)) = &mut self.local {
-            if let Err(e) = local.flush().await {
-                self.local_failed(e)?;
-            }
-        }
-        self.remote.flush().await
+        self.flush_local().await?;
+        let flushed = match &mut self.remote {
+            Remote::Direct(w) => w.flush().await,
+            _ => return Ok(()),
+        };
+        self.remote_result(flushed)
     }
 
     fn digest_checked_by_caller(&mut self) {
-        self.remote.digest_checked_by_caller();
+        if let Remote::Direct(w) = &mut self.remote {
+            w.digest_checked_by_caller();
+        }
         if let Some((local, _)) = &mut self.local {
             local.digest_checked_by_caller();
         }
@@ -232,6 +386,9 @@ impl BlobWriter for TeeWriter {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::os::unix::fs::FileExt;
+    use std::time::Duration;
 
     use super::*;
     use crate::memory::MemoryStore;
@@ -259,33 +416,84 @@ mod tests {
         }
     }
 
-    async fn tee(dir: &std::path::Path, digest: &Digest) -> TeeWriter {
-        let local = Arc::new(Local::open(dir, 1 << 30).await.unwrap());
-        assert!(local.begin_copy(digest, 3));
-        let guard = CopyGuard {
-            local,
-            digest: digest.clone(),
-            ended: false,
-        };
-        let remote = MemoryStore::default()
-            .writer(digest, Some(3))
-            .await
-            .unwrap();
-        TeeWriter {
-            remote,
-            local: Some((Box::new(FailingDisk(tempfile::tempfile().unwrap())), guard)),
-            lent: AtomicBool::new(false),
+    /// A remote store that fails at the first write.
+    struct FailingRemote;
+
+    #[async_trait]
+    impl BlobWriter for FailingRemote {
+        async fn write(&mut self, _: Bytes) -> Result<(), StorageError> {
+            Err(StorageError::io("upload part")(std::io::Error::other(
+                "S3 down",
+            )))
+        }
+        async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
+            Ok(CommitOutcome::Stored)
+        }
+        async fn abort(self: Box<Self>) -> Result<(), StorageError> {
+            Ok(())
         }
     }
 
-    /// Before its file was handed out, a failing local disk ends only the local copy; after,
-    /// it fails the write: a reader of that file would miss the bytes.
+    /// A remote store that takes each write only when the gate lets it through.
+    struct GatedRemote {
+        inner: Box<dyn BlobWriter>,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    #[async_trait]
+    impl BlobWriter for GatedRemote {
+        async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+            self.gate.acquire().await.unwrap().forget();
+            self.inner.write(chunk).await
+        }
+        async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
+            self.inner.commit().await
+        }
+        async fn abort(self: Box<Self>) -> Result<(), StorageError> {
+            self.inner.abort().await
+        }
+    }
+
+    async fn local_tier(dir: &std::path::Path) -> Arc<Local> {
+        Arc::new(Local::open(dir, 1 << 30).await.unwrap())
+    }
+
+    /// A tee into `remote` with a local copy on the tier's own disk (or `local` instead).
+    async fn tee(
+        tier: &Arc<Local>,
+        digest: &Digest,
+        size: u64,
+        remote: Box<dyn BlobWriter>,
+        local: Option<Box<dyn BlobWriter>>,
+    ) -> TeeWriter {
+        assert!(tier.begin_copy(digest, size));
+        let local = match local {
+            Some(l) => l,
+            None => BlobStore::writer(&tier.store, digest, Some(size))
+                .await
+                .unwrap(),
+        };
+        let guard = CopyGuard {
+            local: Arc::clone(tier),
+            digest: digest.clone(),
+            ended: false,
+        };
+        TeeWriter::new(remote, Some((local, guard)))
+    }
+
+    /// Before its file was handed out, a failing local disk ends only the local copy (the
+    /// remote store gets every byte); after, it fails the write: a reader of that file
+    /// would miss the bytes.
     #[tokio::test]
     async fn a_local_failure_fails_the_write_only_once_the_local_file_was_lent() {
         let dir = tempfile::tempdir().unwrap();
+        let tier = local_tier(dir.path()).await;
         let digest = Digest::sha256_of(b"abc");
+        let shared = MemoryStore::default();
+        let disk = || Some(Box::new(FailingDisk(tempfile::tempfile().unwrap())) as _);
 
-        let mut quiet = tee(dir.path(), &digest).await;
+        let remote = shared.writer(&digest, Some(3)).await.unwrap();
+        let mut quiet = tee(&tier, &digest, 3, remote, disk()).await;
         quiet.write(Bytes::from_static(b"abc")).await.unwrap();
         assert!(quiet.local.is_none(), "the failed local copy goes on");
         assert!(quiet.local_file().is_none());
@@ -293,9 +501,80 @@ mod tests {
             Box::new(quiet).commit().await.unwrap(),
             CommitOutcome::Stored
         );
+        assert!(shared.head(&digest).await.unwrap().is_some());
 
-        let mut lent = tee(dir.path(), &digest).await;
+        let remote = shared.writer(&digest, Some(3)).await.unwrap();
+        let mut lent = tee(&tier, &digest, 3, remote, disk()).await;
         assert!(lent.local_file().is_some());
         assert!(lent.write(Bytes::from_static(b"abc")).await.is_err());
+    }
+
+    /// A remote failure never fails a write: the local file goes on growing for its
+    /// readers, and the commit fails with it (nothing kept locally either).
+    #[tokio::test]
+    async fn a_remote_failure_fails_the_commit_not_the_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = local_tier(dir.path()).await;
+        let digest = Digest::sha256_of(b"abcdef");
+        for lend in [false, true] {
+            let mut w = tee(&tier, &digest, 6, Box::new(FailingRemote), None).await;
+            let file = if lend { w.local_file() } else { None };
+            w.write(Bytes::from_static(b"abc")).await.unwrap();
+            w.flush().await.unwrap();
+            w.write(Bytes::from_static(b"def")).await.unwrap();
+            w.flush().await.unwrap();
+            if let Some(file) = file {
+                let mut read = [0u8; 6];
+                file.read_exact_at(&mut read, 0).unwrap();
+                assert_eq!(&read, b"abcdef");
+            }
+            assert!(Box::new(w).commit().await.is_err(), "lent: {lend}");
+            assert!(
+                !tier.holds(&digest),
+                "a copy the shared store lacks was kept"
+            );
+        }
+    }
+
+    /// The writer never waits for the remote store: 16 MiB are written and readable in
+    /// the local file while the remote store has taken nothing; the commit waits for the
+    /// upload, and the remote store then holds every byte, in order.
+    #[tokio::test]
+    async fn a_stalled_remote_store_never_holds_back_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = local_tier(dir.path()).await;
+        let data: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::sha256_of(&data);
+        let size = data.len() as u64;
+        let shared = MemoryStore::default();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let remote = Box::new(GatedRemote {
+            inner: shared.writer(&digest, Some(size)).await.unwrap(),
+            gate: Arc::clone(&gate),
+        });
+        let mut w = tee(&tier, &digest, size, remote, None).await;
+        w.digest_checked_by_caller();
+        let file = w.local_file().expect("the local file");
+        let wrote = tokio::time::timeout(Duration::from_secs(60), async {
+            for chunk in data.chunks(1 << 20) {
+                w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+                w.flush().await.unwrap();
+            }
+        })
+        .await;
+        assert!(wrote.is_ok(), "the writes waited for the remote store");
+        let mut read = vec![0u8; data.len()];
+        file.read_exact_at(&mut read, 0).unwrap();
+        assert!(
+            read == data,
+            "the local file does not hold the bytes written"
+        );
+        assert!(shared.head(&digest).await.unwrap().is_none());
+        gate.add_permits(1 << 20);
+        assert_eq!(Box::new(w).commit().await.unwrap(), CommitOutcome::Stored);
+        let (_, _, stream) = BlobStore::get(&shared, &digest, None).await.unwrap();
+        let stored: Vec<u8> = crate::conformance::read_all(stream).await;
+        assert!(stored == data, "the remote store holds other bytes");
+        assert!(tier.holds(&digest), "the local copy was not kept");
     }
 }
