@@ -395,14 +395,15 @@ mod tests {
     use crate::tiered::local::Local;
     use crate::{BlobStore, Digest};
 
-    /// A local writer whose disk fails at the first write.
-    struct FailingDisk(std::fs::File);
+    /// A writer that fails at every write: a full local disk (with its file) or an S3
+    /// that is down (without).
+    struct Failing(Option<std::fs::File>);
 
     #[async_trait]
-    impl BlobWriter for FailingDisk {
+    impl BlobWriter for Failing {
         async fn write(&mut self, _: Bytes) -> Result<(), StorageError> {
             Err(StorageError::io("write blob")(std::io::Error::other(
-                "disk full",
+                "failing on purpose",
             )))
         }
         async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
@@ -412,25 +413,7 @@ mod tests {
             Ok(())
         }
         fn local_file(&self) -> Option<std::fs::File> {
-            self.0.try_clone().ok()
-        }
-    }
-
-    /// A remote store that fails at the first write.
-    struct FailingRemote;
-
-    #[async_trait]
-    impl BlobWriter for FailingRemote {
-        async fn write(&mut self, _: Bytes) -> Result<(), StorageError> {
-            Err(StorageError::io("upload part")(std::io::Error::other(
-                "S3 down",
-            )))
-        }
-        async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
-            Ok(CommitOutcome::Stored)
-        }
-        async fn abort(self: Box<Self>) -> Result<(), StorageError> {
-            Ok(())
+            self.0.as_ref()?.try_clone().ok()
         }
     }
 
@@ -490,7 +473,7 @@ mod tests {
         let tier = local_tier(dir.path()).await;
         let digest = Digest::sha256_of(b"abc");
         let shared = MemoryStore::default();
-        let disk = || Some(Box::new(FailingDisk(tempfile::tempfile().unwrap())) as _);
+        let disk = || Some(Box::new(Failing(Some(tempfile::tempfile().unwrap()))) as _);
 
         let remote = shared.writer(&digest, Some(3)).await.unwrap();
         let mut quiet = tee(&tier, &digest, 3, remote, disk()).await;
@@ -517,7 +500,7 @@ mod tests {
         let tier = local_tier(dir.path()).await;
         let digest = Digest::sha256_of(b"abcdef");
         for lend in [false, true] {
-            let mut w = tee(&tier, &digest, 6, Box::new(FailingRemote), None).await;
+            let mut w = tee(&tier, &digest, 6, Box::new(Failing(None)), None).await;
             let file = if lend { w.local_file() } else { None };
             w.write(Bytes::from_static(b"abc")).await.unwrap();
             w.flush().await.unwrap();
