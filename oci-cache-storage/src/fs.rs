@@ -155,12 +155,6 @@ fn sweep(tmp: &std::path::Path) -> io::Result<usize> {
     Ok(swept)
 }
 
-/// Streams `len` bytes of `file` from `start`, in chunks of at most [`CHUNK`].
-///
-/// A chunk in the page cache (a warm hit) is read right here on the runtime thread with
-/// `RWF_NOWAIT`, which never waits for the disk: no trip to the blocking pool and back,
-/// which cost a quarter of a warm GiB's CPU in context switches. Whatever is not cached is
-/// read on the blocking pool.
 /// Opens a stored blob and resolves `range` against its size; `None` when it is not stored.
 /// Blocking.
 fn open_blob(
@@ -177,6 +171,12 @@ fn open_blob(
     Ok(Some((file, md, resolved)))
 }
 
+/// Streams `len` bytes of `file` from `start`, in chunks of at most [`CHUNK`].
+///
+/// A chunk in the page cache (a warm hit) is read right here on the runtime thread with
+/// `RWF_NOWAIT`, which never waits for the disk: no trip to the blocking pool and back,
+/// which cost a quarter of a warm GiB's CPU in context switches. Whatever is not cached is
+/// read on the blocking pool.
 fn stream_file(file: std::fs::File, start: u64, len: u64) -> BlobStream {
     let file = Arc::new(file);
     let end = start + len;
