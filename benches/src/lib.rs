@@ -26,6 +26,7 @@ pub mod fleet;
 pub mod load;
 pub mod metrics;
 pub mod mixed;
+pub mod probe;
 pub mod procfs;
 pub mod report;
 pub mod rounds;

@@ -208,6 +208,16 @@ pub const METRICS: &[Metric] = &[
         Better::Lower,
     ),
     metric(
+        "mixw_probe_p50",
+        "200 clients again: cached manifest, one light client beside them, p50 (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "mixw_probe_p99",
+        "200 clients again: cached manifest, one light client beside them, p99 (ms)",
+        Better::Lower,
+    ),
+    metric(
         "mixw_config_p99",
         "200 clients again: config p99 (ms)",
         Better::Lower,

@@ -264,8 +264,13 @@ impl Bench<'_> {
         // The same clients again: everything is cached now.
         let before = self.upstream.traffic(None, &prefix);
         let cpu = cache.cpu_seconds(self.ticks)?;
-        let mut warm =
-            crate::mixed::pull(&self.client, &base, content.repo, &content.mixed).await?;
+        let probe = crate::probe::Probe::start(format!(
+            "{base}/v2/{}/manifests/{}",
+            content.repo, content.mixed[0].tag
+        ));
+        let warm = crate::mixed::pull(&self.client, &base, content.repo, &content.mixed).await;
+        let probed = tokio::task::spawn_blocking(move || probe.finish()).await?;
+        let (mut warm, mut probed) = (warm?, probed?);
         let cpu = cache.cpu_seconds(self.ticks)? - cpu;
         let rss = rss.max(cache.peak_rss_kib()?);
         let traffic = self.traffic_since(None, &prefix, before).await?;
@@ -279,6 +284,8 @@ impl Bench<'_> {
         let r = &mut self.results;
         r.add(kind, "mixw_manifest_p50", q(&mut warm.manifests, 0.5));
         r.add(kind, "mixw_manifest_p99", q(&mut warm.manifests, 0.99));
+        r.add(kind, "mixw_probe_p50", q(&mut probed, 0.5));
+        r.add(kind, "mixw_probe_p99", q(&mut probed, 0.99));
         r.add(kind, "mixw_config_p99", q(&mut warm.configs, 0.99));
         r.add(kind, "mixw_large_p99", q(&mut warm.large_layers, 0.99));
         r.add(kind, "mixw_wall_s", warm.wall.as_secs_f64());

@@ -189,6 +189,14 @@ fn stream_file(file: std::fs::File, start: u64, len: u64) -> BlobStream {
             let n = usize::try_from((end - pos).min(CHUNK)).unwrap_or(0);
             let mut buf = BytesMut::zeroed(n);
             let cached = read_cached(&file, &mut buf, pos)?;
+            if cached == n {
+                // Read on this thread, without waiting: let the other tasks on it run
+                // before this connection sends the chunk. Otherwise a warm layer to a fast
+                // reader fills its socket for a millisecond or more per poll, and a small
+                // request waits behind several of those. (Side by side, 200 clients:
+                // a light client's cached-manifest p99 74.7 -> 12.9 ms.)
+                tokio::task::yield_now().await;
+            }
             if cached < n {
                 buf = blocking("read blob", move || {
                     let mut buf = buf;
