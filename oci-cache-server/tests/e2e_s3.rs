@@ -637,12 +637,28 @@ fn cold_pull_by_four(
 struct OneBlob {
     replica: Cache,
     rt: tokio::runtime::Runtime,
-    auth: AuthRegistry,
+    /// Kept running for the replica (its upstream).
+    _auth: AuthRegistry,
     s3: S3Server,
     digest: String,
+    /// The blob's repository.
+    name: String,
+}
+
+impl OneBlob {
+    /// The blob's URL through the replica.
+    fn url(&self) -> String {
+        format!(
+            "{}/v2/{}/blobs/{}",
+            self.replica.url(),
+            self.name,
+            self.digest
+        )
+    }
 }
 
 fn one_blob(prefix: &str, seed: u64, size: u64) -> OneBlob {
+    let name = format!("test/{prefix}");
     let s3 = S3Server::start(&[BUCKET]);
     let auth = AuthRegistry::start(&[]);
     let rt = runtime();
@@ -650,7 +666,7 @@ fn one_blob(prefix: &str, seed: u64, size: u64) -> OneBlob {
         &client(Duration::from_secs(300)),
         &auth.registry,
         Some(&auth.token),
-        &format!("test/{prefix}"),
+        &name,
         seed,
         size,
     ));
@@ -658,9 +674,10 @@ fn one_blob(prefix: &str, seed: u64, size: u64) -> OneBlob {
     OneBlob {
         replica,
         rt,
-        auth,
+        _auth: auth,
         s3,
         digest,
+        name,
     }
 }
 
@@ -684,28 +701,23 @@ fn wait_for_fills(replica: &Cache, timeout: Duration, context: &dyn Fn() -> Stri
 #[test]
 fn a_cold_fill_on_s3_writes_each_byte_to_the_local_disk_once() {
     const SIZE: u64 = 48 * MIB;
-    let OneBlob {
-        replica,
-        rt,
-        s3,
-        digest,
-        auth: _auth,
-    } = one_blob("once", 7, SIZE);
+    let b = one_blob("once", 7, SIZE);
     let http = client(Duration::from_secs(300));
-    let name = "test/once";
-    let pid = replica.pid().expect("the replica runs");
+    let pid = b.replica.pid().expect("the b.replica runs");
     let before = written_bytes(pid);
-    let url = format!("{}/v2/{name}/blobs/{digest}", replica.url());
-    let (status, n, got) = rt.block_on(get_and_hash(&http, &url));
-    assert_eq!((status, n, got.as_str()), (200, SIZE, digest.as_str()));
-    let one = BTreeSet::from([digest.clone()]);
-    assert_blob_objects(&s3, "once", &one, Duration::from_secs(120), || {
-        replica.log_tail()
+    let url = b.url();
+    let (status, n, got) = b.rt.block_on(get_and_hash(&http, &url));
+    assert_eq!((status, n, got.as_str()), (200, SIZE, b.digest.as_str()));
+    let one = BTreeSet::from([b.digest.clone()]);
+    assert_blob_objects(&b.s3, "once", &one, Duration::from_secs(120), || {
+        b.replica.log_tail()
     });
-    wait_for_fills(&replica, Duration::from_secs(30), &|| replica.log_tail());
+    wait_for_fills(&b.replica, Duration::from_secs(30), &|| {
+        b.replica.log_tail()
+    });
     let written = written_bytes(pid) - before;
     eprintln!(
-        "a cold fill of {} MiB on S3 wrote {:.1} MiB to the replica's disk",
+        "a cold fill of {} MiB on S3 wrote {:.1} MiB to the b.replica's disk",
         SIZE / MIB,
         mib(written)
     );
@@ -715,9 +727,9 @@ fn a_cold_fill_on_s3_writes_each_byte_to_the_local_disk_once() {
     );
     assert!(
         written < SIZE + SIZE / 2,
-        "{written} bytes written to the replica's disk for a cold fill of {SIZE}: more than \
+        "{written} bytes written to the b.replica's disk for a cold fill of {SIZE}: more than \
          one copy\n{}",
-        replica.log_tail()
+        b.replica.log_tail()
     );
 }
 
@@ -729,18 +741,11 @@ fn a_cold_fill_on_s3_writes_each_byte_to_the_local_disk_once() {
 #[test]
 fn a_frozen_s3_server_never_holds_back_a_cold_pull() {
     const SIZE: u64 = 128 * MIB;
-    let OneBlob {
-        replica,
-        rt,
-        s3,
-        digest,
-        auth: _auth,
-    } = one_blob("frozen", 11, SIZE);
-    let name = "test/frozen";
+    let b = one_blob("frozen", 11, SIZE);
     // The pull takes about a second; waiting for S3 would take its client's timeouts and
     // retries (minutes). A minute tells the two apart on any machine.
     let http = client(Duration::from_secs(60));
-    let s3_pid = s3.pid().expect("the S3 server runs").to_string();
+    let s3_pid = b.s3.pid().expect("the S3 server runs").to_string();
     let signal = |sig: &str| {
         let status = std::process::Command::new("kill")
             .args([sig, &s3_pid])
@@ -748,9 +753,9 @@ fn a_frozen_s3_server_never_holds_back_a_cold_pull() {
             .expect("run kill");
         assert!(status.success(), "kill {sig} {s3_pid}");
     };
-    let url = format!("{}/v2/{name}/blobs/{digest}", replica.url());
+    let url = b.url();
     let started = Instant::now();
-    let (status, n, got, frozen_at) = rt.block_on(async {
+    let (status, n, got, frozen_at) = b.rt.block_on(async {
         let mut resp = http.get(&url).send().await.expect("GET through the cache");
         let status = resp.status().as_u16();
         signal("-STOP");
@@ -774,20 +779,24 @@ fn a_frozen_s3_server_never_holds_back_a_cold_pull() {
         "cold pull of {} MiB with the S3 server frozen {frozen_at:?} in: {took:?}",
         SIZE / MIB
     );
-    let context = || format!("{}\n{}", replica.log_tail(), s3.log_tail());
+    let context = || format!("{}\n{}", b.replica.log_tail(), b.s3.log_tail());
     assert_eq!(status, 200, "{}", context());
     assert_eq!(
         (n, got.as_deref()),
-        (SIZE, Ok(digest.as_str())),
+        (SIZE, Ok(b.digest.as_str())),
         "the pull did not complete while S3 was frozen ({took:?})\n{}",
         context()
     );
     // Let go, the upload either completes (then the object is right) or fails (then there
     // is none): never a wrong object.
-    wait_for_fills(&replica, Duration::from_secs(300), &context);
-    let object = s3.object_path(BUCKET, &blob_key("frozen", &digest));
+    wait_for_fills(&b.replica, Duration::from_secs(300), &context);
+    let object = b.s3.object_path(BUCKET, &blob_key("frozen", &b.digest));
     if object.is_file() {
-        assert_eq!(sha256_file(&object), digest, "a wrong object in the bucket");
+        assert_eq!(
+            sha256_file(&object),
+            b.digest,
+            "a wrong object in the bucket"
+        );
     }
 }
 
