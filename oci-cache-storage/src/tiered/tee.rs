@@ -1,7 +1,8 @@
 //! Copies into the local tier: a remote read copied as it streams to its reader, and a
-//! write that goes to the remote store and the local tier at once. The local copy is best
-//! effort (a slow or failing local disk never slows or fails the reader or the writer), and
-//! becomes visible only when its bytes were verified against the digest.
+//! write that goes to the remote store and the local tier at once. A copy of a read is best
+//! effort (a slow or failing local disk never slows or fails the reader); a write's local
+//! copy is best effort until its file is lent (see [`TeeWriter`]). Either becomes visible
+//! only when its bytes were verified against the digest.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -158,8 +159,10 @@ impl Stream for CopyOnRead {
 ///   slow or failing remote store never holds back the writer (nor the fill's readers);
 ///   the bytes wait on the local disk. The commit waits for the upload.
 /// - A local failure before the file was lent ends the local copy (the remote store gets
-///   the rest directly); after, it fails the write (the file's reader would miss bytes).
-///   A remote failure after the file was lent fails only the commit.
+///   the rest directly); after, it fails the write (the file's reader would miss bytes; the
+///   fill then serves without storing, in the bucket too).
+/// - A remote failure fails only the commit, once the upload runs behind or the file was
+///   lent; before, the write.
 pub(crate) struct TeeWriter {
     remote: Remote,
     /// The local writer and the copy it makes, while the local disk keeps up.
@@ -173,6 +176,8 @@ pub(crate) struct TeeWriter {
     /// The chunks written since the last publication (the remote store's, should the local
     /// copy fail before they reach the file).
     unpublished: Vec<Bytes>,
+    /// Whether the remote store was given bytes directly (then no upload from the file).
+    remote_fed: bool,
 }
 
 /// The remote store's side of a [`TeeWriter`].
@@ -210,6 +215,7 @@ impl TeeWriter {
             written: 0,
             published: 0,
             unpublished: Vec::new(),
+            remote_fed: false,
         }
     }
 
@@ -251,16 +257,21 @@ impl TeeWriter {
         let chunks = std::mem::take(&mut self.unpublished);
         self.published = self.written;
         if let Remote::Direct(_) = &self.remote {
-            match self.local.as_ref().and_then(|(l, _)| l.local_file()) {
-                Some(file) => {
-                    if let Remote::Direct(w) = std::mem::replace(&mut self.remote, Remote::Gone) {
-                        self.remote = Remote::Behind(Uploader::start(w, file));
-                    }
+            // The upload starts from the file's first byte: only while the remote store has
+            // been given nothing directly, and inside a runtime (it is a task).
+            let file = if self.remote_fed || tokio::runtime::Handle::try_current().is_err() {
+                None
+            } else {
+                self.local.as_ref().and_then(|(l, _)| l.local_file())
+            };
+            if let Some(file) = file {
+                if let Remote::Direct(w) = std::mem::replace(&mut self.remote, Remote::Gone) {
+                    self.remote = Remote::Behind(Uploader::start(w, file));
                 }
-                None => {
-                    for chunk in chunks {
-                        self.write_remote(chunk).await?;
-                    }
+            } else {
+                self.remote_fed = true;
+                for chunk in chunks {
+                    self.write_remote(chunk).await?;
                 }
             }
         }
@@ -559,5 +570,63 @@ mod tests {
         let stored: Vec<u8> = crate::conformance::read_all(stream).await;
         assert!(stored == data, "the remote store holds other bytes");
         assert!(tier.holds(&digest), "the local copy was not kept");
+    }
+
+    /// A local writer whose file cannot be had at first (say, out of descriptors).
+    struct FileLater {
+        inner: Box<dyn BlobWriter>,
+        refusals: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl BlobWriter for FileLater {
+        async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+            self.inner.write(chunk).await
+        }
+        async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
+            self.inner.commit().await
+        }
+        async fn abort(self: Box<Self>) -> Result<(), StorageError> {
+            self.inner.abort().await
+        }
+        async fn flush(&mut self) -> Result<(), StorageError> {
+            self.inner.flush().await
+        }
+        fn local_file(&self) -> Option<std::fs::File> {
+            let left = self.refusals.load(Ordering::SeqCst);
+            if left > 0 {
+                self.refusals.store(left - 1, Ordering::SeqCst);
+                return None;
+            }
+            self.inner.local_file()
+        }
+    }
+
+    /// Once the remote store was given bytes directly (no local file to upload from at
+    /// the time), no upload from the file starts later: it would send the first bytes
+    /// twice.
+    #[tokio::test]
+    async fn no_upload_from_the_file_after_direct_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = local_tier(dir.path()).await;
+        let data: Vec<u8> = (0..10u32 << 20).map(|i| (i % 253) as u8).collect();
+        let digest = Digest::sha256_of(&data);
+        let size = data.len() as u64;
+        let shared = MemoryStore::default();
+        let remote = shared.writer(&digest, Some(size)).await.unwrap();
+        let local = FileLater {
+            inner: BlobStore::writer(&tier.store, &digest, Some(size))
+                .await
+                .unwrap(),
+            refusals: std::sync::atomic::AtomicUsize::new(1),
+        };
+        let mut w = tee(&tier, &digest, size, remote, Some(Box::new(local))).await;
+        for chunk in data.chunks(1 << 20) {
+            w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        assert_eq!(Box::new(w).commit().await.unwrap(), CommitOutcome::Stored);
+        let (_, _, stream) = BlobStore::get(&shared, &digest, None).await.unwrap();
+        let stored: Vec<u8> = crate::conformance::read_all(stream).await;
+        assert!(stored == data, "the remote store holds other bytes");
     }
 }
