@@ -126,6 +126,16 @@ pub trait BlobWriter: Send {
     /// Appends a chunk.
     async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError>;
 
+    /// Appends several chunks, in order: the same as [`BlobWriter::write`] on each, which
+    /// is what the default does. A backend may write them in one go (the filesystem
+    /// backend makes one trip to the blocking pool for all of them).
+    async fn write_chunks(&mut self, chunks: &[Bytes]) -> Result<(), StorageError> {
+        for chunk in chunks {
+            self.write(chunk.clone()).await?;
+        }
+        Ok(())
+    }
+
     /// Verifies what was written and makes the blob visible atomically.
     async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError>;
 

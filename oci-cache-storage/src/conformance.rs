@@ -78,6 +78,7 @@ macro_rules! blob_store_conformance {
                 flushed_bytes_are_in_the_local_file_and_invisible_until_commit,
                 local_file_stays_readable_after_abort,
                 a_caller_checked_writer_still_checks_the_size,
+                chunks_written_in_groups_read_back_identical_and_are_checked,
                 open_file_reads_the_stored_bytes_and_survives_a_delete,
             ]
         );

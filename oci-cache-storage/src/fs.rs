@@ -188,7 +188,8 @@ fn stream_file(file: std::fs::File, start: u64, len: u64) -> BlobStream {
             }
             let n = usize::try_from((end - pos).min(CHUNK)).unwrap_or(0);
             let mut buf = BytesMut::zeroed(n);
-            let cached = read_cached(&file, &mut buf, pos)?;
+            let cached = crate::page_cache::read_cached(&file, &mut buf, pos)
+                .map_err(StorageError::io("read blob"))?;
             if cached == n {
                 // Read on this thread, without waiting: let the other tasks on it run
                 // before this connection sends the chunk. Otherwise a warm layer to a fast
@@ -210,29 +211,6 @@ fn stream_file(file: std::fs::File, start: u64, len: u64) -> BlobStream {
         }
     })
     .boxed()
-}
-
-/// Reads into `buf` from `offset` what the page cache holds, without waiting for the disk;
-/// returns how many bytes that was (all of `buf` on a warm hit, 0 when nothing is cached
-/// or the filesystem does not support it).
-fn read_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> Result<usize, StorageError> {
-    let mut done = 0;
-    while done < buf.len() {
-        let mut slices = [std::io::IoSliceMut::new(&mut buf[done..])];
-        let at = offset + done as u64;
-        match rustix::io::preadv2(file, &mut slices, at, rustix::io::ReadWriteFlags::NOWAIT) {
-            Ok(0) => {
-                return Err(StorageError::io("read blob")(io::Error::from(
-                    ErrorKind::UnexpectedEof,
-                )))
-            }
-            Ok(k) => done += k,
-            Err(rustix::io::Errno::INTR) => {}
-            // EAGAIN: not cached; EOPNOTSUPP and the like: no RWF_NOWAIT here.
-            Err(_) => break,
-        }
-    }
-    Ok(done)
 }
 
 #[async_trait]

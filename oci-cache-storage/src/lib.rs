@@ -13,6 +13,7 @@ mod error;
 pub mod fs;
 mod key;
 pub mod memory;
+pub mod page_cache;
 mod range;
 #[cfg(feature = "s3")]
 pub mod s3;

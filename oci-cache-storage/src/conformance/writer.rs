@@ -139,3 +139,65 @@ pub async fn open_file_reads_the_stored_bytes_and_survives_a_delete(store: &dyn 
         "{beyond:?}"
     );
 }
+
+/// `write_chunks` appends its chunks in order, after and before single `write`s (small
+/// ones pending in a buffer included), and its bytes are checked at commit like any others:
+/// the blob reads back identical, and a commit of bytes that do not match is refused.
+pub async fn chunks_written_in_groups_read_back_identical_and_are_checked(store: &dyn BlobStore) {
+    let bytes = content(41, 3 * 1024 * 1024 + 777);
+    let digest = Digest::sha256_of(&bytes);
+    let mut writer = store
+        .writer(&digest, Some(bytes.len() as u64))
+        .await
+        .unwrap();
+    // A small single write (left pending by a buffering backend), then groups of mixed
+    // sizes, then single writes again.
+    let sizes = [100, 300_000, 5, 700_000, 1 << 20, 64, 200_000];
+    let mut at = 0;
+    writer
+        .write(Bytes::copy_from_slice(&bytes[..sizes[0]]))
+        .await
+        .unwrap();
+    at += sizes[0];
+    let group: Vec<Bytes> = sizes[1..]
+        .iter()
+        .map(|&n| {
+            let chunk = Bytes::copy_from_slice(&bytes[at..at + n]);
+            at += n;
+            chunk
+        })
+        .collect();
+    writer.write_chunks(&group[..3]).await.unwrap();
+    writer.write_chunks(&group[3..]).await.unwrap();
+    writer.write_chunks(&[]).await.unwrap();
+    for part in bytes[at..].chunks(100_000) {
+        writer.write(Bytes::copy_from_slice(part)).await.unwrap();
+    }
+    assert_eq!(writer.commit().await.unwrap(), CommitOutcome::Stored);
+    assert!(get_all(store, &digest).await == bytes, "read back differs");
+
+    let other = content(42, 500_000);
+    let mut writer = store
+        .writer(&Digest::sha256_of(&other), None)
+        .await
+        .unwrap();
+    let mut wrong = other.clone();
+    wrong[499_999] ^= 1;
+    let chunks: Vec<Bytes> = wrong
+        .chunks(64 * 1024)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    writer.write_chunks(&chunks).await.unwrap();
+    assert!(
+        matches!(
+            writer.commit().await,
+            Err(StorageError::DigestMismatch { .. })
+        ),
+        "bytes given with write_chunks were not checked"
+    );
+    assert!(store
+        .head(&Digest::sha256_of(&other))
+        .await
+        .unwrap()
+        .is_none());
+}

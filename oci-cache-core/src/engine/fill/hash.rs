@@ -21,9 +21,18 @@ impl HashStage {
     pub(super) fn start(mut verifier: Verifier) -> Self {
         let (tx, mut rx) = mpsc::channel::<Batch>(DEPTH);
         let task = tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
+            while let Some(first) = rx.recv().await {
+                // Every batch already waiting goes in the same trip to the blocking pool: a
+                // trip costs two context switches, and the hash is the fill's slowest stage.
+                let mut batches = vec![first];
+                while batches.len() < DEPTH {
+                    match rx.try_recv() {
+                        Ok(batch) => batches.push(batch),
+                        Err(_) => break,
+                    }
+                }
                 verifier = tokio::task::spawn_blocking(move || {
-                    for chunk in batch.chunks() {
+                    for chunk in batches.iter().flat_map(Batch::chunks) {
                         verifier.update(chunk);
                     }
                     verifier

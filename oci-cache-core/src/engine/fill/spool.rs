@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use oci_cache_storage::page_cache::read_cached;
 use parking_lot::{Mutex, RwLock};
 
 use super::memory_budget::{Held, MemoryBudget};
@@ -200,8 +201,18 @@ impl Spool {
                 let file = Arc::clone(file);
                 // Allocated on this (runtime) thread: see the fs backend's `stream_file`.
                 let mut buf = BytesMut::zeroed(len);
+                // What the fill just wrote is in the page cache: read here, without a trip
+                // to the blocking pool; only the rest (if the kernel dropped it) there.
+                let cached = read_cached(&file, &mut buf, offset).map_err(EngineError::Spool)?;
+                if cached == len {
+                    // As the fs backend's warm reads do: let the thread's other tasks run.
+                    tokio::task::yield_now().await;
+                    return Ok(buf.freeze());
+                }
                 tokio::task::spawn_blocking(move || {
-                    file.read_exact_at(&mut buf, offset).map(|()| buf.freeze())
+                    let at = offset + cached as u64;
+                    file.read_exact_at(&mut buf[cached..], at)
+                        .map(|()| buf.freeze())
                 })
                 .await
                 .map_err(joined)?
@@ -261,5 +272,42 @@ mod tests {
             Recall::Backing { end } => assert!(end > 0 && end < total, "{end}"),
             Recall::Memory(_) => panic!("trimmed bytes are still in the window"),
         }
+    }
+
+    /// Behind the window, a reader gets the file's bytes at its own offset, whether the
+    /// page cache holds them (read on the runtime thread) or not (the blocking pool):
+    /// after `POSIX_FADV_DONTNEED` drops them, the same reads give the same bytes.
+    #[tokio::test]
+    async fn reads_behind_the_window_give_the_files_bytes_cached_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::create(dir.path()).unwrap();
+        let all: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        for (i, part) in all.chunks(700_000).enumerate() {
+            spool
+                .write_at(i as u64 * 700_000, Bytes::copy_from_slice(part))
+                .await
+                .unwrap();
+        }
+        let check = |what: &'static str| {
+            let spool = spool.clone();
+            let all = all.clone();
+            async move {
+                for (offset, len) in [(0, 10), (1, 65_536), (699_999, 2), (2_999_990, 10)] {
+                    let got = spool.read_at(offset, len).await.unwrap();
+                    let want = &all[offset as usize..offset as usize + len];
+                    assert!(&got[..] == want, "{what}: bytes at {offset}+{len} differ");
+                }
+            }
+        };
+        check("cached").await;
+        if let Backing::File(file) = &spool.backing {
+            file.sync_all().unwrap();
+            rustix::fs::fadvise(&**file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        }
+        check("dropped from the page cache").await;
+        assert!(
+            spool.read_at(2_999_999, 2).await.is_err(),
+            "a read past the end"
+        );
     }
 }

@@ -124,13 +124,7 @@ impl Store {
         let len = batch.len() as u64;
         match &mut self.sink {
             Sink::Direct(w) => {
-                let mut stored = Ok(());
-                for chunk in batch.chunks() {
-                    stored = w.write(chunk.clone()).await;
-                    if stored.is_err() {
-                        break;
-                    }
-                }
+                let mut stored = w.write_chunks(batch.chunks()).await;
                 if stored.is_ok() {
                     stored = w.flush().await;
                 }
