@@ -7,7 +7,8 @@ use tokio::task::JoinHandle;
 use super::batch::Batch;
 use crate::{EngineError, Verifier};
 
-/// Batches waiting for the hash, at most.
+/// Batches ahead of the hash, at most: half wait in the channel, half are being hashed
+/// (the stage takes every waiting batch in one trip to the blocking pool).
 const DEPTH: usize = 4;
 
 /// A verifier running in its own task.
@@ -19,13 +20,13 @@ pub(super) struct HashStage {
 impl HashStage {
     /// Starts hashing into `verifier`.
     pub(super) fn start(mut verifier: Verifier) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Batch>(DEPTH);
+        let (tx, mut rx) = mpsc::channel::<Batch>(DEPTH / 2);
         let task = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 // Every batch already waiting goes in the same trip to the blocking pool: a
                 // trip costs two context switches, and the hash is the fill's slowest stage.
                 let mut batches = vec![first];
-                while batches.len() < DEPTH {
+                while batches.len() < DEPTH / 2 {
                     match rx.try_recv() {
                         Ok(batch) => batches.push(batch),
                         Err(_) => break,
@@ -45,7 +46,7 @@ impl HashStage {
         Self { tx, task }
     }
 
-    /// Hands the next batch to the hash (waits while [`DEPTH`] batches wait).
+    /// Hands the next batch to the hash (waits while the hash is [`DEPTH`] batches behind).
     pub(super) async fn send(&self, batch: Batch) -> Result<(), EngineError> {
         self.tx
             .send(batch)

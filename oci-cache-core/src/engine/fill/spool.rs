@@ -275,8 +275,8 @@ mod tests {
     }
 
     /// Behind the window, a reader gets the file's bytes at its own offset, whether the
-    /// page cache holds them (read on the runtime thread) or not (the blocking pool):
-    /// after `POSIX_FADV_DONTNEED` drops them, the same reads give the same bytes.
+    /// page cache holds them (read on the runtime thread), none of them (the blocking
+    /// pool), or the first part only (both, the rest from where the cached part ended).
     #[tokio::test]
     async fn reads_behind_the_window_give_the_files_bytes_cached_or_not() {
         let dir = tempfile::tempdir().unwrap();
@@ -288,23 +288,54 @@ mod tests {
                 .await
                 .unwrap();
         }
+        let Backing::File(file) = &spool.backing else {
+            panic!("not a file spool");
+        };
+        let file = Arc::clone(file);
+        let cached = |offset: u64, len: usize| {
+            let mut buf = vec![0; len];
+            read_cached(&file, &mut buf, offset).unwrap()
+        };
+        let drop_pages = || {
+            file.sync_all().unwrap();
+            rustix::fs::fadvise(&*file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        };
+        let reads = [
+            (0, 10),
+            (1, 65_536),
+            (699_999, 2),
+            (1_500_000, 600_000),
+            (2_999_990, 10),
+        ];
         let check = |what: &'static str| {
             let spool = spool.clone();
             let all = all.clone();
             async move {
-                for (offset, len) in [(0, 10), (1, 65_536), (699_999, 2), (2_999_990, 10)] {
+                for (offset, len) in reads {
                     let got = spool.read_at(offset, len).await.unwrap();
                     let want = &all[offset as usize..offset as usize + len];
                     assert!(&got[..] == want, "{what}: bytes at {offset}+{len} differ");
                 }
             }
         };
-        check("cached").await;
-        if let Backing::File(file) = &spool.backing {
-            file.sync_all().unwrap();
-            rustix::fs::fadvise(&**file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-        }
-        check("dropped from the page cache").await;
+        assert_eq!(
+            cached(1_500_000, 600_000),
+            600_000,
+            "written bytes not cached"
+        );
+        check("all cached").await;
+        drop_pages();
+        assert!(cached(1_500_000, 600_000) < 600_000, "pages not dropped");
+        check("none cached").await;
+        // Cache 1_500_000..1_800_000 only: the long read is cached for its first part.
+        drop_pages();
+        // No readahead: the read below caches what it reads and no more.
+        rustix::fs::fadvise(&*file, 0, None, rustix::fs::Advice::Random).unwrap();
+        let mut head = vec![0; 300_000];
+        file.read_exact_at(&mut head, 1_500_000).unwrap();
+        let part = cached(1_500_000, 600_000);
+        assert!((300_000..600_000).contains(&part), "cached part: {part}");
+        check("part cached").await;
         assert!(
             spool.read_at(2_999_999, 2).await.is_err(),
             "a read past the end"
