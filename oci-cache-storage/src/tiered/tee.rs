@@ -330,6 +330,34 @@ impl BlobWriter for TeeWriter {
         Ok(())
     }
 
+    /// The group goes to the local copy in one call (the filesystem writer's single trip
+    /// to the blocking pool). If that fails, the local copy's content is unknown: as with
+    /// [`BlobWriter::write`], it is given up (unless its file was lent) and the remote
+    /// store gets what it lacks, the whole group included, in order.
+    async fn write_chunks(&mut self, chunks: &[Bytes]) -> Result<(), StorageError> {
+        let Some((local, _)) = &mut self.local else {
+            for chunk in chunks {
+                self.write_remote(chunk.clone()).await?;
+            }
+            return Ok(());
+        };
+        if let Err(e) = local.write_chunks(chunks).await {
+            self.local_failed(e, None).await?;
+            for chunk in chunks {
+                self.write_remote(chunk.clone()).await?;
+            }
+            return Ok(());
+        }
+        for chunk in chunks {
+            self.written += chunk.len() as u64;
+            self.unpublished.push(chunk.clone());
+        }
+        if self.written - self.published >= PUBLISH_EVERY {
+            self.flush_local().await?;
+        }
+        Ok(())
+    }
+
     async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
         let mut this = *self;
         this.flush_local().await?;
@@ -501,6 +529,85 @@ mod tests {
         let mut lent = tee(&tier, &digest, 3, remote, disk()).await;
         assert!(lent.local_file().is_some());
         assert!(lent.write(Bytes::from_static(b"abc")).await.is_err());
+    }
+
+    /// A group of chunks that fails on the local disk after earlier bytes went there: the
+    /// remote store still gets every byte in order (those not yet handed to it, then the
+    /// group) and the commit stores the blob; once the local file was lent, the group's
+    /// write fails instead.
+    #[tokio::test]
+    async fn a_group_failing_on_the_local_disk_reaches_the_remote_store_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = local_tier(dir.path()).await;
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::sha256_of(&bytes);
+        let group: Vec<Bytes> = bytes[100_000..]
+            .chunks(70_000)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        for lend in [false, true] {
+            let shared = MemoryStore::default();
+            let remote = shared.writer(&digest, Some(300_000)).await.unwrap();
+            let local = FailAfter {
+                inner: BlobStore::writer(&tier.store, &digest, Some(300_000))
+                    .await
+                    .unwrap(),
+                calls: 1,
+            };
+            let mut w = tee(&tier, &digest, 300_000, remote, Some(Box::new(local))).await;
+            let _file = if lend { w.local_file() } else { None };
+            w.write_chunks(&[Bytes::copy_from_slice(&bytes[..100_000])])
+                .await
+                .unwrap();
+            let written = w.write_chunks(&group).await;
+            if lend {
+                assert!(written.is_err(), "a lent file would miss the group");
+                continue;
+            }
+            written.unwrap();
+            assert!(w.local.is_none(), "the failed local copy goes on");
+            assert_eq!(Box::new(w).commit().await.unwrap(), CommitOutcome::Stored);
+            let mut read = Vec::new();
+            let (_, _, mut stream) = shared.get(&digest, None).await.unwrap();
+            while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+                read.extend_from_slice(&chunk.unwrap());
+            }
+            assert!(read == bytes, "the remote store's copy differs");
+        }
+    }
+
+    /// A local writer whose `write_chunks` fails after `calls` successful calls.
+    struct FailAfter {
+        inner: Box<dyn BlobWriter>,
+        calls: usize,
+    }
+
+    #[async_trait]
+    impl BlobWriter for FailAfter {
+        async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+            self.inner.write(chunk).await
+        }
+        async fn write_chunks(&mut self, chunks: &[Bytes]) -> Result<(), StorageError> {
+            if self.calls == 0 {
+                return Err(StorageError::io("write blob")(std::io::Error::other(
+                    "failing on purpose",
+                )));
+            }
+            self.calls -= 1;
+            self.inner.write_chunks(chunks).await
+        }
+        async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
+            self.inner.commit().await
+        }
+        async fn abort(self: Box<Self>) -> Result<(), StorageError> {
+            self.inner.abort().await
+        }
+        fn local_file(&self) -> Option<std::fs::File> {
+            self.inner.local_file()
+        }
+        async fn flush(&mut self) -> Result<(), StorageError> {
+            self.inner.flush().await
+        }
     }
 
     /// A remote failure never fails a write: the local file goes on growing for its
