@@ -559,6 +559,9 @@ mod tests {
             w.write_chunks(&[Bytes::copy_from_slice(&bytes[..100_000])])
                 .await
                 .unwrap();
+            // Flushed: without a lent file, the upload from the file starts here, and the
+            // failure below must finish it before the bucket gets the group directly.
+            w.flush().await.unwrap();
             let written = w.write_chunks(&group).await;
             if lend {
                 assert!(written.is_err(), "a lent file would miss the group");
