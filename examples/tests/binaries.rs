@@ -75,6 +75,16 @@ async fn pull_twice_through(bin: &str) {
             .join("store/blobs/sha256")
             .join(&hex[..2])
             .join(hex);
+        // The client has every byte once they are verified; the store renames the file into
+        // place right after, so give the commit a moment rather than racing it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !stored.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{bin}: {stored:?} not stored in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(std::fs::read(&stored).unwrap(), bytes.as_slice());
     }
 }
