@@ -81,7 +81,8 @@ async fn pull_twice_through(bin: &str) {
         while !stored.exists() {
             assert!(
                 Instant::now() < deadline,
-                "{bin}: {stored:?} not stored in 30 s"
+                "{bin}: {} not stored in 30 s",
+                stored.display()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
