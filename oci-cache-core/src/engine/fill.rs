@@ -17,6 +17,7 @@ mod context;
 mod feed;
 mod hash;
 mod memory_budget;
+mod queue;
 mod read;
 mod run;
 mod spool;

@@ -29,6 +29,12 @@ impl Batch {
         &self.chunks
     }
 
+    /// Adds `other`'s chunks after these.
+    pub(crate) fn append(&mut self, other: Batch) {
+        self.len += other.len;
+        self.chunks.extend(other.chunks);
+    }
+
     fn push(&mut self, chunk: Bytes) {
         self.len += chunk.len();
         self.chunks.push(chunk);

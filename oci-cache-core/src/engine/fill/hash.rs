@@ -1,64 +1,56 @@
-//! The fill's hash stage: hashes the batches in their own task (on the blocking pool), so
-//! the download never waits for the hash, and hands back the verifier at the end.
+//! The fill's hash stage: hashes the batches in their own task (on the blocking pool, a
+//! group of at least a MiB per trip), so the download never waits for the hash, and hands
+//! back the verifier at the end.
 
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::batch::Batch;
+use super::queue::{stage_queue, StageQueue, GROUP};
 use crate::{EngineError, Verifier};
 
-/// Batches ahead of the hash, at most: half wait in the channel, half are being hashed
-/// (the stage takes every waiting batch in one trip to the blocking pool).
-const DEPTH: usize = 4;
+/// Bytes ahead of the hash, at most.
+const AHEAD: usize = 4 * 1024 * 1024;
 
 /// A verifier running in its own task.
 pub(super) struct HashStage {
-    tx: mpsc::Sender<Batch>,
+    queue: StageQueue,
     task: JoinHandle<Result<Verifier, EngineError>>,
 }
 
 impl HashStage {
     /// Starts hashing into `verifier`.
     pub(super) fn start(mut verifier: Verifier) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Batch>(DEPTH / 2);
+        let (queue, mut inbox) = stage_queue(AHEAD);
         let task = tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                // Every batch already waiting goes in the same trip to the blocking pool: a
-                // trip costs two context switches, and the hash is the fill's slowest stage.
-                let mut batches = vec![first];
-                while batches.len() < DEPTH / 2 {
-                    match rx.try_recv() {
-                        Ok(batch) => batches.push(batch),
-                        Err(_) => break,
-                    }
-                }
+            while let Some((group, room)) = inbox.next_group(GROUP).await {
                 verifier = tokio::task::spawn_blocking(move || {
-                    for chunk in batches.iter().flat_map(Batch::chunks) {
+                    for chunk in group.chunks() {
                         verifier.update(chunk);
                     }
                     verifier
                 })
                 .await
                 .map_err(|_| EngineError::TaskLost { task: "hash" })?;
+                drop(room);
             }
             Ok(verifier)
         });
-        Self { tx, task }
+        Self { queue, task }
     }
 
-    /// Hands the next batch to the hash (waits while the hash is [`DEPTH`] batches behind).
+    /// Hands the next batch to the hash (waits while the hash is [`AHEAD`] bytes behind).
     pub(super) async fn send(&self, batch: Batch) -> Result<(), EngineError> {
-        self.tx
+        self.queue
             .send(batch)
             .await
-            .map_err(|_| EngineError::TaskLost { task: "hash" })
+            .map_err(|()| EngineError::TaskLost { task: "hash" })
     }
 
     /// Waits for the hash of every batch sent and returns the verifier.
     pub(super) async fn finish(self) -> Result<Verifier, EngineError> {
-        drop(self.tx);
-        self.task
-            .await
+        let Self { queue, task } = self;
+        drop(queue);
+        task.await
             .map_err(|_| EngineError::TaskLost { task: "hash" })?
     }
 }

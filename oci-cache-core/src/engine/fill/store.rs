@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use oci_cache_storage::BlobWriter;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::batch::Batch;
 use super::context::FillContext;
 use super::feed::StorageFeed;
+use super::queue::{stage_queue, StageQueue, GROUP};
 use super::spool::Spool;
 use super::state::Progress;
 use crate::engine::stats::EngineStats;
@@ -38,8 +39,7 @@ pub(super) struct Stored {
 /// The store stage's task. Dropping it stops the task, and a storage writer it held is
 /// dropped, which discards what it wrote.
 pub(super) struct StoreStage {
-    tx: Option<mpsc::UnboundedSender<(Batch, OwnedSemaphorePermit)>>,
-    ahead: Arc<Semaphore>,
+    queue: StageQueue,
     task: JoinHandle<Result<Stored, EngineError>>,
 }
 
@@ -63,7 +63,7 @@ impl StoreStage {
         spool: Spool,
         sink: Sink,
     ) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Batch, OwnedSemaphorePermit)>();
+        let (queue, mut inbox) = stage_queue(AHEAD);
         let mut store = Store {
             context,
             digest,
@@ -73,8 +73,10 @@ impl StoreStage {
             written: 0,
         };
         let task = tokio::spawn(async move {
-            while let Some((batch, room)) = rx.recv().await {
-                store.write(batch).await?;
+            // A memory spool takes each batch as it comes: the shared budget is charged
+            // as the bytes arrive, not a group later.
+            while let Some((group, room)) = inbox.next_group(store.group_size()).await {
+                store.write(group).await?;
                 drop(room);
             }
             Ok(Stored {
@@ -82,30 +84,18 @@ impl StoreStage {
                 spool: store.spool,
             })
         });
-        Self {
-            tx: Some(tx),
-            ahead: Arc::new(Semaphore::new(AHEAD)),
-            task,
-        }
+        Self { queue, task }
     }
 
     /// Hands the next batch to the stage (waits while [`AHEAD`] bytes wait). An error
     /// means the stage failed; [`StoreStage::finish`] says how.
     pub(super) async fn send(&self, batch: Batch) -> Result<(), ()> {
-        let want = u32::try_from(batch.len().clamp(1, AHEAD)).unwrap_or(u32::MAX);
-        let room = Arc::clone(&self.ahead)
-            .acquire_many_owned(want)
-            .await
-            .map_err(|_| ())?;
-        match &self.tx {
-            Some(tx) => tx.send((batch, room)).map_err(|_| ()),
-            None => Err(()),
-        }
+        self.queue.send(batch).await
     }
 
     /// Waits until every batch sent is written (and readable behind the window).
     pub(super) async fn finish(mut self) -> Result<Stored, EngineError> {
-        self.tx = None;
+        self.queue.close();
         (&mut self.task)
             .await
             .map_err(|_| EngineError::TaskLost { task: "store" })?
@@ -119,7 +109,17 @@ impl Drop for StoreStage {
 }
 
 impl Store {
-    /// Writes `batch`, the next bytes, and tells the window they are stored.
+    /// Bytes to gather before a write: a group for a file, each batch for memory.
+    fn group_size(&self) -> usize {
+        if self.spool.in_memory() {
+            1
+        } else {
+            GROUP
+        }
+    }
+
+    /// Writes `batch`, the next bytes (a group of batches: one trip to the blocking pool),
+    /// and tells the window they are stored.
     async fn write(&mut self, batch: Batch) -> Result<(), EngineError> {
         let len = batch.len() as u64;
         match &mut self.sink {
@@ -200,10 +200,5 @@ impl Store {
 
 /// Writes `batch`'s chunks into `spool` from `offset` on.
 async fn write_batch(spool: &Spool, offset: u64, batch: &Batch) -> Result<(), EngineError> {
-    let mut pos = offset;
-    for chunk in batch.chunks() {
-        spool.write_at(pos, chunk.clone()).await?;
-        pos += chunk.len() as u64;
-    }
-    Ok(())
+    spool.write_chunks_at(offset, batch.chunks()).await
 }
