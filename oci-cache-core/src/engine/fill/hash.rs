@@ -1,6 +1,6 @@
 //! The fill's hash stage: hashes the batches in their own task (on the blocking pool, a
-//! group of at least a MiB per trip), so the download never waits for the hash, and hands
-//! back the verifier at the end.
+//! group of a MiB or more per trip, the rest at the end), so the download never waits for
+//! the hash, and hands back the verifier at the end.
 
 use tokio::task::JoinHandle;
 

@@ -1,6 +1,7 @@
 //! The queue in front of a fill's stage (hash, store): batches handed on behind the
-//! download, bounded in bytes, and taken out in groups of at least [`GROUP`] bytes (or what
-//! is left at the end).
+//! download, bounded in bytes, and taken out in groups: the stage names the least it wants
+//! (a MiB, [`GROUP`], for work on the blocking pool), and gets that or more, or what is
+//! left at the end.
 //!
 //! Why groups: a fill that keeps up with its upstream reads what the socket holds, often
 //! 64 KiB or less at a time, so a stage that took each batch on its own made a trip to the
@@ -32,9 +33,14 @@ pub(super) struct StageInbox {
     rx: mpsc::UnboundedReceiver<Entry>,
 }
 
-/// A queue holding at most `ahead` bytes (at least [`GROUP`], so a group can always form).
+/// A queue holding about `ahead` bytes at most (at least twice [`GROUP`]).
+///
+/// A stage gathering a group holds the room of what it has so far (less than a group), so
+/// a batch never asks for more room than is left then: a larger one counts as
+/// `limit - GROUP + 1` bytes and the queue runs over its bound by that batch's excess,
+/// rather than the sender and the stage waiting for each other forever.
 pub(super) fn stage_queue(ahead: usize) -> (StageQueue, StageInbox) {
-    let limit = ahead.clamp(GROUP, Semaphore::MAX_PERMITS);
+    let limit = ahead.clamp(2 * GROUP, Semaphore::MAX_PERMITS);
     let (tx, rx) = mpsc::unbounded_channel();
     let queue = StageQueue {
         tx: Some(tx),
@@ -48,7 +54,8 @@ impl StageQueue {
     /// Queues the next batch; waits while the queue is full. An error means the stage is
     /// gone.
     pub(super) async fn send(&self, batch: Batch) -> Result<(), ()> {
-        let want = u32::try_from(batch.len().clamp(1, self.limit)).unwrap_or(u32::MAX);
+        let most = self.limit - GROUP + 1;
+        let want = u32::try_from(batch.len().clamp(1, most)).unwrap_or(u32::MAX);
         let room = Arc::clone(&self.ahead)
             .acquire_many_owned(want)
             .await
@@ -66,9 +73,10 @@ impl StageQueue {
 }
 
 impl StageInbox {
-    /// The next batches, joined in order: at least `min` bytes (at most [`GROUP`]) unless
-    /// the queue was closed first; `None` once it is closed and empty. The room they took
-    /// is freed when the returned permit is dropped (after the stage is done with them).
+    /// The next batches, joined in order: at least `min` bytes (`min` is capped at
+    /// [`GROUP`]; the last batch may take the group past it), fewer only when the queue was
+    /// closed first; `None` once it is closed and empty. The room they took is freed when
+    /// the returned permit is dropped (after the stage is done with them).
     pub(super) async fn next_group(&mut self, min: usize) -> Option<(Batch, OwnedSemaphorePermit)> {
         let min = min.min(GROUP);
         let (mut group, mut room) = self.rx.recv().await?;
@@ -126,9 +134,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_holds_the_sender_until_a_group_is_done() {
-        let (queue, mut inbox) = stage_queue(GROUP);
-        queue.send(batch(GROUP / 2)).await.unwrap();
-        queue.send(batch(GROUP / 2)).await.unwrap();
+        let (queue, mut inbox) = stage_queue(2 * GROUP);
+        queue.send(batch(GROUP)).await.unwrap();
+        queue.send(batch(GROUP)).await.unwrap();
         let third = queue.send(batch(GROUP / 2));
         tokio::pin!(third);
         assert!(third.as_mut().now_or_never().is_none(), "the queue is full");
@@ -140,6 +148,50 @@ mod tests {
         );
         drop(room);
         third.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stage_waits_for_its_group_and_gets_the_rest_when_the_queue_closes() {
+        let (mut queue, mut inbox) = stage_queue(4 * GROUP);
+        queue.send(batch(GROUP / 2)).await.unwrap();
+        {
+            let next = inbox.next_group(GROUP);
+            tokio::pin!(next);
+            assert!(
+                next.as_mut().now_or_never().is_none(),
+                "half a group is not one"
+            );
+            queue.send(batch(GROUP / 4)).await.unwrap();
+            assert!(
+                next.as_mut().now_or_never().is_none(),
+                "three quarters neither"
+            );
+            queue.close();
+            let (group, _room) = next.await.unwrap();
+            assert_eq!(group.len(), GROUP / 2 + GROUP / 4, "closed: what there is");
+        }
+        assert!(inbox.next_group(GROUP).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_the_room_left_still_goes_through() {
+        // The stage holds half a group's room while it waits for more; a batch as large
+        // as the whole queue must neither wait for that room nor leave the stage waiting.
+        let (queue, mut inbox) = stage_queue(2 * GROUP);
+        queue.send(batch(GROUP / 2)).await.unwrap();
+        let stage = tokio::spawn(async move {
+            let (group, room) = inbox.next_group(GROUP).await.unwrap();
+            drop(room);
+            group.len()
+        });
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            queue.send(batch(3 * GROUP)),
+        )
+        .await
+        .expect("the sender waited for room the stage holds")
+        .unwrap();
+        assert_eq!(stage.await.unwrap(), GROUP / 2 + 3 * GROUP);
     }
 
     #[tokio::test]

@@ -79,7 +79,7 @@ impl FillJob {
             spool: spool.clone(),
         });
         let hash = HashStage::start(self.digest.verifier());
-        let store = StoreStage::start(
+        let mut store = StoreStage::start(
             Arc::clone(ctx),
             self.digest.clone(),
             Arc::clone(tx),
@@ -123,6 +123,8 @@ impl FillJob {
                 actual: received,
             });
         }
+        // The store writes its last group while the hash takes its own.
+        store.close();
         let actual = hash.finish().await?.finish();
         if actual != self.digest {
             return Err(EngineError::DigestMismatch {

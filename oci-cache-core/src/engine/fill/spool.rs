@@ -173,7 +173,6 @@ impl Spool {
         Ok(())
     }
 
-    /// Writes `chunk` at `offset`.
     /// Writes `chunks`, one after the other, from `offset` on: into a file in one trip to
     /// the blocking pool.
     pub(crate) async fn write_chunks_at(
@@ -204,6 +203,7 @@ impl Spool {
         Ok(())
     }
 
+    /// Writes `chunk` at `offset`.
     pub(crate) async fn write_at(&self, offset: u64, chunk: Bytes) -> Result<(), EngineError> {
         match &self.backing {
             Backing::File(file) => {

@@ -93,6 +93,11 @@ impl StoreStage {
         self.queue.send(batch).await
     }
 
+    /// No more batches: the stage writes what it was gathering without waiting for more.
+    pub(super) fn close(&mut self) {
+        self.queue.close();
+    }
+
     /// Waits until every batch sent is written (and readable behind the window).
     pub(super) async fn finish(mut self) -> Result<Stored, EngineError> {
         self.queue.close();
