@@ -19,7 +19,7 @@ use tempfile::TempDir;
 struct S3Server {
     _proc: Proc,
     port: u16,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 fn start_s3s_fs() -> S3Server {
@@ -50,7 +50,14 @@ fn start_s3s_fs() -> S3Server {
     S3Server {
         _proc: proc,
         port,
-        _dir: dir,
+        dir,
+    }
+}
+
+impl S3Server {
+    /// Where s3s-fs keeps the object `key` of the test bucket.
+    fn object_file(&self, key: &str) -> std::path::PathBuf {
+        self.dir.path().join("data/bucket").join(key)
     }
 }
 
@@ -137,5 +144,32 @@ async fn list_reports_the_last_access_of_touched_blobs() {
     assert_eq!(
         paged.blobs[0].last_access, after.blobs[1].last_access,
         "also on a later page"
+    );
+}
+
+/// The last-access sidecar is rewritten about once per interval at most, and a refresh
+/// once per interval (a long read's, timed from the end of the last one) is never skipped
+/// for being a little early.
+#[tokio::test]
+async fn a_touch_is_skipped_only_soon_after_the_last_one() {
+    let (server, store) = s3_store().await;
+    let store = store.with_touch_interval(Duration::from_secs(2));
+    let data = oci_cache_storage::conformance::content(7, 1000);
+    let digest = Digest::sha256_of(&data);
+    write_all(&store, &digest, &data, 1000).await.unwrap();
+    let sidecar = server.object_file(&format!("cache/test/access/sha256/{}", digest.hex()));
+    store.touch(&digest).await.unwrap();
+    assert!(sidecar.is_file(), "{sidecar:?} written");
+    std::fs::remove_file(&sidecar).unwrap();
+    store.touch(&digest).await.unwrap();
+    assert!(
+        !sidecar.exists(),
+        "a touch right after the last one is skipped"
+    );
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    store.touch(&digest).await.unwrap();
+    assert!(
+        sidecar.is_file(),
+        "a touch 1.7 s into a 2 s interval goes through"
     );
 }
