@@ -548,11 +548,9 @@ mod tests {
         for lend in [false, true] {
             let shared = MemoryStore::default();
             let remote = shared.writer(&digest, Some(300_000)).await.unwrap();
-            let local = FailAfter {
-                inner: BlobStore::writer(&tier.store, &digest, Some(300_000))
-                    .await
-                    .unwrap(),
-                calls: 1,
+            let local = Quirky {
+                chunk_calls: Some(1),
+                ..Quirky::over(&tier, &digest, 300_000).await
             };
             let mut w = tee(&tier, &digest, 300_000, remote, Some(Box::new(local))).await;
             let _file = if lend { w.local_file() } else { None };
@@ -579,24 +577,42 @@ mod tests {
         }
     }
 
-    /// A local writer whose `write_chunks` fails after `calls` successful calls.
-    struct FailAfter {
+    /// A local writer that delegates to `inner`, with two faults: `write_chunks` fails
+    /// once `chunk_calls` successful calls are used up (never when `None`), and
+    /// `local_file` gives no file for the first `file_refusals` asks (say, out of
+    /// descriptors).
+    struct Quirky {
         inner: Box<dyn BlobWriter>,
-        calls: usize,
+        chunk_calls: Option<usize>,
+        file_refusals: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Quirky {
+        async fn over(tier: &Local, digest: &Digest, size: u64) -> Self {
+            Self {
+                inner: BlobStore::writer(&tier.store, digest, Some(size))
+                    .await
+                    .unwrap(),
+                chunk_calls: None,
+                file_refusals: std::sync::atomic::AtomicUsize::new(0),
+            }
+        }
     }
 
     #[async_trait]
-    impl BlobWriter for FailAfter {
+    impl BlobWriter for Quirky {
         async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
             self.inner.write(chunk).await
         }
         async fn write_chunks(&mut self, chunks: &[Bytes]) -> Result<(), StorageError> {
-            if self.calls == 0 {
-                return Err(StorageError::io("write blob")(std::io::Error::other(
-                    "failing on purpose",
-                )));
+            if let Some(calls) = &mut self.chunk_calls {
+                if *calls == 0 {
+                    return Err(StorageError::io("write blob")(std::io::Error::other(
+                        "failing on purpose",
+                    )));
+                }
+                *calls -= 1;
             }
-            self.calls -= 1;
             self.inner.write_chunks(chunks).await
         }
         async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
@@ -605,11 +621,16 @@ mod tests {
         async fn abort(self: Box<Self>) -> Result<(), StorageError> {
             self.inner.abort().await
         }
-        fn local_file(&self) -> Option<std::fs::File> {
-            self.inner.local_file()
-        }
         async fn flush(&mut self) -> Result<(), StorageError> {
             self.inner.flush().await
+        }
+        fn local_file(&self) -> Option<std::fs::File> {
+            let left = self.file_refusals.load(Ordering::SeqCst);
+            if left > 0 {
+                self.file_refusals.store(left - 1, Ordering::SeqCst);
+                return None;
+            }
+            self.inner.local_file()
         }
     }
 
@@ -682,36 +703,6 @@ mod tests {
         assert!(tier.holds(&digest), "the local copy was not kept");
     }
 
-    /// A local writer whose file cannot be had at first (say, out of descriptors).
-    struct FileLater {
-        inner: Box<dyn BlobWriter>,
-        refusals: std::sync::atomic::AtomicUsize,
-    }
-
-    #[async_trait]
-    impl BlobWriter for FileLater {
-        async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
-            self.inner.write(chunk).await
-        }
-        async fn commit(self: Box<Self>) -> Result<CommitOutcome, StorageError> {
-            self.inner.commit().await
-        }
-        async fn abort(self: Box<Self>) -> Result<(), StorageError> {
-            self.inner.abort().await
-        }
-        async fn flush(&mut self) -> Result<(), StorageError> {
-            self.inner.flush().await
-        }
-        fn local_file(&self) -> Option<std::fs::File> {
-            let left = self.refusals.load(Ordering::SeqCst);
-            if left > 0 {
-                self.refusals.store(left - 1, Ordering::SeqCst);
-                return None;
-            }
-            self.inner.local_file()
-        }
-    }
-
     /// Once the remote store was given bytes directly (no local file to upload from at
     /// the time), no upload from the file starts later: it would send the first bytes
     /// twice.
@@ -724,11 +715,9 @@ mod tests {
         let size = data.len() as u64;
         let shared = MemoryStore::default();
         let remote = shared.writer(&digest, Some(size)).await.unwrap();
-        let local = FileLater {
-            inner: BlobStore::writer(&tier.store, &digest, Some(size))
-                .await
-                .unwrap(),
-            refusals: std::sync::atomic::AtomicUsize::new(1),
+        let local = Quirky {
+            file_refusals: std::sync::atomic::AtomicUsize::new(1),
+            ..Quirky::over(&tier, &digest, size).await
         };
         let mut w = tee(&tier, &digest, size, remote, Some(Box::new(local))).await;
         for chunk in data.chunks(1 << 20) {
