@@ -187,27 +187,10 @@ fn stream_file(file: std::fs::File, start: u64, len: u64) -> BlobStream {
                 return Ok(None);
             }
             let n = usize::try_from((end - pos).min(CHUNK)).unwrap_or(0);
-            let mut buf = BytesMut::zeroed(n);
-            let cached = crate::page_cache::read_cached(&file, &mut buf, pos)
+            let bytes = crate::page_cache::read_at(file, pos, n)
+                .await
                 .map_err(StorageError::io("read blob"))?;
-            if cached == n {
-                // Read on this thread, without waiting: let the other tasks on it run
-                // before this connection sends the chunk. Otherwise a warm layer to a fast
-                // reader fills its socket for a millisecond or more per poll, and a small
-                // request waits behind several of those. (Side by side, 200 clients:
-                // a light client's cached-manifest p99 74.7 -> 12.9 ms.)
-                tokio::task::yield_now().await;
-            }
-            if cached < n {
-                buf = blocking("read blob", move || {
-                    let mut buf = buf;
-                    file.read_exact_at(&mut buf[cached..], pos + cached as u64)
-                        .map_err(StorageError::io("read blob"))?;
-                    Ok(buf)
-                })
-                .await?;
-            }
-            Ok(Some((buf.freeze(), pos + n as u64)))
+            Ok(Some((bytes, pos + n as u64)))
         }
     })
     .boxed()

@@ -10,8 +10,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use oci_cache_storage::page_cache::read_cached;
+use bytes::Bytes;
+use oci_cache_storage::page_cache;
 use parking_lot::{Mutex, RwLock};
 
 use super::memory_budget::{Held, MemoryBudget};
@@ -234,25 +234,11 @@ impl Spool {
     pub(super) async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, EngineError> {
         match &self.backing {
             Backing::File(file) => {
-                let file = Arc::clone(file);
-                // Allocated on this (runtime) thread: see the fs backend's `stream_file`.
-                let mut buf = BytesMut::zeroed(len);
                 // What the fill just wrote is in the page cache: read here, without a trip
                 // to the blocking pool; only the rest (if the kernel dropped it) there.
-                let cached = read_cached(&file, &mut buf, offset).map_err(EngineError::Spool)?;
-                if cached == len {
-                    // As the fs backend's warm reads do: let the thread's other tasks run.
-                    tokio::task::yield_now().await;
-                    return Ok(buf.freeze());
-                }
-                tokio::task::spawn_blocking(move || {
-                    let at = offset + cached as u64;
-                    file.read_exact_at(&mut buf[cached..], at)
-                        .map(|()| buf.freeze())
-                })
-                .await
-                .map_err(joined)?
-                .map_err(EngineError::Spool)
+                page_cache::read_at(Arc::clone(file), offset, len)
+                    .await
+                    .map_err(EngineError::Spool)
             }
             Backing::Memory { bytes, .. } => {
                 let buf = bytes.read();
@@ -351,7 +337,7 @@ mod tests {
         let file = Arc::clone(file);
         let cached = |offset: u64, len: usize| {
             let mut buf = vec![0; len];
-            read_cached(&file, &mut buf, offset).unwrap()
+            page_cache::read_cached(&file, &mut buf, offset).unwrap()
         };
         let drop_pages = || {
             file.sync_all().unwrap();
