@@ -14,6 +14,7 @@ use oci_cache_core::gc::GcPolicy;
 use oci_cache_core::name::{Reference, RepositoryName};
 use oci_cache_core::{BlobStore, ByteRange, Digest, Engine, EngineConfig};
 use oci_cache_storage::memory::MemoryStore;
+use oci_cache_storage::StorageError;
 use oci_cache_testkit::wait_until_async;
 use support::faulty::{Fault, FaultyStore};
 use support::{data, respond, Fake};
@@ -398,6 +399,109 @@ async fn disk_fills_up_during_a_fill(spool_usable: bool) {
             .count(),
         0,
         "the failed temp file is gone"
+    );
+}
+
+/// A store whose listing shows every blob idle for a day, and whose last access, asked
+/// again right before a delete, cannot be read for the blobs in `unreadable`.
+struct StaleListing {
+    inner: Arc<MemoryStore>,
+    unreadable: Vec<Digest>,
+}
+
+#[async_trait::async_trait]
+impl BlobStore for StaleListing {
+    async fn head(&self, d: &Digest) -> Result<Option<oci_cache_core::BlobMeta>, StorageError> {
+        self.inner.head(d).await
+    }
+    async fn get(
+        &self,
+        d: &Digest,
+        r: Option<ByteRange>,
+    ) -> Result<
+        (
+            oci_cache_core::BlobMeta,
+            oci_cache_storage::ResolvedRange,
+            oci_cache_storage::BlobStream,
+        ),
+        StorageError,
+    > {
+        self.inner.get(d, r).await
+    }
+    async fn writer(
+        &self,
+        d: &Digest,
+        size: Option<u64>,
+    ) -> Result<Box<dyn oci_cache_storage::BlobWriter>, StorageError> {
+        self.inner.writer(d, size).await
+    }
+    async fn delete(&self, d: &Digest) -> Result<(), StorageError> {
+        self.inner.delete(d).await
+    }
+    async fn list(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<oci_cache_storage::ListPage, StorageError> {
+        let mut page = self.inner.list(after, limit).await?;
+        for b in &mut page.blobs {
+            b.last_access = SystemTime::now() - Duration::from_secs(86_400);
+        }
+        Ok(page)
+    }
+    async fn touch(&self, d: &Digest) -> Result<(), StorageError> {
+        self.inner.touch(d).await
+    }
+    async fn last_access(&self, d: &Digest) -> Result<Option<SystemTime>, StorageError> {
+        if self.unreadable.contains(d) {
+            return Err(StorageError::Io {
+                op: "head last access",
+                source: std::io::Error::other("500 Internal Server Error"),
+            });
+        }
+        Ok(Some(SystemTime::now() - Duration::from_secs(86_400)))
+    }
+}
+
+/// With storage shared by several processes (`min_idle`), a blob whose last access cannot
+/// be read right before its delete is kept, never taken for an idle one, and the pass
+/// goes on with the others.
+#[tokio::test]
+async fn a_blob_whose_last_access_cannot_be_read_is_not_evicted() {
+    let inner = Arc::new(MemoryStore::new());
+    let blobs: Vec<Vec<u8>> = (0..3u64).map(|i| data(1000, 60 + i)).collect();
+    let mut digests = Vec::new();
+    for b in &blobs {
+        let d = Digest::sha256_of(b);
+        let mut w = inner.writer(&d, Some(1000)).await.unwrap();
+        w.write(bytes::Bytes::copy_from_slice(b)).await.unwrap();
+        w.commit().await.unwrap();
+        digests.push(d);
+    }
+    let store = Arc::new(StaleListing {
+        inner: inner.clone(),
+        unreadable: vec![digests[1].clone()],
+    });
+    let engine = Engine::new(store, Arc::new(MemoryStore::new()), EngineConfig::default());
+    let mut policy = GcPolicy::default();
+    policy.max_age = Some(Duration::from_secs(3600));
+    policy.min_idle = Some(Duration::from_secs(60));
+    engine
+        .collect_garbage_of(&policy, false, &|_| true)
+        .await
+        .expect("the pass goes on past the unreadable one");
+    let left: Vec<Digest> = inner
+        .list(None, 10)
+        .await
+        .unwrap()
+        .blobs
+        .into_iter()
+        .map(|b| b.digest)
+        .collect();
+    assert_eq!(
+        left,
+        vec![digests[1].clone()],
+        "only the unreadable one stays"
     );
 }
 

@@ -241,6 +241,33 @@ impl S3Store {
         Ok(())
     }
 
+    /// The blob's metadata, its last access raised to its sidecar's time. A sidecar that
+    /// does not exist leaves the blob's own time; one that cannot be read is an error when
+    /// `strict`, else ignored (a hit need not fail for it).
+    async fn head_with_access(
+        &self,
+        digest: &Digest,
+        strict: bool,
+    ) -> Result<Option<BlobMeta>, StorageError> {
+        let meta = match self.store.head(&self.blob_path(digest)).await {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(backend("head blob")(e)),
+        };
+        let mut last_access = SystemTime::from(meta.last_modified);
+        match self.store.head(&self.access_path(digest)).await {
+            Ok(access) => last_access = last_access.max(SystemTime::from(access.last_modified)),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) if strict => return Err(backend("head last access")(e)),
+            Err(e) => tracing::debug!(%digest, error = %e, "last access unreadable"),
+        }
+        Ok(Some(BlobMeta {
+            digest: digest.clone(),
+            size: meta.size,
+            last_access,
+        }))
+    }
+
     /// The digest named by a blob key, if it is one.
     fn digest_of(location: &Path) -> Option<Digest> {
         let mut parts = location.as_ref().rsplit('/');
@@ -253,20 +280,16 @@ impl S3Store {
 #[async_trait]
 impl BlobStore for S3Store {
     async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>, StorageError> {
-        let meta = match self.store.head(&self.blob_path(digest)).await {
-            Ok(m) => m,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(backend("head blob")(e)),
-        };
-        let mut last_access = SystemTime::from(meta.last_modified);
-        if let Ok(access) = self.store.head(&self.access_path(digest)).await {
-            last_access = last_access.max(SystemTime::from(access.last_modified));
-        }
-        Ok(Some(BlobMeta {
-            digest: digest.clone(),
-            size: meta.size,
-            last_access,
-        }))
+        self.head_with_access(digest, false).await
+    }
+
+    /// Strict where `head` is lenient: an eviction asks this right before it deletes, and
+    /// a sidecar it cannot read must not pass for an idle blob.
+    async fn last_access(&self, digest: &Digest) -> Result<Option<SystemTime>, StorageError> {
+        Ok(self
+            .head_with_access(digest, true)
+            .await?
+            .map(|m| m.last_access))
     }
 
     async fn get(

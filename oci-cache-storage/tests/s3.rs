@@ -173,3 +173,113 @@ async fn a_touch_is_skipped_only_soon_after_the_last_one() {
         "a touch 3.4 s into a 4 s interval goes through"
     );
 }
+
+/// An S3 server that answers 500 to a HEAD of a last-access sidecar while `broken` is
+/// set (a fault s3s-fs cannot produce on demand); everything else goes to memory.
+#[derive(Debug)]
+struct SidecarFault {
+    inner: object_store::memory::InMemory,
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Display for SidecarFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SidecarFault")
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for SidecarFault {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        if options.head
+            && location.as_ref().contains("/access/")
+            && self.broken.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(object_store::Error::Generic {
+                store: "S3",
+                source: "500 Internal Server Error".into(),
+            });
+        }
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures_util::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+    {
+        self.inner.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+    {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// The last access an eviction asks for right before it deletes: the sidecar's time when
+/// there is one, the blob's own when there is none, and an error (never the blob's older
+/// time) when the sidecar cannot be read, so a blob being read elsewhere is not taken for
+/// an idle one. A hit's `head` still works then.
+#[tokio::test]
+async fn an_unreadable_last_access_is_an_error_not_an_old_time() {
+    let fault = Arc::new(SidecarFault {
+        inner: object_store::memory::InMemory::new(),
+        broken: std::sync::atomic::AtomicBool::new(false),
+    });
+    let store = S3Store::new(fault.clone(), "cache/test");
+    let data = oci_cache_storage::conformance::content(8, 1000);
+    let digest = Digest::sha256_of(&data);
+    write_all(&store, &digest, &data, 1000).await.unwrap();
+    let written = store.last_access(&digest).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.touch(&digest).await.unwrap();
+    let touched = store.last_access(&digest).await.unwrap().unwrap();
+    assert!(touched > written, "the sidecar's time counts");
+    fault
+        .broken
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = store.last_access(&digest).await;
+    assert!(err.is_err(), "an unreadable sidecar read as {err:?}");
+    assert!(
+        store.head(&digest).await.unwrap().is_some(),
+        "a hit still works"
+    );
+}

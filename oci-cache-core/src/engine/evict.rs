@@ -132,8 +132,15 @@ impl Engine {
             .iter()
             .filter(|d| !in_use.contains(*d) && owns(d))
         {
-            if self.used_within(digest, policy.min_idle).await? {
-                continue;
+            match self.used_within(digest, policy.min_idle).await {
+                Ok(false) => {}
+                Ok(true) => continue,
+                Err(e) => {
+                    // Not knowing whether another process reads it, keep it; the others
+                    // may still go.
+                    tracing::warn!(%digest, error = %e, "last access unreadable; blob kept");
+                    continue;
+                }
             }
             self.blobs.delete(digest).await?;
             let size = sizes.get(digest).copied().unwrap_or(0);

@@ -96,9 +96,10 @@ impl GcSection {
 
     /// How often a blob's last access is written to shared storage while it is used: a
     /// quarter of `min_idle_secs`, at most 10 minutes (each write is an S3 request). A
-    /// blob being read anywhere then shows a last access about a quarter of
-    /// `min_idle_secs` old at most (this interval, plus the time of the write and the
-    /// storage's whole-second timestamps).
+    /// blob being read anywhere then shows a last access no older than about this
+    /// interval plus the engine's own refresh period (the same, at most a minute), the
+    /// time of the write and the storage's whole-second timestamps: well under
+    /// `min_idle_secs`.
     pub fn touch_every(&self) -> Duration {
         Duration::from_secs((self.min_idle_secs / 4).clamp(2, 600))
     }
