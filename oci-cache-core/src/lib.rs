@@ -6,6 +6,8 @@
 //! It does no HTTP serving: `oci-cache-server` adapts it to HTTP. Another service can embed
 //! it with its own [`BlobStore`] and [`TagStore`].
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 mod engine;
 mod error;

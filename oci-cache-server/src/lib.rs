@@ -9,6 +9,8 @@
 //! binary uses: clap, tracing-subscriber and indicatif. An application embedding
 //! the service can depend on this crate with `default-features = false`.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 mod body;
 pub mod config;

@@ -5,6 +5,8 @@
 //! shared conformance suite (see the `conformance` module, behind the `conformance`
 //! feature, and `tests/conformance.rs`).
 
+#![forbid(unsafe_code)]
+
 mod blob;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

@@ -6,6 +6,7 @@ mod check;
 mod client_config;
 mod fd_limit;
 mod jobs;
+mod malloc;
 mod prefetch_cmd;
 mod serve;
 mod storage;
@@ -50,6 +51,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    malloc::tune();
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Serve(args) => args,
