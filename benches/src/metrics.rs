@@ -50,6 +50,16 @@ pub const METRICS: &[Metric] = &[
         Better::Lower,
     ),
     metric(
+        "floor1n_mbs",
+        "warm big blob, 1 client counting bytes, from a bare read/write loop: the floor (MB/s)",
+        Better::Higher,
+    ),
+    metric(
+        "floor1n_cpu_gib",
+        "warm, 1 client counting bytes, from a bare read/write loop: its CPU, the floor (s/GiB)",
+        Better::Lower,
+    ),
+    metric(
         "warm8n_cpu_gib",
         "warm, 8 clients counting bytes: server CPU (s/GiB)",
         Better::Lower,

@@ -20,18 +20,28 @@ pub fn clock_ticks() -> Result<f64, BoxError> {
 /// User + system CPU seconds used so far by process `pid` (all its threads):
 /// `utime` + `stime` of `/proc/PID/stat` divided by `ticks`.
 pub fn cpu_seconds(pid: u32, ticks: f64) -> Result<f64, BoxError> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"), ticks)
+}
+
+/// User + system CPU seconds used so far by the calling thread (`/proc/thread-self/stat`).
+pub fn thread_cpu_seconds(ticks: f64) -> Result<f64, BoxError> {
+    stat_cpu_seconds("/proc/thread-self/stat", ticks)
+}
+
+/// `utime` + `stime` of a `stat` file of `/proc` divided by `ticks`.
+fn stat_cpu_seconds(path: &str, ticks: f64) -> Result<f64, BoxError> {
+    let stat = std::fs::read_to_string(path)?;
     // The command name (field 2) may hold spaces; the fields after its ')' start at
     // field 3 (state), so utime (14) and stime (15) are the 12th and 13th.
     let rest = stat
         .rfind(')')
         .map(|i| &stat[i + 1..])
-        .ok_or("malformed /proc/PID/stat")?;
+        .ok_or("malformed /proc stat file")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |i: usize| -> Result<u64, BoxError> {
         Ok(fields
             .get(i)
-            .ok_or("short /proc/PID/stat")?
+            .ok_or("short /proc stat file")?
             .parse::<u64>()?)
     };
     let total = field(11)? + field(12)?;

@@ -67,6 +67,8 @@ pub struct Bench<'a> {
     pub content: &'a Content,
     /// `getconf CLK_TCK`.
     pub ticks: f64,
+    /// A file of the big blob's size for the floor sender ([`crate::floor`]).
+    pub floor_file: &'a std::path::Path,
     /// Where results go.
     pub results: Results,
 }
@@ -173,6 +175,19 @@ impl Bench<'_> {
         let traffic = self.traffic_since(Some("GET"), &big_path, before).await?;
         self.results
             .add(kind, "warm_up_gets", traffic.requests as f64);
+        // The floor: a bare read/write loop's CPU for the same GET, once per round (in
+        // oci-cache's column; it is neither cache).
+        if kind == Kind::OciCache {
+            let floor =
+                crate::floor::get_once(&self.client, self.floor_file, big.size, self.ticks).await?;
+            let r = &mut self.results;
+            r.add(kind, "floor1n_cpu_gib", floor.cpu / big_gib);
+            r.add(
+                kind,
+                "floor1n_mbs",
+                big.size as f64 / floor.wall.as_secs_f64() / 1e6,
+            );
+        }
 
         self.manifests(kind, &mut cache, &base).await?;
 

@@ -1,0 +1,117 @@
+//! The floor of a warm GET on this machine: a bare sender that answers one request with an
+//! HTTP/1.1 head and then a file, in a plain `read`/`write` loop on one thread (1 MiB
+//! buffer, no runtime, no HTTP library). What its thread spends per GiB is what any
+//! user-space server pays here for the two copies (page cache to user, user to socket)
+//! and the TCP stack; over loopback the sender's CPU also carries most of the receiving
+//! side's TCP work. A cache's warm CPU per GiB reads against it.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tempfile::NamedTempFile;
+
+use crate::load::counted_get;
+use crate::BoxError;
+
+/// Largest request head the sender reads.
+const MAX_HEAD: usize = 64 * 1024;
+/// Read and write buffer of the loop.
+const BUF: usize = 1 << 20;
+/// A client that sends or reads nothing for this long ends the sender.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// A file of `size` bytes for the floor sender (its content does not matter: the client
+/// only counts); removed when dropped.
+///
+/// # Errors
+///
+/// Creating or writing the temporary file.
+pub fn file(size: u64) -> Result<NamedTempFile, BoxError> {
+    let mut file = NamedTempFile::new()?;
+    let mut chunks = crate::random_chunks(7, size, BUF);
+    chunks.try_for_each(|chunk| file.write_all(&chunk))?;
+    file.as_file().sync_all()?;
+    Ok(file)
+}
+
+/// What one GET of a file cost the floor sender.
+#[derive(Debug, Clone, Copy)]
+pub struct FloorGet {
+    /// The sender thread's CPU seconds, from the accept to the last write.
+    pub cpu: f64,
+    /// The client's time for the whole GET.
+    pub wall: Duration,
+}
+
+/// One GET of `path` (`size` bytes) from a fresh floor sender, by a client that counts
+/// the bytes (`ticks`: `getconf CLK_TCK`). The file is read once first, so it is in the
+/// page cache like a cache's stored blob.
+///
+/// # Errors
+///
+/// The sender's or the client's failure, or a body of the wrong size.
+pub async fn get_once(
+    client: &reqwest::Client,
+    path: &Path,
+    size: u64,
+    ticks: f64,
+) -> Result<FloorGet, BoxError> {
+    std::io::copy(&mut std::fs::File::open(path)?, &mut io::sink())?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let path = path.to_path_buf();
+    let sender: JoinHandle<Result<f64, BoxError>> =
+        std::thread::spawn(move || serve_one(&listener, &path, ticks));
+    let got = counted_get(client, &format!("http://{addr}/blob"), size).await;
+    let cpu = tokio::task::spawn_blocking(move || sender.join())
+        .await?
+        .map_err(|_| "the floor sender panicked")??;
+    Ok(FloorGet {
+        cpu,
+        wall: got?.total,
+    })
+}
+
+/// Accepts one connection, reads its request head, sends `path`; returns this thread's
+/// CPU seconds from the accept to the last write.
+fn serve_one(listener: &TcpListener, path: &PathBuf, ticks: f64) -> Result<f64, BoxError> {
+    let (mut tcp, _) = listener.accept()?;
+    let start = crate::procfs::thread_cpu_seconds(ticks)?;
+    tcp.set_read_timeout(Some(IDLE))?;
+    tcp.set_write_timeout(Some(IDLE))?;
+    read_head(&mut tcp)?;
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    write!(
+        tcp,
+        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n\
+         content-length: {len}\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        tcp.write_all(&buf[..n])?;
+    }
+    tcp.flush()?;
+    Ok(crate::procfs::thread_cpu_seconds(ticks)? - start)
+}
+
+/// Reads up to the end of a request head (`\r\n\r\n`), at most [`MAX_HEAD`] bytes.
+fn read_head(tcp: &mut TcpStream) -> Result<(), BoxError> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut buf)?;
+        if n == 0 || head.len() + n > MAX_HEAD {
+            return Err("the floor sender's client sent no whole request head".into());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(())
+}
