@@ -9,7 +9,7 @@
 //! - `src/bin/replicas.rs`: three replicas on one S3 bucket, oci-cache's fleet against
 //!   distribution proxies on S3 ([`fleet`]).
 //! - `src/bin/side_by_side.rs`: oci-cache against CNCF distribution in proxy mode, same
-//!   upstream and content (modules [`floor`], [`load`], [`metrics`], [`procfs`], [`report`], [`rounds`], [`subject`],
+//!   upstream and content (modules [`floor`], [`histogram`], [`load`], [`metrics`], [`procfs`], [`report`], [`rounds`], [`subject`],
 //!   [`upstream`]).
 
 use std::error::Error;
@@ -24,6 +24,7 @@ use tempfile::TempDir;
 
 pub mod fleet;
 pub mod floor;
+pub mod histogram;
 pub mod load;
 pub mod metrics;
 pub mod mixed;

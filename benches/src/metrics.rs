@@ -228,6 +228,11 @@ pub const METRICS: &[Metric] = &[
         Better::Lower,
     ),
     metric(
+        "mixw_served_p99",
+        "200 clients again: cached manifest, the cache's own time to the response head (its histogram), p99 (ms)",
+        Better::Lower,
+    ),
+    metric(
         "mixw_config_p99",
         "200 clients again: config p99 (ms)",
         Better::Lower,

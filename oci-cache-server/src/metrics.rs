@@ -1,5 +1,5 @@
-//! Prometheus metrics: HTTP requests by route and status (counted by the service), and, at
-//! each scrape, the engine's and every upstream's counters.
+//! Prometheus metrics: HTTP requests by route and status and their durations by route
+//! (recorded by the service), and, at each scrape, the engine's and every upstream's counters.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -21,11 +22,29 @@ struct RequestLabels {
     status: u16,
 }
 
+/// Labels of the request duration histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+/// Upper bounds (seconds) of the request duration histogram's buckets: 0.25 ms to 10 s.
+const DURATION_BUCKETS: [f64; 15] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+
+/// A request duration histogram with [`DURATION_BUCKETS`].
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
 /// The metrics of one cache.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Metrics {
@@ -48,6 +67,14 @@ impl Metrics {
             "HTTP requests by route and status",
             requests.clone(),
         );
+        let durations: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "oci_cache_http_request_duration_seconds",
+            "Time from a request's arrival at the service to its response head, by route (a \
+             body's streaming after the head is not included)",
+            durations.clone(),
+        );
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -59,14 +86,21 @@ impl Metrics {
         if let Some(peers) = peers {
             registry.register_collector(Box::new(PeerCollector(peers)));
         }
-        Self { registry, requests }
+        Self {
+            registry,
+            requests,
+            durations,
+        }
     }
 
-    /// Counts one answered request.
-    pub fn request(&self, route: &'static str, status: u16) {
+    /// Counts one answered request, which took `elapsed` to its response head.
+    pub fn request(&self, route: &'static str, status: u16, elapsed: std::time::Duration) {
         self.requests
             .get_or_create(&RequestLabels { route, status })
             .inc();
+        self.durations
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The OpenMetrics text exposition.

@@ -111,7 +111,8 @@ impl CacheService {
             response: mut resp,
             log,
         } = self.answer(endpoint, &parts).await;
-        self.metrics.request(route, resp.status().as_u16());
+        self.metrics
+            .request(route, resp.status().as_u16(), started.elapsed());
         resp.headers_mut().insert(
             "docker-distribution-api-version",
             HeaderValue::from_static("registry/2.0"),

@@ -303,6 +303,21 @@ async fn health_readiness_and_metrics_answer_beside_the_api() {
         text.contains(r#"oci_cache_http_requests_total{route="health",status="200"} 2"#),
         "{text}"
     );
+    // Durations by route: every answered request is one observation.
+    assert!(
+        text.contains(r#"oci_cache_http_request_duration_seconds_count{route="blob"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"oci_cache_http_request_duration_seconds_count{route="health"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"oci_cache_http_request_duration_seconds_bucket{le="10.0",route="blob"} 1"#
+        ),
+        "{text}"
+    );
     assert!(text.contains(r#"oci_cache_upstream_circuit_open{upstream="docker.io",endpoint="http://127.0.0.1:1"} 0"#), "{text}");
     assert!(
         text.contains("# TYPE oci_cache_lookups_total counter"),

@@ -114,5 +114,12 @@ fn metrics_after_real_pulls_pass_promtool_and_count_what_happened() {
         ),
         1
     );
+    assert_eq!(
+        metric(
+            &text,
+            r#"oci_cache_http_request_duration_seconds_count{route="manifest"}"#
+        ),
+        1
+    );
     assert_eq!(auth.registry.blob_gets(Some(&layer)), 1);
 }
