@@ -67,8 +67,8 @@ pub struct Bench<'a> {
     pub content: &'a Content,
     /// `getconf CLK_TCK`.
     pub ticks: f64,
-    /// A file of the big blob's size for the floor sender ([`crate::floor`]).
-    pub floor_file: &'a std::path::Path,
+    /// A file of the big blob's size for the bare sender ([`crate::bare_loop`]).
+    pub bare_file: &'a std::path::Path,
     /// Where results go.
     pub results: Results,
 }
@@ -175,17 +175,18 @@ impl Bench<'_> {
         let traffic = self.traffic_since(Some("GET"), &big_path, before).await?;
         self.results
             .add(kind, "warm_up_gets", traffic.requests as f64);
-        // The floor: a bare read/write loop's CPU for the same GET, once per round (in
+        // The reference: a bare read/write loop sending the same bytes, once per round (in
         // oci-cache's column; it is neither cache).
         if kind == Kind::OciCache {
-            let floor =
-                crate::floor::get_once(&self.client, self.floor_file, big.size, self.ticks).await?;
+            let reference =
+                crate::bare_loop::get_once(&self.client, self.bare_file, big.size, self.ticks)
+                    .await?;
             let r = &mut self.results;
-            r.add(kind, "floor1n_cpu_gib", floor.cpu / big_gib);
+            r.add(kind, "bare1n_cpu_gib", reference.cpu / big_gib);
             r.add(
                 kind,
-                "floor1n_mbs",
-                big.size as f64 / floor.wall.as_secs_f64() / 1e6,
+                "bare1n_mbs",
+                big.size as f64 / reference.wall.as_secs_f64() / 1e6,
             );
         }
 

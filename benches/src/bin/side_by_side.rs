@@ -108,7 +108,7 @@ async fn bench(args: Args) -> Result<(), BoxError> {
     );
     let content = seed(&mut upstream, &client, args.big_mib).await?;
     eprintln!("seeded; manifest {}", content.manifest);
-    let floor_file = oci_cache_benches::floor::file(content.big.size)?;
+    let bare_file = oci_cache_benches::bare_loop::file(content.big.size)?;
     let mut bench = Bench {
         client,
         upstream: &upstream,
@@ -118,7 +118,7 @@ async fn bench(args: Args) -> Result<(), BoxError> {
         },
         content: &content,
         ticks,
-        floor_file: floor_file.path(),
+        bare_file: bare_file.path(),
         results: Results::default(),
     };
     for round in 0..args.rounds {

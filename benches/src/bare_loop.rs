@@ -1,9 +1,9 @@
-//! The floor of a warm GET on this machine: a bare sender that answers one request with an
-//! HTTP/1.1 head and then a file, in a plain `read`/`write` loop on one thread (1 MiB
-//! buffer, no runtime, no HTTP library). What its thread spends per GiB is what any
-//! user-space server pays here for the two copies (page cache to user, user to socket)
-//! and the TCP stack; over loopback the sender's CPU also carries most of the receiving
-//! side's TCP work. A cache's warm CPU per GiB reads against it.
+//! A reference for a warm GET on this machine: a bare sender that answers one request with
+//! an HTTP/1.1 head and then a file, in a plain blocking `read`/`write` loop on one thread
+//! (1 MiB buffer, no runtime, no HTTP library). Its thread pays what every user-space
+//! server pays here, the two copies (page cache to user, user to socket) and the TCP stack
+//! (over loopback the sender's CPU also carries most of the receiving side's TCP work), and
+//! next to nothing else. A cache's warm CPU per GiB and MB/s read against it.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -23,7 +23,7 @@ const BUF: usize = 1 << 20;
 /// A client that sends or reads nothing for this long ends the sender.
 const IDLE: Duration = Duration::from_secs(60);
 
-/// A file of `size` bytes for the floor sender (its content does not matter: the client
+/// A file of `size` bytes for the bare sender (its content does not matter: the client
 /// only counts); removed when dropped.
 ///
 /// # Errors
@@ -37,7 +37,7 @@ pub fn file(size: u64) -> Result<NamedTempFile, BoxError> {
     Ok(file)
 }
 
-/// What one GET of a file cost the floor sender.
+/// What one GET of a file cost the bare sender.
 #[derive(Debug, Clone, Copy)]
 pub struct FloorGet {
     /// The sender thread's CPU seconds, from the accept to the last write.
@@ -46,7 +46,7 @@ pub struct FloorGet {
     pub wall: Duration,
 }
 
-/// One GET of `path` (`size` bytes) from a fresh floor sender, by a client that counts
+/// One GET of `path` (`size` bytes) from a fresh bare sender, by a client that counts
 /// the bytes (`ticks`: `getconf CLK_TCK`). The file is read once first, so it is in the
 /// page cache like a cache's stored blob.
 ///
@@ -68,7 +68,7 @@ pub async fn get_once(
     let got = counted_get(client, &format!("http://{addr}/blob"), size).await;
     let cpu = tokio::task::spawn_blocking(move || sender.join())
         .await?
-        .map_err(|_| "the floor sender panicked")??;
+        .map_err(|_| "the bare sender panicked")??;
     Ok(FloorGet {
         cpu,
         wall: got?.total,
@@ -109,7 +109,7 @@ fn read_head(tcp: &mut TcpStream) -> Result<(), BoxError> {
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = tcp.read(&mut buf)?;
         if n == 0 || head.len() + n > MAX_HEAD {
-            return Err("the floor sender's client sent no whole request head".into());
+            return Err("the bare sender's client sent no whole request head".into());
         }
         head.extend_from_slice(&buf[..n]);
     }
