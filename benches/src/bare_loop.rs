@@ -7,9 +7,9 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tempfile::NamedTempFile;
 
@@ -20,8 +20,10 @@ use crate::BoxError;
 const MAX_HEAD: usize = 64 * 1024;
 /// Read and write buffer of the loop.
 const BUF: usize = 1 << 20;
-/// A client that sends or reads nothing for this long ends the sender.
+/// A client that connects, sends or reads nothing for this long ends the sender.
 const IDLE: Duration = Duration::from_secs(60);
+/// How often the sender looks for its connection.
+const ACCEPT_POLL: Duration = Duration::from_millis(2);
 
 /// A file of `size` bytes for the bare sender (its content does not matter: the client
 /// only counts); removed when dropped.
@@ -39,7 +41,7 @@ pub fn file(size: u64) -> Result<NamedTempFile, BoxError> {
 
 /// What one GET of a file cost the bare sender.
 #[derive(Debug, Clone, Copy)]
-pub struct FloorGet {
+pub struct BareGet {
     /// The sender thread's CPU seconds, from the accept to the last write.
     pub cpu: f64,
     /// The client's time for the whole GET.
@@ -58,8 +60,12 @@ pub async fn get_once(
     path: &Path,
     size: u64,
     ticks: f64,
-) -> Result<FloorGet, BoxError> {
-    std::io::copy(&mut std::fs::File::open(path)?, &mut io::sink())?;
+) -> Result<BareGet, BoxError> {
+    let warm = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        std::io::copy(&mut std::fs::File::open(warm)?, &mut io::sink())
+    })
+    .await??;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr: SocketAddr = listener.local_addr()?;
     let path = path.to_path_buf();
@@ -69,16 +75,16 @@ pub async fn get_once(
     let cpu = tokio::task::spawn_blocking(move || sender.join())
         .await?
         .map_err(|_| "the bare sender panicked")??;
-    Ok(FloorGet {
+    Ok(BareGet {
         cpu,
         wall: got?.total,
     })
 }
 
-/// Accepts one connection, reads its request head, sends `path`; returns this thread's
-/// CPU seconds from the accept to the last write.
-fn serve_one(listener: &TcpListener, path: &PathBuf, ticks: f64) -> Result<f64, BoxError> {
-    let (mut tcp, _) = listener.accept()?;
+/// Accepts one connection (within [`IDLE`]), reads its request head, sends `path`;
+/// returns this thread's CPU seconds from the accept to the last write.
+fn serve_one(listener: &TcpListener, path: &Path, ticks: f64) -> Result<f64, BoxError> {
+    let mut tcp = accept_within(listener, IDLE)?;
     let start = crate::procfs::thread_cpu_seconds(ticks)?;
     tcp.set_read_timeout(Some(IDLE))?;
     tcp.set_write_timeout(Some(IDLE))?;
@@ -100,6 +106,27 @@ fn serve_one(listener: &TcpListener, path: &PathBuf, ticks: f64) -> Result<f64, 
     }
     tcp.flush()?;
     Ok(crate::procfs::thread_cpu_seconds(ticks)? - start)
+}
+
+/// The first connection to `listener` within `wait`, as a blocking stream.
+fn accept_within(listener: &TcpListener, wait: Duration) -> Result<TcpStream, BoxError> {
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + wait;
+    loop {
+        match listener.accept() {
+            Ok((tcp, _)) => {
+                tcp.set_nonblocking(false)?;
+                return Ok(tcp);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(ACCEPT_POLL);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err("no client connected to the bare sender".into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Reads up to the end of a request head (`\r\n\r\n`), at most [`MAX_HEAD`] bytes.

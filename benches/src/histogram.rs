@@ -30,8 +30,9 @@ pub fn buckets(text: &str, name: &str, label: &str, value: &str) -> Vec<(f64, u6
 }
 
 /// The `q` quantile (0 to 1) of the observations made between two scrapes' cumulative
-/// `before` and `after` buckets, interpolated linearly inside its bucket; `None` without
-/// observations, or when it falls in the `+Inf` bucket.
+/// `before` and `after` buckets, interpolated linearly inside its bucket; the highest
+/// finite bound when it falls in the `+Inf` bucket (as Prometheus answers); `None`
+/// without observations.
 pub fn quantile(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option<f64> {
     let count_at = |buckets: &[(f64, u64)], le: f64| {
         buckets
@@ -60,7 +61,7 @@ pub fn quantile(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option<f
         )]
         if cumulative as f64 >= rank {
             if le.is_infinite() {
-                return None;
+                return Some(lower.0);
             }
             let in_bucket = (cumulative - lower.1) as f64;
             let into = if in_bucket > 0.0 {
@@ -119,5 +120,8 @@ d_count{route=\"manifest\"} 100
         let earlier = vec![(0.001, 10), (0.01, 90), (0.1, 90), (f64::INFINITY, 90)];
         let p50 = quantile(&earlier, &after, 0.5).unwrap();
         assert!((p50 - 0.055).abs() < 1e-9, "{p50}");
+        // Past the last finite bound: that bound.
+        let slow = vec![(0.001, 0), (0.01, 1), (0.1, 1), (f64::INFINITY, 10)];
+        assert_eq!(quantile(&before, &slow, 0.99), Some(0.1));
     }
 }

@@ -28,10 +28,10 @@ struct RouteLabels {
     route: &'static str,
 }
 
-/// Upper bounds (seconds) of the request duration histogram's buckets: 0.25 ms to 10 s.
-const DURATION_BUCKETS: [f64; 15] = [
-    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0,
+/// Upper bounds (seconds) of the request duration histogram's buckets: 0.1 ms to 10 s.
+const DURATION_BUCKETS: [f64; 16] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// A request duration histogram with [`DURATION_BUCKETS`].
@@ -71,8 +71,9 @@ impl Metrics {
             Family::new_with_constructor(duration_histogram);
         registry.register(
             "oci_cache_http_request_duration_seconds",
-            "Time from a request's arrival at the service to its response head, by route (a \
-             body's streaming after the head is not included)",
+            "Time from the server's taking a request's head in (before its wait for a request \
+             slot) to its response head, by route; a body's streaming after the head and \
+             requests whose client left before the head are not included",
             durations.clone(),
         );
         let started = std::time::SystemTime::now()

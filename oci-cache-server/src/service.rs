@@ -23,6 +23,12 @@ use crate::outcome::Outcome;
 use crate::peers::Peers;
 use crate::readiness::StorageProbe;
 
+/// When the server took a request's head in (set by the built-in server before the request
+/// waits for a slot): the start of its `oci_cache_http_request_duration_seconds`
+/// observation. Without it, the service's call is the start.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Arrival(pub(crate) Instant);
+
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Role {
@@ -103,8 +109,11 @@ impl CacheService {
 
     /// Answers one request. The request body is ignored (the pull API has none).
     pub async fn call_request<B>(&self, req: Request<B>) -> Response<Body> {
-        let started = Instant::now();
         let (parts, _body) = req.into_parts();
+        let started = parts
+            .extensions
+            .get::<Arrival>()
+            .map_or_else(Instant::now, |arrival| arrival.0);
         let endpoint = Endpoint::parse(parts.uri.path());
         let route = endpoint.label();
         let Outcome {

@@ -123,7 +123,37 @@ async fn idle_connections_hold_no_slot_and_probes_pass_a_full_house() {
         .await
         .expect("served once the slot is free");
     assert!(late.starts_with("HTTP/1.1 200"), "{late}");
+    // Its wait for the slot counts in its duration: of the three `/v2/` requests, only
+    // the one that waited took longer than 0.25 s.
+    let metrics = get_to_end(server.addr, "/metrics").await;
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert_eq!(
+        sample(r#"oci_cache_http_request_duration_seconds_count{route="version"}"#),
+        3
+    );
+    assert_eq!(
+        sample(r#"oci_cache_http_request_duration_seconds_bucket{le="0.25",route="version"}"#),
+        2
+    );
     drop((idle, half));
+}
+
+/// The whole answer to a GET of `path` on a connection the server closes after it.
+async fn get_to_end(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(BOUND, stream.read_to_end(&mut buf))
+        .await
+        .expect("the whole answer in time")
+        .unwrap();
+    String::from_utf8(buf).unwrap()
 }
 
 #[tokio::test]

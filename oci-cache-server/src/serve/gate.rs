@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -17,6 +18,7 @@ use tokio::sync::Semaphore;
 use super::conn::{ConnState, InRequest, Serving};
 use crate::body::{Body, BodyError};
 use crate::endpoint::is_probe;
+use crate::service::Arrival;
 use crate::zero_copy::Sends;
 use crate::CacheService;
 
@@ -52,6 +54,8 @@ impl<B: Send + 'static> hyper::service::Service<Request<B>> for Gate {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Held>, Infallible>> + Send>>;
 
     fn call(&self, mut req: Request<B>) -> Self::Future {
+        // The request's duration counts from here: its wait for a slot is part of it.
+        req.extensions_mut().insert(Arrival(Instant::now()));
         if let Some(sends) = &self.sends {
             req.extensions_mut().insert(sends.clone());
         }
