@@ -23,12 +23,6 @@ use crate::outcome::Outcome;
 use crate::peers::Peers;
 use crate::readiness::StorageProbe;
 
-/// When the server took a request's head in (set by the built-in server before the request
-/// waits for a slot): the start of its `oci_cache_http_request_duration_seconds`
-/// observation. Without it, the service's call is the start.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Arrival(pub(crate) Instant);
-
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Role {
@@ -109,11 +103,18 @@ impl CacheService {
 
     /// Answers one request. The request body is ignored (the pull API has none).
     pub async fn call_request<B>(&self, req: Request<B>) -> Response<Body> {
+        self.call_request_since(req, Instant::now()).await
+    }
+
+    /// [`Self::call_request`] for a request whose head the server took in at `started`
+    /// (before its wait for a request slot): the start of its
+    /// `oci_cache_http_request_duration_seconds` observation.
+    pub(crate) async fn call_request_since<B>(
+        &self,
+        req: Request<B>,
+        started: Instant,
+    ) -> Response<Body> {
         let (parts, _body) = req.into_parts();
-        let started = parts
-            .extensions
-            .get::<Arrival>()
-            .map_or_else(Instant::now, |arrival| arrival.0);
         let endpoint = Endpoint::parse(parts.uri.path());
         let route = endpoint.label();
         let Outcome {

@@ -18,7 +18,6 @@ use tokio::sync::Semaphore;
 use super::conn::{ConnState, InRequest, Serving};
 use crate::body::{Body, BodyError};
 use crate::endpoint::is_probe;
-use crate::service::Arrival;
 use crate::zero_copy::Sends;
 use crate::CacheService;
 
@@ -55,7 +54,7 @@ impl<B: Send + 'static> hyper::service::Service<Request<B>> for Gate {
 
     fn call(&self, mut req: Request<B>) -> Self::Future {
         // The request's duration counts from here: its wait for a slot is part of it.
-        req.extensions_mut().insert(Arrival(Instant::now()));
+        let arrived = Instant::now();
         if let Some(sends) = &self.sends {
             req.extensions_mut().insert(sends.clone());
         }
@@ -78,7 +77,7 @@ impl<B: Send + 'static> hyper::service::Service<Request<B>> for Gate {
                     .ok()
                     .map(|slot| Serving::new(&conn, slot))
             };
-            let resp = service.call_request(req).await;
+            let resp = service.call_request_since(req, arrived).await;
             Ok(resp.map(|body| Held {
                 body,
                 _serving: serving,
