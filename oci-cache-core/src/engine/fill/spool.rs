@@ -174,61 +174,54 @@ impl Spool {
     }
 
     /// Writes `chunks`, one after the other, from `offset` on: into a file in one trip to
-    /// the blocking pool.
+    /// the blocking pool, into memory under one lock (charged to the budget).
     pub(crate) async fn write_chunks_at(
         &self,
         offset: u64,
         chunks: &[Bytes],
     ) -> Result<(), EngineError> {
-        if let Backing::File(file) = &self.backing {
-            let file = Arc::clone(file);
-            let chunks = chunks.to_vec();
-            return tokio::task::spawn_blocking(move || {
+        match &self.backing {
+            Backing::File(file) => {
+                let file = Arc::clone(file);
+                let chunks = chunks.to_vec();
+                tokio::task::spawn_blocking(move || {
+                    let mut pos = offset;
+                    for chunk in &chunks {
+                        file.write_all_at(chunk, pos)?;
+                        pos += chunk.len() as u64;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(joined)?
+                .map_err(EngineError::Spool)
+            }
+            Backing::Memory { bytes, held } => {
+                let mut buf = bytes.write();
                 let mut pos = offset;
-                for chunk in &chunks {
-                    file.write_all_at(chunk, pos)?;
-                    pos += chunk.len() as u64;
+                for chunk in chunks {
+                    let end = pos + chunk.len() as u64;
+                    if !held.grow(end.saturating_sub(buf.len() as u64)) {
+                        return Err(EngineError::SpoolBudgetSpent {
+                            limit: held.limit(),
+                        });
+                    }
+                    let (start, end) = (pos as usize, end as usize);
+                    if buf.len() < end {
+                        buf.resize(end, 0);
+                    }
+                    buf[start..end].copy_from_slice(chunk);
+                    pos = end as u64;
                 }
                 Ok(())
-            })
-            .await
-            .map_err(joined)?
-            .map_err(EngineError::Spool);
+            }
         }
-        let mut pos = offset;
-        for chunk in chunks {
-            self.write_at(pos, chunk.clone()).await?;
-            pos += chunk.len() as u64;
-        }
-        Ok(())
     }
 
     /// Writes `chunk` at `offset`.
     pub(crate) async fn write_at(&self, offset: u64, chunk: Bytes) -> Result<(), EngineError> {
-        match &self.backing {
-            Backing::File(file) => {
-                let file = Arc::clone(file);
-                tokio::task::spawn_blocking(move || file.write_all_at(&chunk, offset))
-                    .await
-                    .map_err(joined)?
-                    .map_err(EngineError::Spool)
-            }
-            Backing::Memory { bytes, held } => {
-                let end = offset + chunk.len() as u64;
-                let mut buf = bytes.write();
-                if !held.grow(end.saturating_sub(buf.len() as u64)) {
-                    return Err(EngineError::SpoolBudgetSpent {
-                        limit: held.limit(),
-                    });
-                }
-                let (start, end) = (offset as usize, end as usize);
-                if buf.len() < end {
-                    buf.resize(end, 0);
-                }
-                buf[start..end].copy_from_slice(&chunk);
-                Ok(())
-            }
-        }
+        self.write_chunks_at(offset, std::slice::from_ref(&chunk))
+            .await
     }
 
     pub(super) async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, EngineError> {
