@@ -19,6 +19,7 @@ pub mod page_cache;
 mod range;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod space;
 mod tag;
 pub mod tiered;
 pub mod verify;

@@ -94,6 +94,42 @@ async fn finished_or_dropped_writers_leave_no_temp_file() {
     assert_eq!(files_below(&dir.path().join("blobs")), [expected]);
 }
 
+/// A writer told the blob's size reserves its disk space at once: one too large for the
+/// disk is refused before a byte is written, and leaves no temp file behind.
+#[tokio::test]
+async fn a_known_size_is_reserved_up_front_and_one_too_large_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new().unwrap();
+    let store = FsStore::open(dir.path()).await.unwrap();
+    let tmp = dir.path().join("tmp");
+    let bytes = content(3, 3 << 20);
+    let digest = Digest::sha256_of(&bytes);
+
+    let writer = store
+        .writer(&digest, Some(bytes.len() as u64))
+        .await
+        .unwrap();
+    let files = entries(&tmp);
+    assert_eq!(files.len(), 1);
+    let meta = std::fs::metadata(&files[0]).unwrap();
+    assert_eq!(meta.len(), 0, "the reservation does not change the size");
+    assert!(
+        meta.blocks() * 512 >= bytes.len() as u64,
+        "{} blocks",
+        meta.blocks()
+    );
+    drop(writer);
+    put(&store, &bytes).await;
+
+    let refused = store.writer(&digest, Some(1 << 62)).await;
+    let err = refused.err().expect("a 4 EiB blob was given a writer");
+    assert!(err.to_string().contains("reserve space"), "{err}");
+    assert!(
+        entries(&tmp).is_empty(),
+        "the refused writer's file is gone"
+    );
+}
+
 #[tokio::test]
 async fn crashed_write_is_never_visible_and_is_swept_at_next_open() {
     let dir = TempDir::new().unwrap();

@@ -55,6 +55,14 @@ impl FsWriter {
                 .open(&path)
                 .map_err(StorageError::io("create temp blob"))?;
             let reader = File::open(&path).map_err(StorageError::io("open temp blob"))?;
+            // A disk that cannot hold the blob refuses it now, before any byte is fetched
+            // (no `FsWriter` exists yet to remove the file when dropped).
+            if let Err(e) = crate::space::reserve(&file, expected_size.unwrap_or(0)) {
+                if let Err(e) = publish::remove_if_exists(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove temp blob");
+                }
+                return Err(StorageError::io("reserve space for blob")(e));
+            }
             Ok((file, reader))
         })
         .await?;
