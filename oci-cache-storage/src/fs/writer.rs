@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::publish::{self, Mode};
 use super::{blocking, Layout};
+use crate::space::Ahead;
 use crate::write_check::WriteCheck;
 use crate::{BlobWriter, CommitOutcome, Digest, StorageError};
 
@@ -23,6 +24,10 @@ pub(super) struct FsWriter {
     file: Option<File>,
     /// A read-only handle on the same file, for [`BlobWriter::local_file`].
     reader: File,
+    /// The disk space reserved ahead of the writes (blobs of known size).
+    ahead: Ahead,
+    /// Bytes written to the file so far.
+    written: u64,
     pending: BytesMut,
     temp: PathBuf,
     target: PathBuf,
@@ -48,27 +53,30 @@ impl FsWriter {
     ) -> Result<Self, StorageError> {
         let temp = publish::temp_path(&layout.tmp, "blob");
         let path = temp.clone();
-        let (file, reader) = blocking("create temp blob", move || {
+        let (file, reader, ahead) = blocking("create temp blob", move || {
             let file = File::options()
                 .write(true)
                 .create_new(true)
                 .open(&path)
                 .map_err(StorageError::io("create temp blob"))?;
             let reader = File::open(&path).map_err(StorageError::io("open temp blob"))?;
-            // A disk that cannot hold the blob refuses it now, before any byte is fetched
-            // (no `FsWriter` exists yet to remove the file when dropped).
-            if let Err(e) = crate::space::reserve(&file, expected_size.unwrap_or(0)) {
+            // A disk that cannot hold the blob's first step refuses it now, before a byte
+            // is fetched (no `FsWriter` exists yet to remove the file when dropped).
+            let mut ahead = Ahead::new(expected_size);
+            if let Err(e) = ahead.before_write(&file, 0) {
                 if let Err(e) = publish::remove_if_exists(&path) {
                     tracing::warn!(path = %path.display(), error = %e, "cannot remove temp blob");
                 }
                 return Err(StorageError::io("reserve space for blob")(e));
             }
-            Ok((file, reader))
+            Ok((file, reader, ahead))
         })
         .await?;
         Ok(Self {
             file: Some(file),
             reader,
+            ahead,
+            written: 0,
             pending: BytesMut::new(),
             temp,
             target: layout.blob_path(digest),
@@ -90,14 +98,26 @@ impl FsWriter {
 
     /// Writes `data` to the file.
     async fn write_out(&mut self, data: Bytes) -> Result<(), StorageError> {
+        self.write_all(vec![data]).await
+    }
+
+    /// Writes every byte of `chunks`, in order, in one trip to the blocking pool, with the
+    /// space for them reserved first.
+    async fn write_all(&mut self, chunks: Vec<Bytes>) -> Result<(), StorageError> {
         let mut file = self.file.take().ok_or_else(broken)?;
-        let file = blocking("write blob", move || {
-            file.write_all(&data)
-                .map_err(StorageError::io("write blob"))?;
-            Ok(file)
+        let mut ahead = self.ahead;
+        let end = self.written + chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+        let (file, ahead) = blocking("write blob", move || {
+            ahead
+                .before_write(&file, end)
+                .map_err(StorageError::io("reserve space for blob"))?;
+            write_all_vectored(&mut file, &chunks).map_err(StorageError::io("write blob"))?;
+            Ok((file, ahead))
         })
         .await?;
         self.file = Some(file);
+        self.ahead = ahead;
+        self.written = end;
         Ok(())
     }
 }
@@ -127,7 +147,9 @@ impl BlobWriter for FsWriter {
         if chunks.is_empty() {
             return Ok(());
         }
-        let mut file = self.file.take().ok_or_else(broken)?;
+        if self.file.is_none() {
+            return Err(broken());
+        }
         let mut out = Vec::with_capacity(chunks.len() + 1);
         if !self.pending.is_empty() {
             out.push(self.pending.split().freeze());
@@ -136,13 +158,7 @@ impl BlobWriter for FsWriter {
             self.check.update(chunk);
             out.push(chunk.clone());
         }
-        let file = blocking("write blob", move || {
-            write_all_vectored(&mut file, &out).map_err(StorageError::io("write blob"))?;
-            Ok(file)
-        })
-        .await?;
-        self.file = Some(file);
-        Ok(())
+        self.write_all(out).await
     }
 
     async fn commit(mut self: Box<Self>) -> Result<CommitOutcome, StorageError> {

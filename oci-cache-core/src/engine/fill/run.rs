@@ -169,7 +169,7 @@ impl FillJob {
             },
             None => None,
         };
-        let spool = Spool::create(&ctx.spool_dir, size).unwrap_or_else(|e| {
+        let spool = Spool::create(&ctx.spool_dir).unwrap_or_else(|e| {
             tracing::warn!(digest = %self.digest, error = %e, "no spool file (disk full?); spooling in memory");
             Spool::memory(&ctx.memory_budget)
         });

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use oci_cache_storage::{page_cache, space};
+use oci_cache_storage::page_cache;
 use parking_lot::{Mutex, RwLock};
 
 use super::memory_budget::{Held, MemoryBudget};
@@ -76,11 +76,9 @@ fn joined(_: tokio::task::JoinError) -> EngineError {
 }
 
 impl Spool {
-    /// Creates an anonymous (already unlinked) file in `dir`, with room reserved for `size`
-    /// bytes when it is known (an error when the disk cannot hold them).
-    pub(crate) fn create(dir: &Path, size: Option<u64>) -> Result<Self, EngineError> {
+    /// Creates an anonymous (already unlinked) file in `dir`.
+    pub(crate) fn create(dir: &Path) -> Result<Self, EngineError> {
         let file = tempfile::tempfile_in(dir).map_err(EngineError::Spool)?;
-        space::reserve(&file, size.unwrap_or(0)).map_err(EngineError::Spool)?;
         Ok(Self::from_file(file))
     }
 
@@ -291,31 +289,12 @@ mod tests {
         }
     }
 
-    /// A spool file for a blob of known size has its room reserved; one no disk can hold
-    /// is refused (the fill then spools in memory).
-    #[test]
-    fn a_spool_file_reserves_a_known_size() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::create(dir.path(), Some(5 << 20)).unwrap();
-        let Backing::File(file) = &spool.backing else {
-            panic!("not a file spool");
-        };
-        let meta = file.metadata().unwrap();
-        assert!(meta.blocks() * 512 >= 5 << 20, "{} blocks", meta.blocks());
-        assert_eq!(meta.len(), 0);
-        assert!(Spool::create(dir.path(), Some(1 << 62)).is_err());
-    }
-
     /// A group of chunks lands in order after what is there, in a file and in memory.
     #[tokio::test]
     async fn chunks_written_together_follow_each_other_in_file_and_memory() {
         let dir = tempfile::tempdir().unwrap();
         let budget = MemoryBudget::new(1 << 20);
-        for spool in [
-            Spool::create(dir.path(), None).unwrap(),
-            Spool::memory(&budget),
-        ] {
+        for spool in [Spool::create(dir.path()).unwrap(), Spool::memory(&budget)] {
             let all: Vec<u8> = (0..100_000u32).map(|i| (i * 13 + i / 97) as u8).collect();
             spool
                 .write_at(0, Bytes::copy_from_slice(&all[..1000]))
@@ -337,7 +316,7 @@ mod tests {
     #[tokio::test]
     async fn reads_behind_the_window_give_the_files_bytes_cached_or_not() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::create(dir.path(), None).unwrap();
+        let spool = Spool::create(dir.path()).unwrap();
         let all: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
         for (i, part) in all.chunks(700_000).enumerate() {
             spool

@@ -178,7 +178,7 @@ impl Store {
     /// A new backing holding what was stored so far and then `batch`: a file in the spool
     /// directory, or, when that disk is full too, memory.
     async fn copy_spool(&mut self, batch: &Batch) -> Result<Spool, EngineError> {
-        if let Ok(file) = Spool::create(&self.context.spool_dir, None) {
+        if let Ok(file) = Spool::create(&self.context.spool_dir) {
             let filled = match self.spool.copy_into(&file, self.written).await {
                 Ok(()) => write_batch(&file, self.written, batch).await,
                 Err(e) => Err(e),
