@@ -119,7 +119,11 @@ async fn a_known_size_is_reserved_ahead_of_the_writes_a_step_at_most() {
         .unwrap();
     let (len, blocks) = allocated();
     assert_eq!(len, 0, "the reservation does not change the size");
-    assert!(blocks >= bytes.len() as u64, "{blocks} bytes of blocks");
+    let want = bytes.len() as u64;
+    assert!(
+        (want..want + (1 << 20)).contains(&blocks),
+        "{blocks} bytes of blocks for {want}"
+    );
     drop(writer);
 
     let mut writer = store.writer(&digest, Some(1 << 40)).await.unwrap();
@@ -132,7 +136,11 @@ async fn a_known_size_is_reserved_ahead_of_the_writes_a_step_at_most() {
     );
     drop(writer);
     assert!(entries(&tmp).is_empty());
+    // Stored, the blob holds its own blocks and no more.
     put(&store, &bytes).await;
+    let stored = files_below(&dir.path().join("blobs"));
+    let blocks = std::fs::metadata(&stored[0]).unwrap().blocks() * 512;
+    assert!((want..want + (1 << 20)).contains(&blocks), "{blocks}");
 }
 
 #[tokio::test]
