@@ -109,7 +109,7 @@ fn serve_one(listener: &TcpListener, path: &Path, ticks: f64) -> Result<f64, Box
 }
 
 /// The first connection to `listener` within `wait`, as a blocking stream.
-fn accept_within(listener: &TcpListener, wait: Duration) -> Result<TcpStream, BoxError> {
+pub(crate) fn accept_within(listener: &TcpListener, wait: Duration) -> Result<TcpStream, BoxError> {
     listener.set_nonblocking(true)?;
     let deadline = Instant::now() + wait;
     loop {
@@ -130,7 +130,7 @@ fn accept_within(listener: &TcpListener, wait: Duration) -> Result<TcpStream, Bo
 }
 
 /// Reads up to the end of a request head (`\r\n\r\n`), at most [`MAX_HEAD`] bytes.
-fn read_head(tcp: &mut TcpStream) -> Result<(), BoxError> {
+pub(crate) fn read_head(tcp: &mut TcpStream) -> Result<(), BoxError> {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {

@@ -9,7 +9,7 @@
 //! - `src/bin/replicas.rs`: three replicas on one S3 bucket, oci-cache's fleet against
 //!   distribution proxies on S3 ([`fleet`]).
 //! - `src/bin/side_by_side.rs`: oci-cache against CNCF distribution in proxy mode, same
-//!   upstream and content (modules [`bare_loop`], [`histogram`], [`load`], [`metrics`], [`procfs`], [`report`], [`rounds`], [`subject`],
+//!   upstream and content (modules [`bare_loop`], [`bare_relay`], [`bare_responder`], [`histogram`], [`load`], [`metrics`], [`procfs`], [`report`], [`rounds`], [`subject`],
 //!   [`upstream`]).
 
 use std::error::Error;
@@ -23,6 +23,8 @@ use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 
 pub mod bare_loop;
+pub mod bare_relay;
+pub mod bare_responder;
 pub mod fleet;
 pub mod histogram;
 pub mod load;

@@ -77,6 +77,16 @@ pub const METRICS: &[Metric] = &[
         Better::Lower,
     ),
     metric(
+        "relay_ms",
+        "cold big blob GET through a bare relay, no hash, no storage (reference) (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "relay_ratio",
+        "cold big blob through a bare relay (reference): time / direct time",
+        Better::Lower,
+    ),
+    metric(
         "cold_ttfb_ms",
         "cold big blob: time to first byte (ms)",
         Better::Lower,
@@ -225,6 +235,16 @@ pub const METRICS: &[Metric] = &[
     metric(
         "mixw_probe_p99",
         "200 clients again: cached manifest, one light client beside them, p99 (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "mixw_bare_probe_p50",
+        "200 clients again: the same manifest from a bare responder (reference), one light client beside them, p50 (ms)",
+        Better::Lower,
+    ),
+    metric(
+        "mixw_bare_probe_p99",
+        "200 clients again: the same manifest from a bare responder (reference), one light client beside them, p99 (ms)",
         Better::Lower,
     ),
     metric(

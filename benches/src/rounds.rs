@@ -124,6 +124,25 @@ impl Bench<'_> {
             big.size,
         )
         .await?;
+        // The reference for a cold GET: the same GET through a bare relay (no hash, no
+        // storage), once per round (in oci-cache's column; it is neither cache).
+        if kind == Kind::OciCache {
+            let relayed = crate::bare_relay::get_once(
+                &self.client,
+                self.upstream.addr,
+                &big_path,
+                &big.digest,
+                big.size,
+            )
+            .await?;
+            let r = &mut self.results;
+            r.add(kind, "relay_ms", relayed.total.as_secs_f64() * 1e3);
+            r.add(
+                kind,
+                "relay_ratio",
+                relayed.total.as_secs_f64() / direct.total.as_secs_f64(),
+            );
+        }
 
         let mut cache = Subject::start(kind, &self.bins, self.upstream.addr).await?;
         let base = format!("http://{}", cache.addr());
@@ -307,13 +326,36 @@ impl Bench<'_> {
         let scraped = self.manifest_durations(kind, &base).await?;
         let before = self.upstream.traffic(None, &prefix);
         let cpu = cache.cpu_seconds(self.ticks)?;
-        let probe = crate::probe::Probe::start(format!(
+        let manifest = format!(
             "{base}/v2/{}/manifests/{}",
             content.repo, content.mixed[0].tag
-        ));
+        );
+        // The reference beside the cache's light client (in oci-cache's column only): the
+        // same manifest from a bare responder, fetched the same way during the same load.
+        let reference = match kind {
+            Kind::OciCache => Some(self.bare_probe(&manifest).await?),
+            Kind::Distribution => None,
+        };
+        let probe = crate::probe::Probe::start(manifest);
         let warm = crate::mixed::pull(&self.client, &base, content.repo, &content.mixed).await;
         let probed = tokio::task::spawn_blocking(move || probe.finish()).await?;
         let (mut warm, mut probed) = (warm?, probed?);
+        if let Some((responder, probe)) = reference {
+            let (mut seen, answered) = tokio::task::spawn_blocking(move || {
+                Ok::<_, BoxError>((probe.finish()?, responder.finish()?))
+            })
+            .await??;
+            if answered != seen.len() as u64 {
+                return Err(format!(
+                    "the bare responder answered {answered} requests, its light client saw {}",
+                    seen.len()
+                )
+                .into());
+            }
+            let r = &mut self.results;
+            r.add(kind, "mixw_bare_probe_p50", q(&mut seen, 0.5));
+            r.add(kind, "mixw_bare_probe_p99", q(&mut seen, 0.99));
+        }
         let cpu = cache.cpu_seconds(self.ticks)? - cpu;
         let rss = rss.max(cache.peak_rss_kib()?);
         let traffic = self.traffic_since(None, &prefix, before).await?;
@@ -346,6 +388,32 @@ impl Bench<'_> {
         r.add(kind, "mixw_cpu_s", cpu);
         r.add(kind, "mix_rss_mib", rss as f64 / 1024.0);
         Ok(())
+    }
+
+    /// A bare responder serving the bytes of the manifest at `url` (fetched through the
+    /// cache) and a light client fetching from it.
+    async fn bare_probe(
+        &self,
+        url: &str,
+    ) -> Result<(crate::bare_responder::Responder, crate::probe::Probe), BoxError> {
+        let resp = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, crate::load::ACCEPT)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await?
+            .error_for_status()?;
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let body = resp.bytes().await?;
+        let responder = crate::bare_responder::Responder::start(&body, &content_type)?;
+        let probe = crate::probe::Probe::start(responder.url());
+        Ok((responder, probe))
     }
 
     /// Manifest storms: GET by digest, GET by tag, HEAD by tag.
