@@ -69,6 +69,8 @@ pub struct Bench<'a> {
     pub ticks: f64,
     /// A file of the big blob's size for the bare sender ([`crate::bare_loop`]).
     pub bare_file: &'a std::path::Path,
+    /// Whether a round measures only the 200-client phase (`mixed.rs`).
+    pub only_mixed: bool,
     /// Where results go.
     pub results: Results,
 }
@@ -113,6 +115,9 @@ impl Bench<'_> {
 
     /// Measures `kind` once, recording every metric.
     pub async fn round(&mut self, kind: Kind) -> Result<(), BoxError> {
+        if self.only_mixed {
+            return self.mixed(kind).await;
+        }
         let content = self.content;
         let big = &content.big;
         let big_path = self.blob_path(big);

@@ -50,6 +50,9 @@ struct Args {
     /// The `docker-registry` executable (upstream and proxy).
     #[arg(long, value_name = "PATH", default_value = "docker-registry")]
     registry: PathBuf,
+    /// Only the 200-client phase, for each cache (with `--big-mib 16`, about 30 s a round).
+    #[arg(long)]
+    only_mixed: bool,
 }
 
 /// The arguments; Err unless the `oci-cache` executable exists.
@@ -119,6 +122,7 @@ async fn bench(args: Args) -> Result<(), BoxError> {
         content: &content,
         ticks,
         bare_file: bare_file.path(),
+        only_mixed: args.only_mixed,
         results: Results::default(),
     };
     for round in 0..args.rounds {
