@@ -265,6 +265,12 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "oci_cache_zero_copy_disk_reads",
+            "Parts of cached blobs read from the disk on the blocking pool before sendfile sent them",
+            crate::zero_copy::warm_reads(),
+        )?;
+        counter(
+            &mut enc,
             "oci_cache_coalesced_waiters",
             "Blob misses that joined a running fill",
             s.coalesced,

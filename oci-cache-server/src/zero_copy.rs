@@ -31,6 +31,10 @@ use tokio::net::TcpStream;
 
 use crate::body::BodyError;
 
+mod warm;
+
+pub(crate) use warm::warm_reads;
+
 /// What a zero-copy body yields in place of its bytes, at most this many at a time.
 static PLACEHOLDER: [u8; 1024 * 1024] = [0; 1024 * 1024];
 
@@ -139,6 +143,8 @@ fn broken(why: &'static str) -> io::Error {
 pub(crate) struct ZeroCopyIo {
     tcp: TcpStream,
     sends: Sends,
+    /// Whether the next part to send is in the page cache (see `warm.rs`).
+    warm: warm::Warm,
 }
 
 impl ZeroCopyIo {
@@ -148,23 +154,25 @@ impl ZeroCopyIo {
         let io = Self {
             tcp,
             sends: sends.clone(),
+            warm: warm::Warm::default(),
         };
         (io, sends)
     }
 
-    /// Sends up to `max` bytes of the first registered file.
+    /// Sends up to `max` bytes of the first registered file, once they are in the page
+    /// cache (`sendfile` on this thread must not wait for the disk).
     fn poll_sendfile(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<usize>> {
         loop {
+            let Some((file, offset, count)) = self.next_part(max) else {
+                return Poll::Ready(Err(broken("placeholder bytes with no file to send")));
+            };
+            std::task::ready!(self.warm.poll_resident(cx, &file, offset, count))?;
             std::task::ready!(self.tcp.poll_write_ready(cx))?;
             let mut queue = self.sends.queue.lock();
             let Some(part) = queue.front_mut() else {
                 return Poll::Ready(Err(broken("placeholder bytes with no file to send")));
             };
-            let count = usize::try_from(part.remaining)
-                .unwrap_or(usize::MAX)
-                .min(max);
             let mut offset = part.offset;
-            let file = Arc::clone(&part.file);
             let sent = self.tcp.try_io(Interest::WRITABLE, || {
                 rustix::fs::sendfile(&self.tcp, &*file, Some(&mut offset), count)
                     .map_err(io::Error::from)
@@ -172,6 +180,7 @@ impl ZeroCopyIo {
             match sent {
                 Ok(0) => return Poll::Ready(Err(broken("the blob file ended early"))),
                 Ok(n) => {
+                    self.warm.sent();
                     part.offset = offset;
                     part.remaining -= n as u64;
                     if part.remaining == 0 {
@@ -184,6 +193,17 @@ impl ZeroCopyIo {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+
+    /// The first registered file, where its next bytes start and how many of them (at most
+    /// `max`) the next `sendfile` sends.
+    fn next_part(&self, max: usize) -> Option<(Arc<File>, u64, usize)> {
+        let queue = self.sends.queue.lock();
+        let part = queue.front()?;
+        let count = usize::try_from(part.remaining)
+            .unwrap_or(usize::MAX)
+            .min(max);
+        Some((Arc::clone(&part.file), part.offset, count))
     }
 }
 

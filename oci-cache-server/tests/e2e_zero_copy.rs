@@ -150,3 +150,68 @@ fn cached_blobs_and_ranges_go_out_by_sendfile_with_every_byte_right() {
     });
     assert_eq!(zero_copy(), sent, "nothing went out by sendfile");
 }
+
+/// The stored file of the blob `hex` under `dir` (searched: the layout is the store's).
+fn stored_file(dir: &std::path::Path, hex: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        if path.is_dir() {
+            if let Some(found) = stored_file(&path, hex) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| n == hex) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_cached_blob_out_of_the_page_cache_is_read_off_the_runtime_then_sent_whole() {
+    const DISK_READS: &str = "oci_cache_zero_copy_disk_reads_total";
+    let auth = AuthRegistry::start(&[]);
+    let rt = support::rt::runtime(2);
+    let (big, digest) = push_random_blob(&rt, &auth, "test/zc", 11, 3 * 1024 * 1024 + 5);
+    let cache = Cache::start_with_config(&config(&auth.registry.url(), true), &[]);
+    let url = format!("{}/v2/test/zc/blobs/{digest}", cache.url());
+    let client = client();
+    let (status, _, body) = rt.block_on(get(&client, &url, None));
+    assert_eq!((status, sha256_bytes(&body)), (200, digest.clone()));
+    wait_until(
+        "the fill to finish",
+        Duration::from_secs(10),
+        || (metric(&scrape_metrics(&cache.url()), FILLS_IN_FLIGHT) == 0).then_some(()),
+        || cache.log_tail(),
+    );
+    let hex = digest.trim_start_matches("sha256:");
+    let path = stored_file(&cache.data_dir(), hex).expect("the stored blob file");
+    let file = std::fs::File::open(&path).unwrap();
+    for (range, want) in [
+        (None, 0..big.len()),
+        (Some("bytes=1048576-"), 1_048_576..big.len()),
+    ] {
+        // Out of the page cache (the file is clean: the commit synced it).
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let mut byte = [0u8; 1];
+        let at = want.start as u64;
+        assert_eq!(
+            oci_cache_storage::page_cache::read_cached(&file, &mut byte, at).unwrap(),
+            0,
+            "the data dir keeps its files in memory (tmpfs?): this test needs one on a disk"
+        );
+        let reads = metric(&scrape_metrics(&cache.url()), DISK_READS);
+        let sent = metric(&scrape_metrics(&cache.url()), ZERO_COPY);
+        let (status, _, body) = rt.block_on(get(&client, &url, range));
+        assert_eq!(status, if range.is_some() { 206 } else { 200 });
+        assert!(body == big[want.clone()], "{range:?}: wrong bytes");
+        assert!(
+            metric(&scrape_metrics(&cache.url()), DISK_READS) > reads,
+            "{range:?}: nothing was read into the page cache before sendfile"
+        );
+        assert_eq!(
+            metric(&scrape_metrics(&cache.url()), ZERO_COPY) - sent,
+            want.len() as u64,
+            "{range:?}: not sent by sendfile"
+        );
+    }
+}
