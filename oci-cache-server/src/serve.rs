@@ -67,8 +67,7 @@ pub struct ServeOptions {
     /// `None` (the default) serves plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Send cached blobs of 64 KiB or more with `sendfile` on plain HTTP connections
-    /// (default off: on loopback it measured slower and dearer than a copy; see
-    /// ARCHITECTURE.md, "Zero-copy hits").
+    /// (default on; see ARCHITECTURE.md, "Zero-copy hits").
     pub zero_copy: bool,
 }
 
@@ -81,7 +80,7 @@ impl Default for ServeOptions {
             idle_timeout: Duration::from_secs(75),
             stalled_write_timeout: Duration::from_secs(60),
             tls: None,
-            zero_copy: false,
+            zero_copy: true,
         }
     }
 }

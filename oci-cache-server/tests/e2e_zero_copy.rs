@@ -1,4 +1,4 @@
-//! End to end: with `limits.zero_copy`, cached blobs go from the page cache to the socket
+//! End to end: with `limits.zero_copy` (the default), cached blobs go from the page cache to the socket
 //! with `sendfile` on plain HTTP/1.1, whole and as ranges, on keep-alive connections that also carry ordinary
 //! responses, and every byte is the blob's. The `oci_cache_zero_copy_bytes_total` counter
 //! shows which path a response took. The upstream is the real registry.
@@ -48,20 +48,38 @@ fn config(url: &str, zero_copy: bool) -> String {
 }
 
 #[test]
-fn without_the_setting_hits_go_through_hyper() {
+fn hits_go_out_by_sendfile_by_default_and_through_hyper_when_it_is_off() {
     let auth = AuthRegistry::start(&[]);
     let rt = support::rt::runtime(2);
     let (big, digest) = push_random_blob(&rt, &auth, "test/zc", 9, 1024 * 1024);
-    let cache = Cache::start_with_config(&config(&auth.registry.url(), false), &[]);
-    let url = format!("{}/v2/test/zc/blobs/{digest}", cache.url());
-    rt.block_on(async {
+    let default = format!(
+        "[[upstreams]]\nname = \"upstream\"\nurl = \"{}\"\n",
+        auth.registry.url()
+    );
+    for (config, zero_copy) in [
+        (default, true),
+        (config(&auth.registry.url(), false), false),
+    ] {
+        let cache = Cache::start_with_config(&config, &[]);
+        let url = format!("{}/v2/test/zc/blobs/{digest}", cache.url());
         let client = client();
-        for _ in 0..3 {
-            let (status, _, body) = get(&client, &url, None).await;
+        for round in 0..3 {
+            let (status, _, body) = rt.block_on(get(&client, &url, None));
             assert!(status == 200 && body == big);
+            if round == 0 {
+                wait_until(
+                    "the fill to finish",
+                    Duration::from_secs(10),
+                    || (metric(&scrape_metrics(&cache.url()), FILLS_IN_FLIGHT) == 0).then_some(()),
+                    || cache.log_tail(),
+                );
+            }
         }
-    });
-    assert_eq!(metric(&scrape_metrics(&cache.url()), ZERO_COPY), 0);
+        let sent = metric(&scrape_metrics(&cache.url()), ZERO_COPY);
+        // The first GET filled the cache; the two hits after it went out by sendfile.
+        let want = if zero_copy { 2 * big.len() as u64 } else { 0 };
+        assert_eq!(sent, want, "zero_copy {zero_copy}:\n{config}");
+    }
 }
 
 #[test]

@@ -30,8 +30,8 @@ pub struct LimitsSection {
     #[serde(default = "default_stalled_write")]
     pub stalled_write_timeout_secs: u64,
     /// Send cached blobs of 64 KiB or more with `sendfile` on plain HTTP connections
-    /// (default false).
-    #[serde(default)]
+    /// (default true).
+    #[serde(default = "default_zero_copy")]
     pub zero_copy: bool,
 }
 
@@ -41,6 +41,10 @@ fn default_header() -> u64 {
 fn default_idle() -> u64 {
     75
 }
+fn default_zero_copy() -> bool {
+    true
+}
+
 fn default_stalled_write() -> u64 {
     60
 }
@@ -52,7 +56,7 @@ impl Default for LimitsSection {
             header_timeout_secs: default_header(),
             idle_timeout_secs: default_idle(),
             stalled_write_timeout_secs: default_stalled_write(),
-            zero_copy: false,
+            zero_copy: default_zero_copy(),
         }
     }
 }
