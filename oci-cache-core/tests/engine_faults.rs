@@ -678,3 +678,39 @@ async fn fills_beyond_the_upstreams_limit_wait_for_a_slot() {
         "at most max_fills downloads at once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fill_has_dropped_its_storage_writer_before_a_reader_hears_of_it() {
+    use support::faulty::{Fault, FaultyStore};
+    let blob = data(3 * 1024 * 1024 + 17, 12);
+    let digest = Digest::sha256_of(&blob);
+    let fake = blob_server(blob.clone(), Some("wrong-digest")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(
+        oci_cache_storage::fs::FsStore::open(dir.path().join("store"))
+            .await
+            .unwrap(),
+    );
+    let gone = Arc::new(AtomicBool::new(false));
+    let store = Arc::new(FaultyStore {
+        inner: fs.clone(),
+        fault: Fault::SlowDrop(Arc::clone(&gone)),
+    });
+    let mut config = oci_cache_core::EngineConfig::default();
+    config.spool_dir = dir.path().to_path_buf();
+    let engine = oci_cache_core::Engine::new(store, fs, config);
+    let client = fake.client();
+    let resp = engine.blob(&client, &repo(), &digest, None).await.unwrap();
+    let (got, err) = collect(resp.body).await;
+    assert!(err.is_some() && got.len() < blob.len());
+    assert!(
+        gone.load(Ordering::SeqCst),
+        "the reader heard of the failure before the fill's writer (and its temp file) was gone"
+    );
+    let tmp = dir.path().join("store/tmp");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "no temp file left"
+    );
+}

@@ -19,6 +19,9 @@ pub enum Fault {
     FailAfter(u64),
     /// Each write waits for a permit of this semaphore (a disk that is slow or stuck).
     WaitFor(Arc<Semaphore>),
+    /// A writer dropped uncommitted takes a while to go (removing a big temp file), then
+    /// sets this flag.
+    SlowDrop(Arc<std::sync::atomic::AtomicBool>),
 }
 
 /// A store wrapper that misbehaves on blob writes; everything else goes to `inner`.
@@ -31,6 +34,17 @@ struct FaultyWriter {
     inner: Box<dyn BlobWriter>,
     written: u64,
     fault: Fault,
+    _slow_drop: Option<SlowDrop>,
+}
+
+/// Sleeps when dropped, then sets its flag ([`Fault::SlowDrop`]).
+struct SlowDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SlowDrop {
+    fn drop(&mut self) {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 pub fn no_space() -> StorageError {
@@ -92,6 +106,10 @@ impl BlobStore for FaultyStore {
             inner: self.inner.writer(d, size).await?,
             written: 0,
             fault: self.fault.clone(),
+            _slow_drop: match &self.fault {
+                Fault::SlowDrop(gone) => Some(SlowDrop(Arc::clone(gone))),
+                _ => None,
+            },
         }))
     }
     async fn delete(&self, d: &Digest) -> Result<(), StorageError> {

@@ -37,7 +37,13 @@ impl FillJob {
     /// starts a fill of its own instead of joining a failed one.
     pub(super) async fn run<L>(self, tx: watch::Sender<Progress>, lease: L) {
         let tx = Arc::new(tx);
-        let result = self.download(&tx).await;
+        let mut stage = None;
+        let result = self.download(&tx, &mut stage).await;
+        if let Some(stage) = stage {
+            // A failed fill's store stage is gone, and its temp file with it, before
+            // anyone hears of the failure.
+            stage.discard().await;
+        }
         drop(lease);
         match result {
             Ok(size) => tracing::debug!(digest = %self.digest, size, "fill done"),
@@ -49,8 +55,13 @@ impl FillJob {
         }
     }
 
-    /// Downloads, verifies and commits one blob; returns its size.
-    async fn download(&self, tx: &Arc<watch::Sender<Progress>>) -> Result<u64, EngineError> {
+    /// Downloads, verifies and commits one blob; returns its size. The store stage it
+    /// starts stays in `stage` when it fails, for the caller to discard.
+    async fn download(
+        &self,
+        tx: &Arc<watch::Sender<Progress>>,
+        stage: &mut Option<StoreStage>,
+    ) -> Result<u64, EngineError> {
         let ctx = &self.context;
         let started = std::time::Instant::now();
         let Some(_slot) = self.client.fill_slot().await else {
@@ -79,13 +90,13 @@ impl FillJob {
             spool: spool.clone(),
         });
         let hash = HashStage::start(self.digest.verifier());
-        let mut store = StoreStage::start(
+        let store = stage.insert(StoreStage::start(
             Arc::clone(ctx),
             self.digest.clone(),
             Arc::clone(tx),
             spool.clone(),
             sink,
-        );
+        ));
         let mut received = 0u64;
         let mut body = resp.bytes_stream().fuse();
         while let Some(batch) = next_batch(&mut body, ctx.idle_timeout).await? {
@@ -113,7 +124,9 @@ impl FillJob {
             hash.send(batch.clone()).await?;
             if store.send(batch).await.is_err() {
                 // The store stage failed: its error is the fill's.
-                store.finish().await?;
+                if let Some(failed) = stage.take() {
+                    failed.finish().await?;
+                }
                 return Err(EngineError::TaskLost { task: "store" });
             }
         }
@@ -132,6 +145,9 @@ impl FillJob {
                 actual,
             });
         }
+        let Some(store) = stage.take() else {
+            return Err(EngineError::TaskLost { task: "store" });
+        };
         let stored = store.finish().await?;
         self.commit(tx, stored, room, received).await;
         Ok(received)

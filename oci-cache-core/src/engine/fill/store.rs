@@ -107,6 +107,16 @@ impl StoreStage {
     }
 }
 
+impl StoreStage {
+    /// Stops the stage and waits until its task is gone: a storage writer it held has been
+    /// dropped (which discards what it wrote) when this returns.
+    pub(super) async fn discard(mut self) {
+        self.task.abort();
+        // Cancelled, or finished before the abort: either way the task's state is dropped.
+        let _ = (&mut self.task).await;
+    }
+}
+
 impl Drop for StoreStage {
     fn drop(&mut self) {
         self.task.abort();
