@@ -113,31 +113,20 @@ mod tests {
         )
         .into_bytes();
         ok.extend_from_slice(&body);
-        let (upstream, thread) = upstream_once(ok);
-        get_once(
-            &client,
-            upstream,
-            "/v2/r/blobs/x",
-            &digest,
-            body.len() as u64,
-        )
-        .await
-        .unwrap();
-        thread.join().unwrap();
-
+        let len = body.len() as u64;
+        let relay = |response: Vec<u8>| {
+            let (client, digest) = (client.clone(), digest.clone());
+            async move {
+                let (upstream, thread) = upstream_once(response);
+                let got = get_once(&client, upstream, "/v2/r/blobs/x", &digest, len).await;
+                thread.join().unwrap();
+                got
+            }
+        };
+        relay(ok).await.unwrap();
         let redirect = b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/\r\n\
                          content-length: 0\r\nconnection: close\r\n\r\n";
-        let (upstream, thread) = upstream_once(redirect.to_vec());
-        let err = get_once(
-            &client,
-            upstream,
-            "/v2/r/blobs/x",
-            &digest,
-            body.len() as u64,
-        )
-        .await
-        .unwrap_err();
+        let err = relay(redirect.to_vec()).await.unwrap_err();
         assert!(err.to_string().contains("200"), "{err}");
-        thread.join().unwrap();
     }
 }
