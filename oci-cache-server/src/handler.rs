@@ -165,6 +165,9 @@ async fn answer(
                     .await
                     .map_err(at(&client))?;
                 if let Some(file) = file {
+                    if let (Some(peers), true) = (peers, from_peer) {
+                        peers.stats().served.fetch_add(1, Ordering::Relaxed);
+                    }
                     return Ok(Outcome {
                         response: file_response(&digest.to_string(), file, sends)?,
                         log: through(&client, "hit"),

@@ -163,11 +163,13 @@ impl ZeroCopyIo {
     /// cache (`sendfile` on this thread must not wait for the disk).
     fn poll_sendfile(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<usize>> {
         loop {
+            // Writable first: a part read into the page cache for a client that then
+            // reads nothing for a minute could be evicted again before it goes out.
+            std::task::ready!(self.tcp.poll_write_ready(cx))?;
             let Some((file, offset, count)) = self.next_part(max) else {
                 return Poll::Ready(Err(broken("placeholder bytes with no file to send")));
             };
             std::task::ready!(self.warm.poll_resident(cx, &file, offset, count))?;
-            std::task::ready!(self.tcp.poll_write_ready(cx))?;
             let mut queue = self.sends.queue.lock();
             let Some(part) = queue.front_mut() else {
                 return Poll::Ready(Err(broken("placeholder bytes with no file to send")));
@@ -180,11 +182,11 @@ impl ZeroCopyIo {
             match sent {
                 Ok(0) => return Poll::Ready(Err(broken("the blob file ended early"))),
                 Ok(n) => {
-                    self.warm.sent();
                     part.offset = offset;
                     part.remaining -= n as u64;
                     if part.remaining == 0 {
                         queue.pop_front();
+                        self.warm.part_done();
                     }
                     ZERO_COPY_BYTES.fetch_add(n as u64, Ordering::Relaxed);
                     return Poll::Ready(Ok(n));

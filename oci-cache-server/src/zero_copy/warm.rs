@@ -30,21 +30,19 @@ pub(crate) fn warm_reads() -> u64 {
     WARM_READS.load(Ordering::Relaxed)
 }
 
-/// Where a connection stands with the next part it sends.
+/// What a connection knows of the page cache for the part it is sending.
 #[derive(Default)]
-pub(super) enum Warm {
-    /// Nothing checked yet.
-    #[default]
-    Unchecked,
-    /// Being read into the page cache on the blocking pool.
-    Reading(JoinHandle<io::Result<()>>),
-    /// Read (or found) in the page cache: send it.
-    Ready,
+pub(super) struct Warm {
+    /// The part's bytes before this file offset are in the page cache: checked, or read
+    /// into it (not checked again, so a part evicted meanwhile still makes progress).
+    until: u64,
+    /// A read into the page cache on the blocking pool, and the offset it ends at.
+    reading: Option<(JoinHandle<io::Result<()>>, u64)>,
 }
 
 impl Warm {
-    /// Ready once `count` bytes of `file` from `offset` are in the page cache, or were just
-    /// read into it; the read's error, if it failed.
+    /// Ready once `count` bytes of `file` from `offset` are in the page cache, or were read
+    /// into it; the read's error, if it failed.
     pub(super) fn poll_resident(
         &mut self,
         cx: &mut Context<'_>,
@@ -52,31 +50,40 @@ impl Warm {
         offset: u64,
         count: usize,
     ) -> Poll<io::Result<()>> {
+        let end = offset + count as u64;
         loop {
-            match self {
-                Warm::Ready => return Poll::Ready(Ok(())),
-                Warm::Reading(task) => {
-                    let read = std::task::ready!(Pin::new(task).poll(cx));
-                    *self = Warm::Ready;
-                    return Poll::Ready(read.map_err(io::Error::other).and_then(|r| r));
-                }
-                Warm::Unchecked if count == 0 || resident(file, offset, count) => {
-                    *self = Warm::Ready;
-                }
-                Warm::Unchecked => {
-                    WARM_READS.fetch_add(1, Ordering::Relaxed);
-                    let file = Arc::clone(file);
-                    *self = Warm::Reading(tokio::task::spawn_blocking(move || {
-                        read_through(&file, offset, count)
-                    }));
-                }
+            if let Some((task, read_end)) = &mut self.reading {
+                let read = std::task::ready!(Pin::new(task).poll(cx));
+                self.until = self.until.max(*read_end);
+                self.reading = None;
+                read.map_err(io::Error::other).and_then(|r| r)?;
             }
+            if count == 0 || end <= self.until {
+                return Poll::Ready(Ok(()));
+            }
+            if resident(file, offset, count) {
+                self.until = end;
+                return Poll::Ready(Ok(()));
+            }
+            WARM_READS.fetch_add(1, Ordering::Relaxed);
+            let file = Arc::clone(file);
+            let read = tokio::task::spawn_blocking(move || read_through(&file, offset, count));
+            self.reading = Some((read, end));
         }
     }
 
-    /// The part went out (some of it): the next one is checked again.
-    pub(super) fn sent(&mut self) {
-        *self = Warm::Unchecked;
+    /// The part was sent whole: the next one starts unknown.
+    pub(super) fn part_done(&mut self) {
+        self.until = 0;
+    }
+}
+
+impl Drop for Warm {
+    /// A read not started yet never starts (the connection is gone); one running finishes.
+    fn drop(&mut self) {
+        if let Some((task, _)) = &self.reading {
+            task.abort();
+        }
     }
 }
 
@@ -140,16 +147,25 @@ mod tests {
             .unwrap();
         assert!(warm_reads() > before);
         assert!(resident(&file, 4096, 200 * 1024));
-        // Checked again only once something was sent; a resident part is not read.
-        warm.sent();
         let mut cx = Context::from_waker(std::task::Waker::noop());
+        // What was read is not checked or read again for the same part, even once evicted
+        // (a client reading a few KiB per send must not cost a read per send).
+        let evict = rustix::fs::Advice::DontNeed;
+        rustix::fs::fadvise(&*file, 0, None, evict).unwrap();
         assert!(warm
-            .poll_resident(&mut cx, &file, 4096, 100 * 1024)
+            .poll_resident(&mut cx, &file, 70_000, 100_000)
             .is_ready());
-        assert!(
-            matches!(warm, Warm::Ready),
-            "a resident part was read again"
-        );
+        assert!(warm.reading.is_none(), "a part read before was read again");
+        // The next part starts unknown, and a resident one is not read.
+        warm.part_done();
+        std::future::poll_fn(|cx| warm.poll_resident(cx, &file, 0, 8192))
+            .await
+            .unwrap();
+        assert!(warm.poll_resident(&mut cx, &file, 0, 4096).is_ready());
+        assert!(warm.reading.is_none(), "a resident part was read");
+        warm.part_done();
+        assert!(warm.poll_resident(&mut cx, &file, 0, 8192).is_ready());
+        assert!(warm.reading.is_none(), "a resident part was read");
     }
 
     #[tokio::test]

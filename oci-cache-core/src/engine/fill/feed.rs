@@ -53,3 +53,11 @@ impl StorageFeed {
         }
     }
 }
+
+impl Drop for StorageFeed {
+    /// Stops the storage task at once (without it, the task would write what is queued
+    /// before dropping the writer).
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
