@@ -69,10 +69,21 @@ pub struct Bench<'a> {
     pub ticks: f64,
     /// A file of the big blob's size for the bare sender ([`crate::bare_loop`]).
     pub bare_file: &'a std::path::Path,
-    /// Whether a round measures only the 200-client phase (`mixed.rs`).
-    pub only_mixed: bool,
+    /// What a round measures.
+    pub phases: Phases,
     /// Where results go.
     pub results: Results,
+}
+
+/// What a round of [`Bench::round`] measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phases {
+    /// Everything.
+    All,
+    /// The direct GET, the bare relay and the cold GET of the big blob.
+    Cold,
+    /// The 200-client phase (`mixed.rs`).
+    Mixed,
 }
 
 #[allow(clippy::cast_precision_loss, reason = "byte and request counts < 2^52")]
@@ -115,7 +126,7 @@ impl Bench<'_> {
 
     /// Measures `kind` once, recording every metric.
     pub async fn round(&mut self, kind: Kind) -> Result<(), BoxError> {
-        if self.only_mixed {
+        if self.phases == Phases::Mixed {
             return self.mixed(kind).await;
         }
         let content = self.content;
@@ -172,6 +183,9 @@ impl Bench<'_> {
         r.add(kind, "cold_up_gets", traffic.requests as f64);
         r.add(kind, "cold_up_mib", traffic.bytes as f64 / MIB);
         r.add(kind, "cold_cpu_gib", cpu / big_gib);
+        if self.phases == Phases::Cold {
+            return Ok(());
+        }
 
         // Warm big blob: 1 client, then 8; clients that hash every byte, then clients that
         // only count them (the content was verified by the GETs before).

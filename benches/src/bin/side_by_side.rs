@@ -23,7 +23,7 @@ use std::time::Duration;
 use clap::Parser;
 use oci_cache_benches::metrics::METRICS;
 use oci_cache_benches::report::Results;
-use oci_cache_benches::rounds::{Bench, Blob, Content};
+use oci_cache_benches::rounds::{Bench, Blob, Content, Phases};
 use oci_cache_benches::subject::{Binaries, Kind};
 use oci_cache_benches::upstream::oci_manifest;
 use oci_cache_benches::{procfs, transfer_timeout, BoxError, Registry};
@@ -51,8 +51,12 @@ struct Args {
     #[arg(long, value_name = "PATH", default_value = "docker-registry")]
     registry: PathBuf,
     /// Only the 200-client phase, for each cache (with `--big-mib 16`, about 30 s a round).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "only_cold")]
     only_mixed: bool,
+    /// Only the cold GET of the big blob (with the direct GET and the bare relay), for each
+    /// cache (about 20 s a round).
+    #[arg(long)]
+    only_cold: bool,
 }
 
 /// The arguments; Err unless the `oci-cache` executable exists.
@@ -122,7 +126,13 @@ async fn bench(args: Args) -> Result<(), BoxError> {
         content: &content,
         ticks,
         bare_file: bare_file.path(),
-        only_mixed: args.only_mixed,
+        phases: if args.only_mixed {
+            Phases::Mixed
+        } else if args.only_cold {
+            Phases::Cold
+        } else {
+            Phases::All
+        },
         results: Results::default(),
     };
     for round in 0..args.rounds {

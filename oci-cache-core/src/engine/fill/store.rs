@@ -105,9 +105,7 @@ impl StoreStage {
             .await
             .map_err(|_| EngineError::TaskLost { task: "store" })?
     }
-}
 
-impl StoreStage {
     /// Stops the stage and waits until its task is gone: a storage writer it held has been
     /// dropped (which discards what it wrote) when this returns.
     pub(super) async fn discard(mut self) {
