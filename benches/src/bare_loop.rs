@@ -96,16 +96,21 @@ fn serve_one(listener: &TcpListener, path: &Path, ticks: f64) -> Result<f64, Box
         "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n\
          content-length: {len}\r\nconnection: close\r\n\r\n"
     )?;
-    let mut buf = vec![0u8; BUF];
+    pump(&mut file, &mut tcp, &mut vec![0u8; BUF])?;
+    Ok(crate::procfs::thread_cpu_seconds(ticks)? - start)
+}
+
+/// Copies everything `from` has to `to` with plain blocking `read` and `write` calls
+/// through `buf`, then flushes (not `std::io::copy`, which may use `sendfile` or `splice`).
+pub(crate) fn pump(from: &mut impl Read, to: &mut impl Write, buf: &mut [u8]) -> io::Result<()> {
     loop {
-        let n = file.read(&mut buf)?;
+        let n = from.read(buf)?;
         if n == 0 {
             break;
         }
-        tcp.write_all(&buf[..n])?;
+        to.write_all(&buf[..n])?;
     }
-    tcp.flush()?;
-    Ok(crate::procfs::thread_cpu_seconds(ticks)? - start)
+    to.flush()
 }
 
 /// The first connection to `listener` within `wait`, as a blocking stream.

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::bare_loop::{accept_within, read_head};
+use crate::bare_loop::{accept_within, pump, read_head};
 use crate::load::{verified_get, BlobGet};
 use crate::BoxError;
 
@@ -73,14 +73,7 @@ fn relay_one(listener: &TcpListener, upstream: SocketAddr, path: &str) -> Result
         return Err("the upstream did not answer the bare relay with a 200".into());
     }
     client.write_all(&buf[..filled])?;
-    loop {
-        let n = up.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        client.write_all(&buf[..n])?;
-    }
-    client.flush()?;
+    pump(&mut up, &mut client, &mut buf)?;
     Ok(())
 }
 
